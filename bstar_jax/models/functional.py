@@ -1,0 +1,106 @@
+"""Pure functions over (cfg, params) around the NNX Decoder.
+
+`params` is a plain nested dict of arrays (nnx.to_pure_dict of the Decoder's Param state), the
+form that jit, optax, orbax and safetensors all take as is. Each function merges it back into
+the module inside the trace, so nothing stateful crosses a jit boundary.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from bstar_jax import mesh as mesh_lib
+from bstar_jax.models.config import ModelConfig
+from bstar_jax.models.decoder import CACHE_AXES, Decoder
+
+
+@functools.lru_cache(maxsize=32)
+def _abstract(cfg: ModelConfig):
+    model = nnx.eval_shape(lambda: Decoder(cfg, nnx.Rngs(0)))
+    graphdef, state = nnx.split(model)
+    return graphdef, state
+
+
+def module(cfg: ModelConfig, params) -> Decoder:
+    """The NNX Decoder holding `params` (for use inside a traced function)."""
+    graphdef, abstract_state = _abstract(cfg)
+    state = jax.tree.map(lambda x: x, abstract_state)
+    nnx.replace_by_pure_dict(state, params)
+    return nnx.merge(graphdef, state)
+
+
+def init(cfg: ModelConfig, rng) -> dict:
+    """Random params (normal(0, 0.02) weights, unit norms, zero biases)."""
+    seed = int(jax.random.randint(rng, (), 0, 2**31 - 1)) if not isinstance(rng, int) else rng
+    return nnx.to_pure_dict(nnx.state(Decoder(cfg, nnx.Rngs(seed)), nnx.Param))
+
+
+def param_shapes(cfg: ModelConfig) -> dict:
+    """jax.ShapeDtypeStruct per param, without allocating."""
+    _, state = _abstract(cfg)
+    return jax.tree.map(lambda v: jax.ShapeDtypeStruct(v.shape, v.dtype), nnx.to_pure_dict(state))
+
+
+def logical_axes(cfg: ModelConfig) -> dict:
+    """The logical axes of every param, as declared where the Decoder creates it."""
+    _, state = _abstract(cfg)
+    flat = {path: var.get_metadata()["logical_axes"] for path, var in nnx.to_flat_state(state)}
+    return nnx.traversals.unflatten_mapping(flat) if hasattr(nnx, "traversals") else _unflatten(flat)
+
+
+def _unflatten(flat):
+    out: dict = {}
+    for path, value in flat.items():
+        node = out
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = value
+    return out
+
+
+def param_shardings(cfg: ModelConfig, mesh) -> dict:
+    """NamedSharding per param on `mesh`, from the one rules table in mesh.py."""
+    return mesh_lib.tree_shardings(logical_axes(cfg), param_shapes(cfg), mesh)
+
+
+def shard_params(cfg: ModelConfig, params, mesh) -> dict:
+    """Places params on `mesh` by the rules table."""
+    return jax.device_put(params, param_shardings(cfg, mesh))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def forward(cfg: ModelConfig, params, tokens_BxL):
+    """Logits float32 [B, L, V] of a causal forward at positions 0..L-1."""
+    logits_BxLxV, _ = module(cfg, params)(tokens_BxL)
+    return logits_BxLxV
+
+
+def apply(cfg: ModelConfig, params, tokens_BxL, positions_BxL, cache=None):
+    """(logits float32 [B, L, V], cache): a forward at given positions, writing K/V into `cache`."""
+    return module(cfg, params)(tokens_BxL, positions_BxL, cache)
+
+
+def hidden_states(cfg: ModelConfig, params, tokens_BxL, positions_BxL=None, cache=None):
+    """(final normed hidden states [B, L, E], cache) — the backbone the reward head reads."""
+    return module(cfg, params).hidden(tokens_BxL, positions_BxL, cache)
+
+
+def init_cache(cfg: ModelConfig, batch: int, max_len: int, dtype=None) -> dict:
+    """A zero KV cache {k, v}: [layers, batch, max_len, kv_heads, head_dim]."""
+    shape = (cfg.num_layers, batch, max_len, cfg.num_kv_heads, cfg.head_dim)
+    dtype = dtype or cfg.jnp_dtype
+    return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
+
+
+def cache_sharding(mesh):
+    """NamedSharding of each cache array: batch along the data axes, KV heads by the rules."""
+    return mesh_lib.named_sharding(CACHE_AXES, mesh)
+
+
+def cache_bytes(cfg: ModelConfig, batch: int, max_len: int, dtype=None) -> int:
+    """Bytes held by a KV cache of this size."""
+    itemsize = jnp.dtype(dtype or cfg.jnp_dtype).itemsize
+    return 2 * cfg.num_layers * batch * max_len * cfg.num_kv_heads * cfg.head_dim * itemsize
