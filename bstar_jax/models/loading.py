@@ -1,0 +1,52 @@
+"""`load(path)`: one entry point for HF folders, .gguf files, embedded aliases and hub ids."""
+from __future__ import annotations
+
+import os
+
+import jax
+
+from bstar_jax.models.functional import param_shardings
+from bstar_jax.models.gguf_io import EMBEDDED_MODELS, embedded_path, load_gguf
+from bstar_jax.models.hf import load_folder
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+
+
+def resolve(path: str) -> str:
+    """A local path for `path`: an alias's GGUF, an existing file/folder, or a downloaded hub id."""
+    if path in EMBEDDED_MODELS:
+        return embedded_path(path)
+    if os.path.exists(path):
+        return path
+    looks_local = path.endswith(".gguf") or path.startswith((".", "/", "~")) or path.count("/") != 1
+    if looks_local:
+        raise FileNotFoundError(f"{path}: no such model file or folder "
+                                f"(embedded aliases: {', '.join(EMBEDDED_MODELS)})")
+    if _offline():
+        raise FileNotFoundError(f"{path}: not a local path, and the hub is unreachable (HF_HUB_OFFLINE=1); "
+                                f"pass a local HF folder, a .gguf file or one of {', '.join(EMBEDDED_MODELS)}")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(path, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"])
+    except Exception as e:  # network errors come in many types
+        raise FileNotFoundError(f"{path}: could not download from the hub ({type(e).__name__}: {e})") from None
+
+
+def load(path: str, *, mesh=None, param_dtype: str | None = None, dtype: str | None = None):
+    """(cfg, params) from an HF folder, a .gguf file, an embedded alias or a hub id.
+
+    With `mesh`, each param goes straight from host memory into its sharded layout on the mesh.
+    """
+    local = resolve(path)
+    if os.path.isdir(local):
+        cfg, params = load_folder(local, param_dtype=param_dtype, dtype=dtype)
+    else:
+        cfg, params = load_gguf(local, param_dtype=param_dtype, dtype=dtype)
+    if mesh is not None:
+        params = jax.device_put(params, param_shardings(cfg, mesh))
+    else:
+        params = jax.device_put(params)
+    return cfg, params
