@@ -35,6 +35,8 @@ _GGUF_TOP = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weig
 
 def embedded_path(alias: str) -> str:
     """Path of an embedded model's GGUF file (e.g. 'smollm2-135m'), with an install hint if absent."""
+    if alias not in EMBEDDED_MODELS:
+        raise KeyError(f"unknown embedded model alias {alias!r}; known: {sorted(EMBEDDED_MODELS)}")
     package, fname = EMBEDDED_MODELS[alias]
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
