@@ -1,0 +1,229 @@
+"""The self-improvement loop (Algorithm 1 and its baselines), the one place the pieces meet.
+
+Per run (a variant, with or without the PRM), from the same P_0:
+  iteration 0: evaluate P_0;
+  iteration i: [B-STaR: sample the dev subset at every T of the grid, score, search (T, τ)]
+               -> sample the iteration's queries at T -> reward -> select (τ, per-query cap)
+               -> SFT with the variant's carry-over rule -> evaluate -> log -> checkpoint.
+Randomness is fold_in(seed, run, iteration, phase), so a resumed run draws what an uninterrupted
+one would; metrics are written before the checkpoint, and a resume drops rows past it.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import jax
+import numpy as np
+
+from bstar_jax import balance, checkpoint, data, metrics, pools, report, sft
+from bstar_jax import mesh as mesh_lib
+from bstar_jax.prm_phase import prepare_prm
+from bstar_jax.warmstart import load_policy
+
+# Phases folded into each iteration's key.
+SEARCH, SAMPLE, SFT, EVAL = 1, 2, 3, 4
+
+
+def run_name(variant: str, use_prm: bool) -> str:
+    return f"{variant}+prm" if use_prm else variant
+
+
+def validate(config, mesh) -> None:
+    """Config errors that would otherwise surface after work is done (DESIGN.md §8)."""
+    s = config.search
+    if not len(s.temperatures) or not len(s.thresholds):
+        raise ValueError(f"config.search: empty grid (temperatures={tuple(s.temperatures)}, "
+                         f"thresholds={tuple(s.thresholds)})")
+    if min(s.temperatures) <= 0:
+        raise ValueError(f"config.search.temperatures: every T must be > 0, got {tuple(s.temperatures)}")
+    if max(config.eval.s_values) > config.eval.samples_per_query:
+        raise ValueError(f"config.eval: S={max(config.eval.s_values)} > K={config.eval.samples_per_query}")
+    multiple = mesh_lib.batch_size_multiple(mesh)
+    for name in ("batch_size", "micro_batch_size"):
+        value = int(config.sft[name])
+        if value % multiple:
+            raise ValueError(f"config.sft.{name}={value} does not divide over the mesh's data axes "
+                             f"({multiple} devices along {mesh_lib.BATCH_AXES})")
+    for v in config.variants:
+        if v not in sft.VARIANTS:
+            raise ValueError(f"config.variants: unknown variant {v!r}; expected one of {sft.VARIANTS}")
+    if config.search.mode not in balance.MODES:
+        raise ValueError(f"config.search.mode={config.search.mode!r}; expected one of {balance.MODES}")
+    if config.search.restrict not in ("both", "temperature", "threshold"):
+        raise ValueError(f"config.search.restrict={config.search.restrict!r}; expected both|temperature|threshold")
+
+
+def load_data(config) -> dict[str, list[data.Example]]:
+    """train / dev / test examples as the config names them."""
+    d = config.data
+    if d.name in ("synthetic", "gsm_symbolic"):
+        kw = dict(seed=int(config.seed), n_train=int(d.num_train), n_dev=int(d.num_dev), n_test=int(d.num_test))
+        if d.name == "synthetic":
+            kw["difficulty"] = int(d.difficulty)
+        return {split: data.load_split(d.name, split, **kw) for split in ("train", "dev", "test")}
+    kw = {}
+    if d.name == "gsm8k_tfds":
+        kw = {k: v for k, v in (("data_dir", d.data_dir), ("jsonl_dir", d.get("jsonl_dir", ""))) if v}
+    train = data.load_split(d.name, "train", **(kw or {"path": d.train_path}))
+    test = data.load_split(d.name, "test", **(kw or {"path": d.test_path}))[: int(d.num_test)]
+    # The dev subset is drawn from training queries (PAPER.md §3.3), disjoint from the test set.
+    order = np.random.default_rng(int(config.seed)).permutation(len(train))
+    dev = [train[i] for i in order[: int(d.num_dev)]]
+    return {"train": train, "dev": dev, "test": test}
+
+
+class _QuietLibraries(logging.Filter):
+    """Drops the INFO chatter of orbax (a dozen lines per checkpoint); warnings still pass."""
+
+    def filter(self, record):
+        return record.levelno >= logging.WARNING or "/orbax/" not in record.pathname
+
+
+def run(config, mesh, *, command: str | None = None) -> str:
+    """Runs every (variant, reward) of the config into config.workdir; returns report.md's path."""
+    for handler in logging.getLogger().handlers + logging.getLogger("absl").handlers:
+        if not any(isinstance(f, _QuietLibraries) for f in handler.filters):
+            handler.addFilter(_QuietLibraries())
+    validate(config, mesh)
+    os.makedirs(config.workdir, exist_ok=True)
+    is_writer = jax.process_index() == 0
+    splits = load_data(config)
+    tokenizer, p0 = load_policy(config, mesh, splits["train"])
+    log = report.MetricsLog(config.workdir, enabled=is_writer)
+    root = jax.random.key(int(config.seed))
+    prm_scorer = None
+    for r, (variant, use_prm) in enumerate((v, p) for p in config.use_prm for v in config.variants):
+        if use_prm and prm_scorer is None:
+            prm_scorer = prepare_prm(config, mesh, tokenizer, p0, splits, jax.random.fold_in(root, 999))
+        Run(config, mesh, tokenizer, p0, splits, log, jax.random.fold_in(root, r),
+            variant, prm_scorer if use_prm else None).go()
+    log.close()
+    if is_writer:
+        return report.write_report(config.workdir, title=f"B-STaR: {config.workdir}", command=command)
+    return ""
+
+
+class Run:
+    """One variant of the loop from P_0, with its own checkpoints under checkpoints/<name>."""
+
+    def __init__(self, config, mesh, tokenizer, p0, splits, log, key, variant, prm_scorer):
+        self.config, self.mesh, self.tokenizer, self.splits, self.log = config, mesh, tokenizer, splits, log
+        self.cfg, self.p0_params = p0
+        self.key, self.variant, self.prm_scorer = key, variant, prm_scorer
+        self.name = run_name(variant, prm_scorer is not None)
+        self.n_star = int(config.n_star) or metrics.n_star_rule(int(config.target_size),
+                                                                 int(config.queries_per_iteration))
+        self.ckpt = checkpoint.Checkpointer(os.path.join(config.workdir, "checkpoints", self.name.replace("+", "_")),
+                                            max_to_keep=int(config.checkpoint.keep), async_save=False)
+
+    def go(self) -> None:
+        c = self.config
+        state = sft.init_train_state(self.cfg, self.p0_params, c.sft, self.mesh)
+        start = 0
+        restored = self.ckpt.restore(sft.abstract_train_state(self.cfg, c.sft, self.mesh)) \
+            if self.ckpt.latest_iteration() is not None else None
+        if restored is not None:
+            state, start = restored.state, restored.iteration
+            logging.info("%s: resuming after iteration %d", self.name, start)
+        else:
+            t0 = time.time()
+            self._log_row(0, self._evaluate(state.params, 0), temperature=None, threshold=None, t0=t0)
+            self.ckpt.save(0, state, metrics={"iteration": 0})
+        self.log.drop_after(self.name, start)
+        for it in range(start + 1, int(c.iterations) + 1):
+            state = self.iteration(it, state)
+        self.ckpt.close()
+
+    # ------------------------------------------------------------------ one iteration
+
+    def iteration(self, it: int, state):
+        c, t0 = self.config, time.time()
+        key = jax.random.fold_in(self.key, it)
+        policy = (self.cfg, state.params)
+        temperature, threshold, search_table = self._choose(policy, it, key)
+        queries = self._queries(it, key)
+        samples = pools.sample(policy, self.tokenizer, [e.question for e in queries], temperatures=[temperature],
+                               num_samples=int(c.samples_per_query), rng=jax.random.fold_in(key, SAMPLE),
+                               sampling_config=c.sampling, mesh=self.mesh)
+        pool = pools.score(samples, [e.question for e in queries], [e.solution for e in queries], task=c.task, answer_check=c.answer_check,
+                           prm_scorer=self.prm_scorer)
+        correct, reward, valid, text_id = pool.correct[0], pool.reward[0], pool.valid[0], pool.text_id[0]
+        if self.variant == "bstar" and c.search.mode == "official":
+            threshold = balance.search_threshold(correct, reward, valid, text_id, c.search.thresholds,
+                                                 temperature=temperature, target_size=int(c.target_size),
+                                                 n_star=self.n_star, mode="official", mesh=self.mesh).threshold
+        selected = balance.select(reward, valid, threshold, int(c.target_size), text_id, mesh=self.mesh)
+        precision, recall = metrics.selection_precision_recall(correct, selected, valid, text_id, mesh=self.mesh)
+        examples = [(samples.prompt_ids[q], samples.response_ids(0, q, k)) for q, k in zip(*np.nonzero(selected))]
+        state = sft.carry_over(self.variant, state, self.p0_params, c.sft)
+        train_stats = {"loss": None, "tokens_per_s": None}
+        if examples:
+            state, train_stats = sft.run_sft(state, examples, self.cfg, c.sft, self.mesh,
+                                             jax.random.fold_in(key, SFT), progress=bool(c.progress),
+                                             description=f"{self.name} it{it} SFT")
+        else:
+            logging.warning("%s iteration %d: nothing selected at τ=%s; SFT skipped", self.name, it, threshold)
+        row = self._evaluate(state.params, it)
+        row.update(
+            balance_score=metrics.balance_score(correct, selected, text_id, self.n_star, mesh=self.mesh),
+            n_selected=int(selected.sum()), selection_precision=precision, selection_recall=recall,
+            sft_loss=train_stats["loss"], sft_tokens_per_s=train_stats["tokens_per_s"],
+            train_accuracy=float(correct.mean()), train_valid=float(valid.mean()),
+            selected_diversity=metrics.diversity([[pool.texts[0, q, k] for k in np.flatnonzero(selected[q])]
+                                                  for q in range(len(queries))]),
+            n_star=self.n_star, search_balance_score=search_table)
+        self._log_row(it, row, temperature=temperature, threshold=threshold, t0=t0)
+        self.ckpt.save(it, state, temperature=temperature, threshold=threshold,
+                       metrics={"iteration": it, "n_selected": int(selected.sum())})
+        return state
+
+    def _choose(self, policy, it, key):
+        """(T, τ, dev balance score) for this iteration: the search for B-STaR, fixed otherwise."""
+        c = self.config
+        base_t, base_tau = float(c.baseline.temperature), float(c.baseline.threshold)
+        if self.variant != "bstar":
+            return base_t, base_tau, None
+        restrict = c.search.restrict
+        temps = [base_t] if restrict == "threshold" else list(c.search.temperatures)
+        taus = [base_tau] if restrict == "temperature" else list(c.search.thresholds)
+        dev = self.splits["dev"]
+        samples = pools.sample(policy, self.tokenizer, [e.question for e in dev], temperatures=temps,
+                               num_samples=int(c.search.samples_per_query), rng=jax.random.fold_in(key, SEARCH),
+                               sampling_config=c.sampling, mesh=self.mesh)
+        pool = pools.score(samples, [e.question for e in dev], [e.solution for e in dev], task=c.task, answer_check=c.answer_check,
+                           prm_scorer=self.prm_scorer)
+        # The dev target keeps the iteration's per-query ratio N / M (PAPER.md §5.4: 3550 / 600).
+        dev_target = max(1, round(int(c.target_size) * len(dev) / int(c.queries_per_iteration)))
+        result = balance.search(pool.correct, pool.reward, pool.valid, pool.text_id, temps, taus,
+                                target_size=dev_target, n_star=self.n_star, mode=c.search.mode,
+                                include_reference=bool(c.search.include_reference), mesh=self.mesh)
+        if jax.process_index() == 0:
+            report.save_search_table(c.workdir, self.name, it, temps, taus, result.balance_score_TxTau)
+        return float(result.temperature), float(result.threshold), float(result.balance_score)
+
+    def _queries(self, it, key) -> list[data.Example]:
+        """The iteration's M training queries (all of them when M >= the training set)."""
+        train, m = self.splits["train"], int(self.config.queries_per_iteration)
+        if m >= len(train):
+            return list(train)
+        order = np.asarray(jax.random.permutation(jax.random.fold_in(key, SAMPLE + 100), len(train)))
+        return [train[i] for i in order[:m]]
+
+    def _evaluate(self, params, it) -> dict:
+        test = self.splits["test"]
+        return pools.evaluate((self.cfg, params), self.tokenizer, [e.question for e in test],
+                              [e.solution for e in test], rng=jax.random.fold_in(jax.random.fold_in(self.key, it), EVAL),
+                              config=self.config, mesh=self.mesh, prm_scorer=self.prm_scorer)
+
+    def _log_row(self, it, row, *, temperature, threshold, t0) -> None:
+        base = dict(iteration=it, variant=self.name, temperature=temperature, threshold=threshold,
+                    balance_score=None, n_selected=0, selection_precision=None, selection_recall=None,
+                    sft_loss=None)
+        base.update(row)
+        base["seconds"] = round(time.time() - t0, 2)
+        self.log.write(base)
+        logging.info("%s it%d: T=%s τ=%s pass@1=%.3f pass@K=%.3f BS=%s selected=%s (%.0fs)", self.name, it,
+                     temperature, threshold, base["pass_at_1"], base["pass_at_k"], base["balance_score"],
+                     base["n_selected"], base["seconds"])

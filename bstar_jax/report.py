@@ -1,0 +1,247 @@
+"""Run outputs (DESIGN.md §7): metrics.jsonl + TensorBoard events as the run goes, and at the end
+report.md with one table per variant and the paper's monitoring curves as PNGs."""
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any
+
+import numpy as np
+
+# Keys every metrics.jsonl row carries (DESIGN.md §7).
+REQUIRED_KEYS = ("iteration", "variant", "temperature", "threshold", "balance_score", "pass_at_1",
+                 "pass_at_k", "pass_at_k_s", "reward_at_k_s", "diversity", "n_selected",
+                 "selection_precision", "sft_loss", "seconds")
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (np.floating, float)):
+        x = float(x)
+        return None if math.isnan(x) or math.isinf(x) else x
+    if isinstance(x, np.integer):
+        return int(x)
+    if hasattr(x, "item") and getattr(x, "shape", None) == ():
+        return _jsonable(x.item())
+    return x
+
+
+class MetricsLog:
+    """Appends one JSON object per iteration to metrics.jsonl and mirrors scalars to TensorBoard."""
+
+    def __init__(self, workdir: str, *, enabled: bool = True):
+        self.path = os.path.join(workdir, "metrics.jsonl")
+        self.workdir = workdir
+        self.enabled = enabled
+        self._writers: dict[str, Any] = {}
+
+    def rows(self) -> list[dict]:
+        return read_metrics(self.workdir)
+
+    def drop_after(self, variant: str, iteration: int) -> None:
+        """Forgets rows of `variant` past `iteration` (a resumed run rewrites them identically)."""
+        if not self.enabled or not os.path.exists(self.path):
+            return
+        keep = [r for r in read_metrics(self.workdir)
+                if not (r["variant"] == variant and r["iteration"] > iteration)]
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as f:
+            for r in keep:
+                f.write(json.dumps(r) + "\n")
+        os.replace(tmp, self.path)
+
+    def write(self, row: dict) -> None:
+        missing = [k for k in REQUIRED_KEYS if k not in row]
+        if missing:
+            raise KeyError(f"metrics row lacks {missing}")
+        if not self.enabled:
+            return
+        row = _jsonable(row)
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self._tensorboard(row)
+
+    def _tensorboard(self, row: dict) -> None:
+        try:
+            from tensorboardX import SummaryWriter
+        except ImportError:  # events are a convenience; the JSONL is the record
+            return
+        variant = row["variant"]
+        if variant not in self._writers:
+            self._writers[variant] = SummaryWriter(os.path.join(self.workdir, "tensorboard", variant))
+        w, step = self._writers[variant], row["iteration"]
+        for key, value in _flat_scalars(row).items():
+            w.add_scalar(key, value, step)
+        w.flush()
+
+    def close(self) -> None:
+        for w in self._writers.values():
+            w.close()
+
+
+def _flat_scalars(row: dict, prefix: str = "") -> dict[str, float]:
+    out = {}
+    for k, v in row.items():
+        if k in ("iteration", "variant"):
+            continue
+        if isinstance(v, dict):
+            out.update(_flat_scalars(v, f"{prefix}{k}/"))
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[prefix + k] = float(v)
+    return out
+
+
+def read_metrics(workdir: str) -> list[dict]:
+    """All rows of <workdir>/metrics.jsonl (an unfinished last line, from a kill, is ignored)."""
+    path = os.path.join(workdir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return []
+    rows = []
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return rows
+
+
+def save_search_table(workdir: str, variant: str, iteration: int, temperatures, thresholds, table) -> str:
+    """Stores one iteration's BS(T, τ) table for the heat map."""
+    os.makedirs(os.path.join(workdir, "searches"), exist_ok=True)
+    path = os.path.join(workdir, "searches", f"{variant}_iter{iteration:03d}.json")
+    with open(path, "w") as f:
+        json.dump(_jsonable({"temperatures": list(temperatures), "thresholds": list(thresholds),
+                             "balance_score": np.asarray(table).tolist()}), f)
+    return path
+
+
+def _series(rows, variant, key, sub=None):
+    xs, ys = [], []
+    for r in rows:
+        if r["variant"] != variant:
+            continue
+        v = r.get(key)
+        if sub is not None:
+            v = (v or {}).get(str(sub))
+        if v is None:
+            continue
+        xs.append(r["iteration"])
+        ys.append(v)
+    return xs, ys
+
+
+def _plot_curves(rows, variants, out_dir) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s_values = sorted({int(s) for r in rows for s in (r.get("pass_at_k_s") or {})})
+    panels = [("pass_at_1", None, "greedy Pass@1 (test)"), ("pass_at_k", None, "Pass@K (test)")]
+    panels += [("pass_at_k_s", s, f"Pass@K-{s} (test)") for s in s_values]
+    panels += [("reward_at_k_s", s, f"Reward@K-{s} (test, training reward)") for s in s_values]
+    panels += [("diversity", None, "distinct-equation diversity"), ("balance_score", None, "balance score"),
+               ("temperature", None, "chosen temperature T"), ("threshold", None, "chosen threshold τ")]
+    written = []
+    for key, sub, title in panels:
+        fig, ax = plt.subplots(figsize=(5, 3.4))
+        for v in variants:
+            xs, ys = _series(rows, v, key, sub)
+            if xs:
+                ax.plot(xs, ys, marker="o", label=v)
+        ax.set_title(title)
+        ax.set_xlabel("iteration")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        name = f"{key}{'' if sub is None else '_' + str(sub)}.png"
+        fig.tight_layout()
+        fig.savefig(os.path.join(out_dir, name), dpi=90)
+        plt.close(fig)
+        written.append(name)
+    return written
+
+
+def _plot_heatmap(workdir, out_dir) -> str | None:
+    folder = os.path.join(workdir, "searches")
+    if not os.path.isdir(folder) or not os.listdir(folder):
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    last = sorted(os.listdir(folder))[-1]
+    with open(os.path.join(folder, last)) as f:
+        s = json.load(f)
+    table = np.asarray(s["balance_score"], dtype=float)
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    im = ax.imshow(table, aspect="auto", origin="lower", cmap="viridis")
+    ax.set_yticks(range(len(s["temperatures"])), [f"{t:.2f}" for t in s["temperatures"]])
+    step = max(1, len(s["thresholds"]) // 10)
+    ax.set_xticks(range(0, len(s["thresholds"]), step), [f"{t:.2f}" for t in s["thresholds"][::step]])
+    ax.set_xlabel("reward threshold τ")
+    ax.set_ylabel("temperature T")
+    ax.set_title(f"balance score BS(T, τ), {last[:-5]}")
+    fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    name = "balance_heatmap.png"
+    fig.savefig(os.path.join(out_dir, name), dpi=90)
+    plt.close(fig)
+    return name
+
+
+def _fmt(v, digits=3):
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def write_report(workdir: str, *, title: str = "B-STaR run", command: str | None = None) -> str:
+    """Writes <workdir>/report.md and <workdir>/plots/*.png from metrics.jsonl; returns the path."""
+    rows = read_metrics(workdir)
+    plots = os.path.join(workdir, "plots")
+    os.makedirs(plots, exist_ok=True)
+    variants = list(dict.fromkeys(r["variant"] for r in rows))
+    names = _plot_curves(rows, variants, plots) if rows else []
+    heat = _plot_heatmap(workdir, plots)
+    s_values = sorted({int(s) for r in rows for s in (r.get("pass_at_k_s") or {})})
+    lines = [f"# {title}", ""]
+    if command:
+        lines += [f"Command: `{command}`", ""]
+    lines += ["Pass@K-S counts distinct correct responses among K test samples; Reward@K-S asks whether the "
+              "S responses ranked highest by the training reward are all correct (Reward@K-1 = Best-of-K). "
+              "Under the answer-only reward the two coincide at S = 1.", ""]
+    for v in variants:
+        head = ["iter", "T", "τ", "BS", "Pass@1", "Pass@K"]
+        head += [f"Pass@K-{s}" for s in s_values] + [f"Reward@K-{s}" for s in s_values]
+        head += ["diversity", "selected", "precision", "SFT loss", "s"]
+        lines += [f"## {v}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for r in (r for r in rows if r["variant"] == v):
+            cells = [r["iteration"], r["temperature"], r["threshold"], r["balance_score"], r["pass_at_1"],
+                     r["pass_at_k"]]
+            cells += [(r.get("pass_at_k_s") or {}).get(str(s)) for s in s_values]
+            cells += [(r.get("reward_at_k_s") or {}).get(str(s)) for s in s_values]
+            cells += [r["diversity"], r["n_selected"], r["selection_precision"], r["sft_loss"],
+                      _fmt(r["seconds"], 1)]
+            lines.append("| " + " | ".join(_fmt(c) for c in cells) + " |")
+        lines.append("")
+    if names:
+        lines += ["## Curves", ""] + [f"![{n[:-4]}](plots/{n})" for n in names] + [""]
+    if heat:
+        lines += ["## Last search", "", f"![balance heat map](plots/{heat})", ""]
+    path = os.path.join(workdir, "report.md")
+    with open(path, "w") as f:
+        f.write("\n".join(lines))
+    return path

@@ -1,0 +1,73 @@
+"""The starting policy P_0 and its tokenizer.
+
+Either loaded (`config.model.path`: HF folder, .gguf, embedded alias, hub id), or — for the
+offline demo — made here: train a byte-level BPE on the task's training text, initialise a tiny
+Llama-family model and fine-tune it on reference solutions (in several equation orders, so that
+exploration has something to find) to a warm start, the analogue of the paper's SFT epoch-1
+checkpoint (PAPER.md §2.2). The result is saved as an HF folder in <workdir>/p0 and reused.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+import jax
+import ml_collections
+
+from bstar_jax import models, sft
+from bstar_jax import tokenizer as tok
+from bstar_jax.data import Example, with_alternatives
+
+
+def load_policy(config, mesh, train: list[Example]):
+    """(tokenizer, (cfg, params)) of P_0 on `mesh`; builds and caches it when warm_start.enabled."""
+    m = config.model
+    if config.warm_start.enabled:
+        folder = os.path.join(config.workdir, "p0")
+        if not os.path.exists(os.path.join(folder, "config.json")):
+            _train_p0(config, mesh, train, folder)
+        tokenizer = tok.load_tokenizer(folder)
+        cfg, params = models.load(folder, mesh=mesh, param_dtype=m.param_dtype, dtype=m.dtype)
+        return tokenizer, (cfg, params)
+    tokenizer = tok.load_tokenizer(m.tokenizer or m.path)
+    cfg, params = models.load(m.path, mesh=mesh, param_dtype=m.param_dtype, dtype=m.dtype)
+    if cfg.eos_token_id is None and tokenizer.eos_token_id is not None:
+        cfg = cfg.replace(eos_token_id=int(tokenizer.eos_token_id))
+    return tokenizer, (cfg, params)
+
+
+def sft_examples(tokenizer, examples: list[Example]) -> list[tuple[list[int], list[int]]]:
+    """(prompt ids, target ids + EOS) for SFT on reference solutions."""
+    return [tok.encode_example(tokenizer, tok.format_prompt(e.question), e.solution) for e in examples]
+
+
+def _train_p0(config, mesh, train: list[Example], folder: str) -> None:
+    w = config.warm_start
+    logging.info("warm start: training a %d-token BPE and a tiny model to P_0 (cached in %s)", w.vocab_size, folder)
+    tmp = folder + ".partial"  # renamed into place when complete, so a kill never leaves half a P_0
+    os.makedirs(tmp, exist_ok=True)
+    mixed = with_alternatives(train, int(w.orders_per_problem), seed=int(config.seed))
+    texts = [tok.format_prompt(e.question) + e.solution for e in mixed]
+    tokenizer = tok.train_bpe(texts, int(w.vocab_size), tmp)
+    cfg = models.ModelConfig(
+        model_type="llama", vocab_size=len(tokenizer), hidden_size=int(w.hidden_size),
+        intermediate_size=int(w.intermediate_size), num_layers=int(w.num_layers), num_heads=int(w.num_heads),
+        num_kv_heads=int(w.num_kv_heads), head_dim=int(w.hidden_size) // int(w.num_heads),
+        max_position_embeddings=int(w.max_len), tie_word_embeddings=True, rope_theta=10000.0,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id)
+    params = models.init(cfg, int(config.seed))
+    sft_config = ml_collections.ConfigDict(config.sft.to_dict())
+    sft_config.update(dict(lr=float(w.lr), min_lr=float(w.lr) / 10, warmup_steps=int(w.steps) // 10,
+                           decay_steps=int(w.steps), freeze_embeddings=False, freeze_lm_head=False,
+                           freeze_norms=False, batch_size=int(w.batch_size),
+                           micro_batch_size=int(w.batch_size), weight_decay=0.0,
+                           pad_id=int(tokenizer.pad_token_id or 0)))
+    state = sft.init_train_state(cfg, params, sft_config, mesh)
+    key = jax.random.fold_in(jax.random.key(int(config.seed)), 10_000)
+    state, stats = sft.run_sft(state, sft_examples(tokenizer, mixed), cfg, sft_config, mesh, key,
+                               num_steps=int(w.steps), progress=bool(config.progress), description="warm start P_0")
+    logging.info("warm start: final SFT loss %.4f after %d steps (%.0f tok/s)", stats["loss"], stats["steps"],
+                 stats["tokens_per_s"])
+    models.save_hf(cfg, state.params, tmp)
+    os.replace(tmp, folder)

@@ -1,0 +1,115 @@
+"""Shared defaults of every config; each configs/*.py overrides a handful of fields.
+
+Units are in the comments; "PAPER.md §x" points at the number's source.
+"""
+import ml_collections as mlc
+
+from bstar_jax import sft
+
+
+def base_config() -> mlc.ConfigDict:
+    c = mlc.ConfigDict()
+    c.workdir = "runs/default"  # outputs: metrics.jsonl, report.md, plots/, checkpoints/
+    c.seed = 0  # root PRNG seed; iteration and phase are folded in (resume-exact)
+    c.task = "gsm8k"  # answer checker: gsm8k | math | arc
+    c.answer_check = "normalized"  # normalized grader, or "exact" string match (official code)
+    c.variants = ("bstar",)  # run these in turn, each from the same P_0: bstar | online_rft | iterative_rft | rest_em
+    c.use_prm = (False,)  # one run per (variant, use_prm): answer-only and/or answer+PRM reward (Eq. 1 / Eq. 2)
+    c.iterations = 9  # PAPER.md §2.2: 9 iterations
+
+    c.mesh = mlc.ConfigDict(dict(data=-1, fsdp=1, tensor=1))  # device counts per mesh axis; -1 = the rest
+
+    c.model = mlc.ConfigDict()
+    c.model.path = "smollm2-135m"  # HF folder, .gguf, embedded alias or hub id (online only)
+    c.model.tokenizer = ""  # "" = next to the model (folder or GGUF)
+    c.model.param_dtype = "float32"  # weights in memory (fp32 master weights)
+    c.model.dtype = "float32"  # activation compute dtype (bfloat16 on TPU)
+
+    c.data = mlc.ConfigDict()
+    c.data.name = "gsm_symbolic"  # synthetic | gsm8k_jsonl | gsm8k_tfds | math_jsonl | arc_jsonl | gsm_symbolic
+    c.data.train_path = ""  # jsonl path for *_jsonl loaders
+    c.data.test_path = ""
+    c.data.data_dir = ""  # TFDS data_dir ("" = TFDS default)
+    c.data.num_train = 2000  # problems generated (synthetic / gsm_symbolic)
+    c.data.num_dev = 600  # PAPER.md §3.3: 600 dev queries for the (T, τ) search
+    c.data.num_test = 500  # held-out evaluation queries
+    c.data.difficulty = 2  # synthetic / gsm_symbolic difficulty knob
+
+    c.queries_per_iteration = 11_500  # M, PAPER.md §2.2 (all MATH train queries)
+    c.samples_per_query = 64  # K, PAPER.md §2.2
+    c.target_size = 67_500  # N selected per iteration, PAPER.md §2.2
+    c.n_star = 0  # 0 = ceil(N / M) (paper Eq. 3); the official code uses 8
+
+    c.baseline = mlc.ConfigDict(dict(temperature=1.0, threshold=0.0))  # PAPER.md §2.2: baselines' T and τ
+
+    c.search = mlc.ConfigDict()
+    c.search.mode = "paper"  # paper: (T, τ) jointly on dev | official: T on dev, τ on the iteration pool
+    c.search.restrict = "both"  # both | temperature | threshold (Table 3 ablation)
+    c.search.temperatures = tuple(round(0.5 + 0.1 * i, 2) for i in range(8))  # PAPER.md §5.2: 0.5..1.2 / 0.1
+    c.search.thresholds = tuple(round(-1.0 + 0.1 * i, 2) for i in range(21))  # PAPER.md §5.2: -1..1 / 0.1
+    c.search.samples_per_query = 64  # K on the dev subset
+    c.search.include_reference = False  # official code adds the reference solution with reward 1.0
+
+    c.sampling = mlc.ConfigDict()
+    c.sampling.max_new_tokens = 768  # PAPER.md §2.2
+    c.sampling.top_p = 1.0  # PAPER.md §2.2 (vLLM default)
+    c.sampling.top_k = 0  # 0 = off (vLLM top_k=-1)
+    c.sampling.batch_rows = 512  # rows per sampler call (power of two); bigger grids are chunked
+
+    c.eval = mlc.ConfigDict()
+    c.eval.samples_per_query = 32  # K for test Pass@K / Pass@K-S / Reward@K-S (Table 1: K = 32)
+    c.eval.temperature = 1.0  # PAPER.md §10: test-time T (unstated in the paper; assumption)
+    c.eval.s_values = (1, 4)  # S of Pass@K-S and Reward@K-S (Table 1: P@32-4)
+
+    c.sft = sft.default_config()  # every field documented in bstar_jax/sft.py (PAPER.md §2.2-§2.3)
+    c.sft.compute_dtype = "float32"  # "bfloat16" on accelerators (fp32 master weights either way)
+
+    c.prm = mlc.ConfigDict()
+    c.prm.path = ""  # a trained PRM checkpoint folder; "" = train one before iteration 1
+    c.prm.head_init = "lm_head_mean"  # PAPER.md §6.2: the official head is the mean of LM-head rows
+    c.prm.num_queries = 256  # queries whose sampled solutions are labelled (Math-Shepherd)
+    c.prm.samples_per_query = 4  # solutions sampled per labelled query (paper: 15)
+    c.prm.completions = 8  # completions per step prefix (paper: 8)
+    c.prm.temperature = 1.0
+    c.prm.steps = 300  # PRM optimizer steps
+    c.prm.batch_size = 32
+    c.prm.lr = 2e-5  # PAPER.md §6.2 trains at 2e-6 on a 7B model; small models need more
+    c.prm.min_lr = 2e-6
+
+    c.warm_start = mlc.ConfigDict()
+    c.warm_start.enabled = False  # train a tokenizer + tiny model from scratch to P_0 (offline demo)
+    c.warm_start.vocab_size = 384  # BPE tokens
+    c.warm_start.orders_per_problem = 3  # reference solutions per problem, in different equation orders
+    c.warm_start.hidden_size = 128
+    c.warm_start.intermediate_size = 384
+    c.warm_start.num_layers = 4
+    c.warm_start.num_heads = 4
+    c.warm_start.num_kv_heads = 2
+    c.warm_start.max_len = 512  # max positions of the tiny model
+    c.warm_start.lr = 3e-3  # peak LR of the from-scratch SFT
+    c.warm_start.steps = 400  # optimizer steps to P_0
+    c.warm_start.batch_size = 32
+    c.checkpoint = mlc.ConfigDict(dict(keep=2))  # keep the last N checkpoints
+    c.progress = True  # tqdm bars
+    return c
+
+
+def shrink_to_tiny(c: mlc.ConfigDict) -> mlc.ConfigDict:
+    """The `tiny` argument: the whole loop in about a minute on a CPU (tests, quick checks)."""
+    c.iterations = 2
+    c.data.num_train, c.data.num_dev, c.data.num_test = 256, 8, 16
+    c.queries_per_iteration, c.samples_per_query, c.target_size = 16, 4, 32
+    c.search.temperatures = (0.7, 1.0)
+    c.search.thresholds = (-0.2, 0.0, 0.5)
+    c.search.samples_per_query = 4
+    c.sampling.max_new_tokens = 48
+    c.sampling.batch_rows = 128
+    c.eval.samples_per_query, c.eval.s_values = 4, (1, 2)
+    c.sft.steps_per_iteration, c.sft.batch_size, c.sft.micro_batch_size = 4, 16, 8
+    c.sft.warmup_steps, c.sft.decay_steps = 2, 40
+    c.sft.max_len, c.sft.max_prompt_len, c.sft.max_target_len = 256, 128, 128
+    c.warm_start.steps, c.warm_start.hidden_size, c.warm_start.intermediate_size = 30, 64, 128
+    c.warm_start.num_layers, c.warm_start.max_len = 2, 256
+    c.prm.num_queries, c.prm.samples_per_query, c.prm.completions, c.prm.steps = 8, 2, 2, 4
+    c.prm.batch_size = 16
+    return c

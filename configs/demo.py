@@ -1,0 +1,49 @@
+"""The embedded offline default: B-STaR vs online RFT on the synthetic shopping task, on a CPU.
+
+Generates the task, trains a BPE tokenizer and a tiny Llama-family model to a warm start P_0
+(cached in <workdir>/p0), then runs B-STaR and online RFT, each with the answer-only reward and
+with answer+PRM, from the same P_0, and writes one report comparing them.
+
+    python run.py --config=configs/demo.py          # about 10 minutes on a 2-core CPU
+    python run.py --config=configs/demo.py:tiny     # about a minute (tests, quick checks)
+"""
+from configs.defaults import base_config, shrink_to_tiny
+
+
+def get_config(arg: str | None = None):
+    c = base_config()
+    c.workdir = "runs/demo"
+    c.task = "gsm8k"  # numeric final answers, checked like GSM8K
+    c.variants = ("bstar", "online_rft")
+    c.use_prm = (False, True)  # answer-only (Eq. 1) and answer+PRM (Eq. 2)
+    c.iterations = 4
+    c.warm_start.enabled = True
+    c.mesh.data, c.mesh.fsdp, c.mesh.tensor = -1, 1, 1
+
+    c.data.name = "synthetic"
+    c.data.num_train, c.data.num_dev, c.data.num_test = 2000, 32, 128
+    c.data.difficulty = 2  # 3 items -> 4 reasoning steps
+
+    c.queries_per_iteration = 128  # M
+    c.samples_per_query = 8  # K
+    c.target_size = 512  # N: n* = ceil(512 / 128) = 4
+    c.search.samples_per_query = 8
+    c.search.temperatures = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2)  # PAPER.md §5.2 grid
+    c.search.thresholds = tuple(round(-1.0 + 0.1 * i, 2) for i in range(21))  # PAPER.md §5.2 grid
+    c.sampling.max_new_tokens = 96  # solutions are 40-80 BPE tokens
+    c.sampling.batch_rows = 1024
+    c.eval.samples_per_query, c.eval.s_values = 8, (1, 2, 4)
+
+    c.sft.steps_per_iteration = 40
+    c.sft.batch_size, c.sft.micro_batch_size = 32, 32
+    c.sft.lr, c.sft.min_lr = 1e-3, 1e-4  # the tiny model's P_0 was trained at 3e-3
+    c.sft.warmup_steps, c.sft.decay_steps = 0, 400
+    c.sft.max_len, c.sft.max_prompt_len, c.sft.max_target_len = 256, 128, 128
+    c.sft.freeze_embeddings = c.sft.freeze_lm_head = c.sft.freeze_norms = False
+
+    c.prm.num_queries, c.prm.samples_per_query, c.prm.completions = 96, 4, 4
+    c.prm.steps, c.prm.batch_size, c.prm.lr, c.prm.min_lr = 150, 32, 1e-3, 1e-4
+    if arg == "tiny":
+        shrink_to_tiny(c)
+        c.workdir = "runs/demo_tiny"
+    return c
