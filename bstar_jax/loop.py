@@ -19,6 +19,7 @@ import numpy as np
 
 from bstar_jax import balance, checkpoint, data, metrics, pools, report, sft
 from bstar_jax import mesh as mesh_lib
+from bstar_jax import tokenizer as tok
 from bstar_jax.prm_phase import prepare_prm
 from bstar_jax.warmstart import load_policy
 
@@ -150,13 +151,21 @@ class Run:
         pool = pools.score(samples, [e.question for e in queries], [e.solution for e in queries], task=c.task, answer_check=c.answer_check,
                            prm_scorer=self.prm_scorer)
         correct, reward, valid, text_id = pool.correct[0], pool.reward[0], pool.valid[0], pool.text_id[0]
+        K = correct.shape[1]
+        include_reference = bool(c.search.include_reference)
+        if include_reference:  # the official code's extra candidate, reward 1.0 (PAPER.md §5.5)
+            correct, reward, valid, text_id = balance.with_reference(correct, reward, valid, text_id)
         if self.variant == "bstar" and c.search.mode == "official":
             threshold = balance.search_threshold(correct, reward, valid, text_id, c.search.thresholds,
                                                  temperature=temperature, target_size=int(c.target_size),
-                                                 n_star=self.n_star, mode="official", mesh=self.mesh).threshold
+                                                 n_star=self.n_star, mode="official", mean_over="selected",
+                                                 mesh=self.mesh).threshold
         selected = balance.select(reward, valid, threshold, int(c.target_size), text_id, mesh=self.mesh)
-        precision, recall = metrics.selection_precision_recall(correct, selected, valid, text_id, mesh=self.mesh)
-        examples = [(samples.prompt_ids[q], samples.response_ids(0, q, k)) for q, k in zip(*np.nonzero(selected))]
+        # Precision and recall judge the policy's own samples, not the reference column.
+        precision, recall = metrics.selection_precision_recall(correct[:, :K], selected[:, :K], valid[:, :K],
+                                                               text_id[:, :K], mesh=self.mesh)
+        examples = [(samples.prompt_ids[q], self._reference_ids(queries[q]) if k == K else
+                     samples.response_ids(0, q, k)) for q, k in zip(*np.nonzero(selected))]
         state = sft.carry_over(self.variant, state, self.p0_params, c.sft)
         train_stats = {"loss": None, "tokens_per_s": None}
         if examples:
@@ -171,13 +180,17 @@ class Run:
             n_selected=int(selected.sum()), selection_precision=precision, selection_recall=recall,
             sft_loss=train_stats["loss"], sft_tokens_per_s=train_stats["tokens_per_s"],
             train_accuracy=float(correct.mean()), train_valid=float(valid.mean()),
-            selected_diversity=metrics.diversity([[pool.texts[0, q, k] for k in np.flatnonzero(selected[q])]
+            selected_diversity=metrics.diversity([[pool.texts[0, q, k] for k in np.flatnonzero(selected[q, :K])]
                                                   for q in range(len(queries))]),
             n_star=self.n_star, search_balance_score=search_table)
         self._log_row(it, row, temperature=temperature, threshold=threshold, t0=t0)
         self.ckpt.save(it, state, temperature=temperature, threshold=threshold,
                        metrics={"iteration": it, "n_selected": int(selected.sum())})
         return state
+
+    def _reference_ids(self, example) -> list[int]:
+        """Target ids (EOS included) of a query's reference solution."""
+        return tok.encode_example(self.tokenizer, tok.format_prompt(example.question), example.solution)[1]
 
     def _choose(self, policy, it, key):
         """(T, τ, dev balance score) for this iteration: the search for B-STaR, fixed otherwise."""

@@ -22,7 +22,7 @@ def get_config(arg: str | None = None):
 
     c.data.name = "synthetic"
     c.data.num_train, c.data.num_dev, c.data.num_test = 2000, 32, 128
-    c.data.difficulty = 2  # 3 items -> 4 reasoning steps
+    c.data.difficulty = 1  # 2 items -> 3 reasoning steps (a tiny model learns it in minutes)
 
     c.queries_per_iteration = 128  # M
     c.samples_per_query = 8  # K
@@ -41,7 +41,7 @@ def get_config(arg: str | None = None):
     c.sft.max_len, c.sft.max_prompt_len, c.sft.max_target_len = 256, 128, 128
     c.sft.freeze_embeddings = c.sft.freeze_lm_head = c.sft.freeze_norms = False
 
-    c.prm.num_queries, c.prm.samples_per_query, c.prm.completions = 96, 4, 4
+    c.prm.num_queries, c.prm.samples_per_query, c.prm.completions = 64, 4, 4
     c.prm.steps, c.prm.batch_size, c.prm.lr, c.prm.min_lr = 150, 32, 1e-3, 1e-4
     if arg == "tiny":
         shrink_to_tiny(c)

@@ -1,0 +1,188 @@
+"""End-to-end runs of the loop on the tiny demo config: every variant, PRM, resume, bad input."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from bstar_jax import loop, mesh as mesh_lib, report
+from configs import demo
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny(workdir, **overrides):
+    c = demo.get_config("tiny")
+    c.workdir = str(workdir)
+    c.progress = False
+    for k, v in overrides.items():
+        node = c
+        *path, last = k.split(".")
+        for p in path:
+            node = node[p]
+        node[last] = v
+    return c
+
+
+@pytest.fixture(scope="module")
+def p0_dir(tmp_path_factory):
+    """The tiny warm start P_0, trained once and copied into each test's workdir."""
+    work = tmp_path_factory.mktemp("p0")
+    c = tiny(work, iterations=0, variants=("online_rft",), use_prm=(False,))
+    loop.run(c, mesh_lib.make_mesh())
+    return work / "p0"
+
+
+def with_p0(tmp_path, p0_dir):
+    shutil.copytree(p0_dir, tmp_path / "p0")
+    return tmp_path
+
+
+def rows_of(workdir):
+    return report.read_metrics(str(workdir))
+
+
+def test_p0_is_a_working_warm_start(p0_dir):
+    rows = rows_of(p0_dir.parent)
+    assert rows and rows[0]["iteration"] == 0
+    # The tiny P_0 must answer in the response format (else nothing could ever be selected).
+    assert rows[0]["eval_truncated"] < 0.5
+
+
+def test_bstar_and_online_rft_with_and_without_prm(tmp_path, p0_dir):
+    work = with_p0(tmp_path, p0_dir)
+    path = loop.run(tiny(work), mesh_lib.make_mesh())
+    rows = rows_of(work)
+    c = tiny(work)
+    runs = {"bstar", "online_rft", "bstar+prm", "online_rft+prm"}
+    assert {r["variant"] for r in rows} == runs
+    for name in runs:
+        its = [r["iteration"] for r in rows if r["variant"] == name]
+        assert its == list(range(c.iterations + 1)), name
+    for r in rows:
+        missing = [k for k in report.REQUIRED_KEYS if k not in r]
+        assert not missing, (r["variant"], r["iteration"], missing)
+        if r["iteration"] > 0:
+            assert r["temperature"] is not None and r["threshold"] is not None
+            assert 0.0 <= r["balance_score"] <= 1.0
+    # B-STaR searched: its chosen T comes from the grid and a heat-map table was stored.
+    for r in (r for r in rows if r["variant"].startswith("bstar") and r["iteration"] > 0):
+        assert r["temperature"] in c.search.temperatures and r["threshold"] in c.search.thresholds
+    assert os.listdir(work / "searches")
+    # The PRM variant trained a head and ranks with it: PRM-only Reward@K-S is logged.
+    assert (work / "prm").is_dir()
+    assert all("reward_at_k_s_prm" in r for r in rows if r["variant"].endswith("+prm"))
+    assert all("reward_at_k_s_prm" not in r for r in rows if not r["variant"].endswith("+prm"))
+    # Something was selected and trained on in at least one iteration.
+    assert any(r["n_selected"] > 0 and r["sft_loss"] is not None for r in rows)
+    text = open(path).read()
+    for name in runs:
+        assert f"## {name}" in text
+    for png in ("pass_at_1.png", "balance_score.png", "temperature.png", "balance_heatmap.png"):
+        assert (work / "plots" / png).exists(), png
+
+
+@pytest.mark.parametrize("variant", ["iterative_rft", "rest_em"])
+def test_other_variants(variant, tmp_path, p0_dir):
+    work = with_p0(tmp_path, p0_dir)
+    loop.run(tiny(work, variants=(variant,), use_prm=(False,), iterations=1), mesh_lib.make_mesh())
+    rows = rows_of(work)
+    assert [r["iteration"] for r in rows] == [0, 1] and rows[1]["variant"] == variant
+
+
+def test_search_restricted_to_temperature_or_threshold(tmp_path, p0_dir):
+    work = with_p0(tmp_path, p0_dir)
+    c = tiny(work, variants=("bstar",), use_prm=(False,), iterations=1)
+    c.search.restrict = "temperature"
+    loop.run(c, mesh_lib.make_mesh())
+    r = rows_of(work)[-1]
+    assert r["threshold"] == c.baseline.threshold and r["temperature"] in c.search.temperatures
+
+
+# ----------------------------------------------------------------------------- resume
+
+
+def _run_cli(workdir, extra=()):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", JAX_PLATFORMS="cpu")
+    env.pop("XLA_FLAGS", None)  # one CPU device, as a user's plain run
+    cmd = [sys.executable, "run.py", "--config=configs/demo.py:tiny", f"--config.workdir={workdir}",
+           "--config.progress=False", "--config.use_prm=(False,)", "--config.iterations=3", *extra]
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, p0_dir):
+    straight = with_p0(tmp_path / "straight", p0_dir)
+    proc = _run_cli(straight)
+    _, err = proc.communicate(timeout=900)
+    assert proc.returncode == 0, err[-3000:]
+
+    killed = with_p0(tmp_path / "killed", p0_dir)
+    proc = _run_cli(killed)
+    deadline = time.time() + 900
+    # Kill during iteration 2 of the first run: once iteration 1's row is written.
+    while time.time() < deadline and proc.poll() is None:
+        if any(r["iteration"] == 1 for r in rows_of(killed)):
+            time.sleep(1.0)
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert max(r["iteration"] for r in rows_of(killed)) < 3
+    proc = _run_cli(killed)
+    _, err = proc.communicate(timeout=900)
+    assert proc.returncode == 0, err[-3000:]
+
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("seconds", "sft_tokens_per_s")} for r in rows]
+    assert strip(rows_of(killed)) == strip(rows_of(straight))
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def test_missing_data_file(tmp_path):
+    c = tiny(tmp_path)
+    c.data.name = "gsm8k_jsonl"
+    c.data.train_path = str(tmp_path / "nope.jsonl")
+    c.data.test_path = str(tmp_path / "nope.jsonl")
+    with pytest.raises(Exception, match="nope.jsonl"):
+        loop.run(c, mesh_lib.make_mesh())
+
+
+def test_malformed_jsonl_line_names_file_and_line(tmp_path):
+    good = {"question": "What is 2+3?", "answer": "2+3=<<2+3=5>>5\n#### 5"}
+    path = tmp_path / "train.jsonl"
+    path.write_text(json.dumps(good) + "\n" + json.dumps(good) + "\n{not json\n")
+    c = tiny(tmp_path)
+    c.data.name = "gsm8k_jsonl"
+    c.data.train_path = c.data.test_path = str(path)
+    with pytest.raises(Exception, match=r"train\.jsonl:3"):
+        loop.run(c, mesh_lib.make_mesh())
+
+
+def test_empty_threshold_grid(tmp_path):
+    with pytest.raises(ValueError, match="empty grid"):
+        loop.run(tiny(tmp_path, **{"search.thresholds": ()}), mesh_lib.make_mesh())
+
+
+def test_batch_not_divisible_by_data_axis(tmp_path, n_devices):
+    with pytest.raises(ValueError, match=r"sft\.batch_size=12 does not divide"):
+        loop.run(tiny(tmp_path, **{"sft.batch_size": 12}), mesh_lib.make_mesh(data=8))
+    assert not (tmp_path / "metrics.jsonl").exists()  # refused before any work
+
+
+def test_nothing_selected_skips_sft_and_continues(tmp_path, p0_dir, caplog):
+    work = with_p0(tmp_path, p0_dir)
+    # τ = 5 is above every possible reward (<= 2): nothing can be selected.
+    c = tiny(work, variants=("online_rft",), use_prm=(False,), iterations=2, **{"baseline.threshold": 5.0})
+    with caplog.at_level("WARNING"):
+        loop.run(c, mesh_lib.make_mesh())
+    rows = rows_of(work)
+    assert [r["iteration"] for r in rows] == [0, 1, 2]
+    assert all(r["n_selected"] == 0 and r["sft_loss"] is None for r in rows[1:])
+    assert "nothing selected" in caplog.text
