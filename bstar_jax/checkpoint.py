@@ -1,0 +1,266 @@
+"""Checkpoints of the self-improvement loop: orbax CheckpointManager, one step per iteration.
+
+<directory>/<iteration>/state  params, optimizer state, step (orbax StandardSave; sharded arrays)
+<directory>/<iteration>/meta   JSON: iteration, step, RNG key, the chosen (temperature, threshold),
+                               the iteration's metrics, and a fingerprint of every array
+<directory>/initial/0/...      P_0, the starting params (saved once; ReST-EM restarts from it)
+
+Orbax writes to a temporary folder and renames it when complete, so a crash mid-save leaves the
+previous checkpoints as they were. A checkpoint that is there but unreadable (a truncated or
+altered file) is detected on restore, by orbax's own errors or by the fingerprint (a position-
+weighted sum of every array's bits, checked after reading), and the previous one is restored
+instead, with a log line naming the one skipped. Restoring takes a target of ShapeDtypeStructs
+with shardings (sft.abstract_train_state), so a checkpoint loads onto any mesh.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+
+from bstar_jax import sft
+
+log = logging.getLogger(__name__)
+
+_ITEMS = ("state", "meta")
+
+
+class CheckpointError(RuntimeError):
+    """No readable checkpoint where one was asked for."""
+
+
+@dataclasses.dataclass
+class Restored:
+    """One restored iteration: the train state and what the loop needs to resume exactly."""
+
+    iteration: int
+    state: Any  # sft.TrainState (or the tree that was saved), placed as the target asked
+    rng: jax.Array | None
+    temperature: float | None
+    threshold: float | None
+    metrics: dict
+    meta: dict  # the whole JSON part, extra fields included
+
+
+@jax.jit
+def _fingerprint(tree):
+    """Per leaf, sum over elements of bits(x) * (2 * flat_index + 1) mod 2^32: changes when any
+    element changes or two elements swap; independent of the sharding."""
+
+    def one(x):
+        x = jnp.asarray(x)
+        if x.ndim == 0:
+            x = x[None]
+        bits = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32, 8: jnp.uint32}[x.dtype.itemsize]
+        u = jax.lax.bitcast_convert_type(x, bits).astype(jnp.uint32)
+        index = jnp.zeros(u.shape, jnp.uint32)
+        stride = 1
+        for d in reversed(range(u.ndim)):
+            index = index + jax.lax.broadcasted_iota(jnp.uint32, u.shape, d) * jnp.uint32(stride % 2**32)
+            stride *= u.shape[d]
+        return jnp.sum(u * (index * jnp.uint32(2) + jnp.uint32(1)), dtype=jnp.uint32)
+
+    return jax.tree.map(one, tree)
+
+
+def _fingerprint_dict(tree) -> dict[str, int]:
+    prints = jax.device_get(_fingerprint(tree))
+    return {jax.tree_util.keystr(path): int(v) for path, v in jax.tree_util.tree_flatten_with_path(prints)[0]}
+
+
+def _to_tree(state):
+    if isinstance(state, sft.TrainState):
+        return {"params": state.params, "opt_state": state.opt_state, "step": state.step}
+    return state
+
+
+def _from_tree(tree, like):
+    if isinstance(like, sft.TrainState):
+        return sft.TrainState(tree["params"], tree["opt_state"], tree["step"])
+    return tree
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (np.ndarray, jax.Array)):
+        return _jsonable(np.asarray(x).tolist())
+    if isinstance(x, np.generic):
+        return x.item()
+    return x
+
+
+def _key_to_json(key):
+    if key is None:
+        return None
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return {"typed": True, "impl": str(jax.random.key_impl(key)),
+                "data": np.asarray(jax.random.key_data(key)).tolist()}
+    return {"typed": False, "data": np.asarray(key).tolist()}
+
+
+def _key_from_json(d):
+    if d is None:
+        return None
+    data = jnp.asarray(np.asarray(d["data"], np.uint32))
+    return jax.random.wrap_key_data(data, impl=d["impl"]) if d["typed"] else data
+
+
+class Checkpointer:
+    """Save, keep the last `max_to_keep`, and restore (with fallback) one checkpoint per iteration."""
+
+    def __init__(self, directory: str | os.PathLike, *, max_to_keep: int = 3, async_save: bool = True):
+        self.directory = os.path.abspath(os.fspath(directory))
+        options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+                                               enable_async_checkpointing=async_save)
+        self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=_ITEMS)
+        self._initial = None
+
+    # ---------------------------------------------------------------- iterations
+
+    def iterations(self) -> list[int]:
+        """Iterations with a (complete) checkpoint folder, oldest first; readability not checked."""
+        return sorted(self._manager.all_steps())
+
+    def latest_iteration(self) -> int | None:
+        """The newest saved iteration (None: none yet). restore() says which one it could read."""
+        steps = self.iterations()
+        return steps[-1] if steps else None
+
+    def save(self, iteration: int, state, *, rng=None, temperature: float | None = None,
+             threshold: float | None = None, metrics: dict | None = None, extra: dict | None = None) -> None:
+        """Saves `state` as `iteration` (asynchronously by default; `wait()` to block).
+
+        Checkpoints at or after `iteration` (left by a run that was rewound to an earlier one) are
+        deleted first: they belong to a history this run no longer follows.
+        """
+        iteration = int(iteration)
+        for stale in [s for s in self.iterations() if s >= iteration]:
+            log.warning("checkpoint %s: replaced (the run resumed from an earlier iteration)",
+                        os.path.join(self.directory, str(stale)))
+            self._manager.wait_until_finished()
+            self._manager.delete(stale)
+        tree = _to_tree(state)
+        meta = {"iteration": iteration, "temperature": temperature, "threshold": threshold,
+                "metrics": _jsonable(metrics or {}), "rng": _key_to_json(rng),
+                "fingerprint": _fingerprint_dict(tree), **_jsonable(extra or {})}
+        if isinstance(state, sft.TrainState):
+            meta["step"] = int(state.step)
+        saved = self._manager.save(iteration, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta)), force=True)
+        if not saved:
+            raise CheckpointError(f"{self.directory}: orbax declined to save iteration {iteration}")
+
+    def restore(self, target, iteration: int | None = None) -> Restored | None:
+        """Restores onto `target` (a tree of ShapeDtypeStructs with shardings, e.g.
+        sft.abstract_train_state(cfg, sft_config, mesh)).
+
+        iteration=None: the newest readable checkpoint, skipping (and logging) unreadable ones;
+        None when there is none at all. An explicit iteration that cannot be read raises.
+        """
+        self._manager.wait_until_finished()
+        candidates = sorted(self.iterations(), reverse=True)
+        if iteration is not None:
+            if int(iteration) not in candidates:
+                raise CheckpointError(f"{self.directory}: no checkpoint for iteration {iteration} "
+                                      f"(have {sorted(candidates)})")
+            candidates = [int(iteration)]
+        failures = []
+        for it in candidates:
+            path = os.path.join(self.directory, str(it))
+            try:
+                return self._restore_one(it, target)
+            except Exception as e:  # orbax/tensorstore raise many types for a damaged file
+                reason = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+                failures.append(f"{path} ({reason})")
+                if iteration is not None:
+                    raise CheckpointError(f"checkpoint {path} is unreadable: {reason}") from e
+                log.warning("checkpoint %s is unreadable (%s); falling back to the previous one", path, reason)
+        if failures:
+            raise CheckpointError("no readable checkpoint: " + "; ".join(failures))
+        return None
+
+    def _restore_one(self, iteration: int, target) -> Restored:
+        abstract = _to_tree(target)
+        out = self._manager.restore(iteration, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+        meta = dict(out.meta)
+        _check_fingerprint(out.state, meta.get("fingerprint"), os.path.join(self.directory, str(iteration)))
+        return Restored(iteration=int(meta.get("iteration", iteration)), state=_from_tree(out.state, target),
+                        rng=_key_from_json(meta.get("rng")), temperature=meta.get("temperature"),
+                        threshold=meta.get("threshold"), metrics=meta.get("metrics") or {}, meta=meta)
+
+    # ---------------------------------------------------------------- P_0
+
+    def _initial_manager(self):
+        if self._initial is None:
+            options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True, enable_async_checkpointing=False)
+            self._initial = ocp.CheckpointManager(os.path.join(self.directory, "initial"), options=options,
+                                                  item_names=_ITEMS)
+        return self._initial
+
+    def has_initial(self) -> bool:
+        return bool(self._initial_manager().all_steps())
+
+    def save_initial(self, params) -> None:
+        """Saves the starting params P_0 once (a second call keeps the first)."""
+        if self.has_initial():
+            return
+        meta = {"fingerprint": _fingerprint_dict(params)}
+        self._initial_manager().save(0, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(params), meta=ocp.args.JsonSave(meta)), force=True)
+
+    def restore_initial(self, target):
+        """P_0 onto `target` (ShapeDtypeStructs with shardings, e.g. models.param_shardings)."""
+        path = os.path.join(self.directory, "initial")
+        if not self.has_initial():
+            raise CheckpointError(f"{path}: no saved starting params (save_initial was never called)")
+        try:
+            out = self._initial_manager().restore(0, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
+            _check_fingerprint(out.state, out.meta.get("fingerprint"), path)
+        except Exception as e:
+            raise CheckpointError(f"{path}: the starting params are unreadable: {type(e).__name__}: {e}") from e
+        return out.state
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def wait(self) -> None:
+        """Blocks until an asynchronous save has been committed."""
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        self._manager.wait_until_finished()
+        self._manager.close()
+        if self._initial is not None:
+            self._initial.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _check_fingerprint(tree, expected: dict | None, path: str) -> None:
+    if not expected:
+        return
+    got = _fingerprint_dict(tree)
+    bad = [k for k, v in got.items() if k in expected and expected[k] != v]
+    missing = [k for k in expected if k not in got]
+    if bad or missing:
+        raise CheckpointError(f"{path}: contents do not match the saved fingerprint "
+                              f"({len(bad)} arrays differ, e.g. {(bad or missing)[:3]})")
+
+
+def abstract_like(tree, shardings):
+    """ShapeDtypeStructs of `tree` (arrays or ShapeDtypeStructs) with the given shardings."""
+    return jax.tree.map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh), tree, shardings)
