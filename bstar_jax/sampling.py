@@ -95,7 +95,7 @@ def next_token(logits_BxV, rng, temperature_B, top_p_B, top_k: int = 0):
 
     u_B = jax.vmap(lambda k: jax.random.uniform(k, (), jnp.float32))(keys_B)
     sampled_B = _inverse_cdf(probs_BxV, u_B)
-    tokens_B = jnp.where(greedy_B, jnp.argmax(logits_BxV, axis=-1).astype(jnp.int32), sampled_B)
+    tokens_B = jnp.where(greedy_B, _first_index(logits_BxV == jnp.max(logits_BxV, -1, keepdims=True)), sampled_B)
     logprobs_B = (jnp.take_along_axis(logits_BxV, tokens_B[:, None], axis=-1)[:, 0]
                   - jax.nn.logsumexp(logits_BxV, axis=-1))
     return tokens_B, logprobs_B
@@ -116,13 +116,20 @@ def _inverse_cdf(weights_BxV, u_B):
     # Strictly below the total (and, inside the block, in [0, block mass)), so the first index
     # with cdf > x always has non-zero weight even after rounding.
     x_B = jnp.minimum(u_B * cdf_BxM[:, -1], jnp.nextafter(cdf_BxM[:, -1], 0.0))
-    j_B = jnp.argmax(cdf_BxM > x_B[:, None], axis=-1)
+    j_B = _first_index(cdf_BxM > x_B[:, None])
     inner_BxC = jnp.take_along_axis(w_BxMxC, j_B[:, None, None], axis=1)[:, 0]
     inner_cdf_BxC = jnp.cumsum(inner_BxC, -1)
     before_B = jnp.take_along_axis(cdf_BxM - block_B, j_B[:, None], axis=-1)[:, 0]
     xi_B = jnp.clip(x_B - before_B, 0.0, jnp.nextafter(inner_cdf_BxC[:, -1], 0.0))
-    i_B = jnp.argmax(inner_cdf_BxC > xi_B[:, None], axis=-1)
-    return (j_B * blk + i_B).astype(jnp.int32)
+    i_B = _first_index(inner_cdf_BxC > xi_B[:, None])
+    return j_B * blk + i_B
+
+
+def _first_index(mask_BxV):
+    """int32 [B]: the first True along the last axis (each row has one). A min-reduction: XLA's
+    CPU argmax (a variadic reduce) cost ~0.17 ms per step at batch 64, half a decoder layer."""
+    iota = jax.lax.broadcasted_iota(jnp.int32, mask_BxV.shape, mask_BxV.ndim - 1)
+    return jnp.min(jnp.where(mask_BxV, iota, mask_BxV.shape[-1] - 1), axis=-1)
 
 
 def _as_row_keys(rng, batch):
@@ -363,6 +370,9 @@ def generate(cfg: models.ModelConfig, params, prompts, prompt_lengths, rng, *, m
     pad_rows = Bb - B
     prompts_b = np.full((Bb, Pb), pad_id, np.int32)
     prompts_b[:B, :min(P, Pb)] = prompts[:, :Pb]
+    # Whatever sits past a row's length becomes pad: its K/V are written (never attended), and an
+    # out-of-vocabulary id there would embed as NaN, which 0-weight attention still propagates.
+    prompts_b[np.arange(Pb)[None, :] >= np.concatenate([lengths, np.zeros(pad_rows, lengths.dtype)])[:, None]] = pad_id
     lengths_b = np.concatenate([lengths, np.ones(pad_rows, lengths.dtype)]).astype(np.int32)
     active_b = np.arange(Bb) < B
     temperature_b = np.concatenate([temperature, np.zeros(pad_rows, np.float32)])
@@ -376,8 +386,8 @@ def generate(cfg: models.ModelConfig, params, prompts, prompt_lengths, rng, *, m
     cache = _cache_maker(cfg, Bb, cache_len, mesh)()
     prompts_b, lengths_b, active_b, temperature_b, top_p_b = batch_args
     out, _ = _generate_jit(cfg, params, prompts_b, lengths_b, active_b, _typed_key(rng), temperature_b,
-                        top_p_b, jnp.int32(eos_id), cache, max_new_tokens=N, top_k=int(top_k),
-                        pad_id=pad_id)
+                           top_p_b, jnp.int32(eos_id), cache, max_new_tokens=N, top_k=int(top_k),
+                           pad_id=pad_id)
     if pad_rows:
         out = SampleOutput(*(x[:B] for x in out))
     return out

@@ -162,7 +162,8 @@ def test_eos_stops_rows_and_padding_follows(params):
 
 def test_mixed_prompt_lengths_and_buckets_do_not_change_a_row(params):
     prompts, lengths = _prompts([3, 7, 5, 8, 2], seed=13)
-    together = sampling.generate(CFG, params, prompts, lengths, jax.random.key(0), max_new_tokens=N,
+    garbage = np.where(np.arange(8)[None, :] < lengths[:, None], prompts, -100)  # past the lengths: ignored
+    together = sampling.generate(CFG, params, garbage, lengths, jax.random.key(0), max_new_tokens=N,
                                  temperature=0.0, eos_id=-1)
     for b in range(5):
         alone = sampling.generate(CFG, params, prompts[b:b + 1, :lengths[b]], lengths[b:b + 1],
