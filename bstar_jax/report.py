@@ -162,7 +162,8 @@ def _plot_curves(rows, variants, out_dir) -> list[str]:
         ax.set_title(title)
         ax.set_xlabel("iteration")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
         name = f"{key}{'' if sub is None else '_' + str(sub)}.png"
         fig.tight_layout()
         fig.savefig(os.path.join(out_dir, name), dpi=90)
