@@ -11,18 +11,26 @@ Both sides sample at temperature 1 with no top-k / top-p filter and are forced t
 tokens (ours: eos_id=-1; torch: no EOS in the generation config). Each timing is the best of
 --repeats runs, ours and the reference interleaved, so that load from other processes on the
 machine hits both alike; compile time (our first call minus a steady call) is reported apart.
+The load average is printed with the results: on a busy machine torch's OpenMP threads spin and
+collapse (see --omp-passive below), so compare figures taken on a quiet one.
 
-    python benchmarks/sampling.py [--quick] [--repeats 3]
+    python benchmarks/sampling.py [--quick] [--repeats 3] [--omp-passive]
 """
 from __future__ import annotations
 
 import argparse
 import os
 import statistics
+import sys
 import tempfile
 import time
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# On a machine shared with other jobs, torch's default OpenMP spin-wait collapses (a generate of
+# 0.25 s took 15-37 s at load 4 here); --omp-passive sets OMP_WAIT_POLICY=PASSIVE, which avoids
+# that but costs torch ~2x on a quiet machine. The default is torch's default.
+if "--omp-passive" in sys.argv:
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
@@ -142,9 +150,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="skip SmolLM2-135M")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--omp-passive", action="store_true", help="torch with OMP_WAIT_POLICY=PASSIVE")
     args = parser.parse_args()
     print(f"jax {jax.__version__} on {jax.devices()[0].platform} x{len(jax.devices())}, "
-          f"torch {torch.__version__} with {torch.get_num_threads()} threads; load average "
+          f"torch {torch.__version__} with {torch.get_num_threads()} threads "
+          f"(OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'default')}); load average "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     lines = []
     with tempfile.TemporaryDirectory() as tmp:

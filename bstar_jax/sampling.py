@@ -10,9 +10,9 @@ Temperature and top-p are traced per-row float32 [B] arrays, so one compile serv
 temperature grid (DESIGN.md §5): B-STaR samples every temperature of its grid in ONE call
 (PAPER.md §5, Algorithm 1). Top-k, max_new_tokens and the shapes are static.
 
-Randomness: row b draws step t's token with the key fold_in(fold_in(rng, b), t). A row's sample
-therefore depends only on (rng, its row index, its prompt, its settings): not on the batch
-padding, the bucket, the other rows or the mesh.
+Randomness: row b draws its N uniforms from the key fold_in(rng, b), step t's token from the t-th.
+A row's sample therefore depends only on (rng, its row index, its prompt, its settings, N): not
+on the batch padding, the bucket, the other rows or the mesh.
 """
 from __future__ import annotations
 
@@ -73,9 +73,15 @@ def next_token(logits_BxV, rng, temperature_B, top_p_B, top_k: int = 0):
     top_k: static; 0 = off. Order of filters as Hugging Face: temperature, top-k, top-p.
     The log-prob returned is log_softmax(logits) (temperature 1, unfiltered) of the chosen token.
     """
+    B = logits_BxV.shape[0]
+    u_B = jax.vmap(lambda k: jax.random.uniform(k, (), jnp.float32))(_as_row_keys(rng, B))
+    return _next_token_from_uniform(logits_BxV, u_B, temperature_B, top_p_B, top_k)
+
+
+def _next_token_from_uniform(logits_BxV, u_B, temperature_B, top_p_B, top_k: int = 0):
+    """`next_token` given each row's uniform draw u in [0, 1)."""
     logits_BxV = logits_BxV.astype(jnp.float32)
     B, V = logits_BxV.shape
-    keys_B = _as_row_keys(rng, B)
     temperature_B = jnp.broadcast_to(jnp.asarray(temperature_B, jnp.float32), (B,))
     top_p_B = jnp.broadcast_to(jnp.asarray(top_p_B, jnp.float32), (B,))
 
@@ -93,7 +99,6 @@ def next_token(logits_BxV, rng, temperature_B, top_p_B, top_k: int = 0):
     # The bisection costs ~31 passes over [B, V]; skip it when no row asks for a nucleus.
     probs_BxV = jax.lax.cond(jnp.any(top_p_B < 1.0), nucleus, lambda p: p, probs_BxV)
 
-    u_B = jax.vmap(lambda k: jax.random.uniform(k, (), jnp.float32))(keys_B)
     sampled_B = _inverse_cdf(probs_BxV, u_B)
     tokens_B = jnp.where(greedy_B, _first_index(logits_BxV == jnp.max(logits_BxV, -1, keepdims=True)), sampled_B)
     logprobs_B = (jnp.take_along_axis(logits_BxV, tokens_B[:, None], axis=-1)[:, 0]
@@ -243,13 +248,13 @@ class DecodeState:
     logprobs_BxN: jax.Array
     lengths_B: jax.Array
     cache: tuple
-    row_keys_B: jax.Array  # one key per row; step t draws with fold_in(row_key, t)
+    uniforms_BxN: jax.Array  # row b's draw at step t; all drawn up front from row b's key
 
 
 def _sample_step(state: DecodeState, logits_BxV, temperature_B, top_p_B, top_k, eos_id, pad_id):
     """Samples column `state.step` and records it; rows already done write pad / 0."""
-    keys_B = jax.vmap(jax.random.fold_in, in_axes=(0, None))(state.row_keys_B, state.step)
-    tok_B, lp_B = next_token(logits_BxV, keys_B, temperature_B, top_p_B, top_k)
+    u_B = jax.lax.dynamic_index_in_dim(state.uniforms_BxN, state.step, axis=1, keepdims=False)
+    tok_B, lp_B = _next_token_from_uniform(logits_BxV, u_B, temperature_B, top_p_B, top_k)
     live_B = ~state.done_B
     tok_B = jnp.where(live_B, tok_B, pad_id)
     lp_B = jnp.where(live_B, lp_B, 0.0)
@@ -281,7 +286,9 @@ def _generate_jit(cfg, params, prompts_BxP, prompt_lengths_B, active_B, rng, tem
         logprobs_BxN=jnp.zeros((B, N), jnp.float32),
         lengths_B=jnp.zeros((B,), jnp.int32),
         cache=cache,
-        row_keys_B=jax.vmap(jax.random.fold_in, in_axes=(None, 0))(rng, jnp.arange(B, dtype=jnp.uint32)),
+        # Per-step key derivation inside the loop costs two threefry loops per step on CPU.
+        uniforms_BxN=jax.vmap(lambda b: jax.random.uniform(jax.random.fold_in(rng, b), (N,)))(
+            jnp.arange(B, dtype=jnp.uint32)),
     )
     sample = functools.partial(_sample_step, temperature_B=temperature_B, top_p_B=top_p_B,
                                top_k=top_k, eos_id=eos_id, pad_id=pad_id)
