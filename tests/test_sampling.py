@@ -246,3 +246,12 @@ def test_bad_input_raises_one_clear_value_error(params, bad):
         prompts, lengths, match = np.zeros((0, 4), np.int32), np.zeros((0,), np.int32), "non-empty"
     with pytest.raises(ValueError, match=match):
         sampling.generate(CFG, params, prompts, lengths, jax.random.key(0), **kw)
+
+
+def test_next_token_is_a_pure_strategy():
+    logits = jax.random.normal(jax.random.key(1), (3, 50))
+    tokens, logprobs = sampling.next_token(logits, jax.random.key(2), jnp.array([0.0, 1.0, 0.5]), 1.0)
+    assert int(tokens[0]) == int(jnp.argmax(logits[0]))
+    np.testing.assert_allclose(logprobs, jax.nn.log_softmax(logits)[jnp.arange(3), tokens], atol=1e-6)
+    again, _ = sampling.next_token(logits, jax.random.key(2), jnp.array([0.0, 1.0, 0.5]), 1.0)
+    np.testing.assert_array_equal(tokens, again)
