@@ -74,5 +74,6 @@ def score_grid(cfg, prm_params, tokenizer, samples, questions, *, mesh=None, max
     T, Q, K = samples.texts.shape
     prompts = [tok.format_prompt(questions[q]) for _ in range(T) for q in range(Q) for _ in range(K)]
     scores = prm_lib.score_responses(cfg, prm_params, tokenizer, prompts, list(samples.texts.reshape(-1)),
-                                     finished=~samples.truncated.reshape(-1), mesh=mesh, max_len=max_len)
+                                     finished=~samples.truncated.reshape(-1), mesh=mesh, max_len=max_len,
+                                     batch_size=128)
     return (scores.prm_min / prm_lib.PRM_SCALE).reshape(T, Q, K).astype(np.float32)

@@ -18,26 +18,28 @@ def get_config(arg: str | None = None):
     c.use_prm = (False, True)  # answer-only (Eq. 1) and answer+PRM (Eq. 2)
     c.iterations = 4
     c.warm_start.enabled = True
+    c.warm_start.steps = 300  # P_0: about 20% greedy Pass@1 on the test split
     c.mesh.data, c.mesh.fsdp, c.mesh.tensor = -1, 1, 1
 
     c.data.name = "synthetic"
     c.data.num_train, c.data.num_dev, c.data.num_test = 2000, 32, 128
     c.data.difficulty = 1  # 2 items -> 3 reasoning steps (a tiny model learns it in minutes)
 
-    c.queries_per_iteration = 128  # M
+    c.queries_per_iteration = 192  # M
     c.samples_per_query = 8  # K
-    c.target_size = 512  # N: n* = ceil(512 / 128) = 4
+    c.target_size = 768  # N: n* = ceil(768 / 192) = 4
     c.search.samples_per_query = 8
     c.search.temperatures = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2)  # PAPER.md §5.2 grid
     c.search.thresholds = tuple(round(-1.0 + 0.1 * i, 2) for i in range(21))  # PAPER.md §5.2 grid
     c.sampling.max_new_tokens = 96  # solutions are 40-80 BPE tokens
-    c.sampling.batch_rows = 1024
+    c.sampling.batch_rows = 512  # rows per sampler call: CPU throughput is flat above ~256
     c.eval.samples_per_query, c.eval.s_values = 8, (1, 2, 4)
 
-    c.sft.steps_per_iteration = 40
+    # About one epoch over each iteration's selection, as the paper's 500 steps x 128 over 67.5k.
+    c.sft.steps_per_iteration = 8
     c.sft.batch_size, c.sft.micro_batch_size = 32, 32
-    c.sft.lr, c.sft.min_lr = 1e-3, 1e-4  # the tiny model's P_0 was trained at 3e-3
-    c.sft.warmup_steps, c.sft.decay_steps = 0, 400
+    c.sft.lr, c.sft.min_lr = 1e-4, 1e-5  # below P_0's final 3e-4: a fresh Adam's first steps are large
+    c.sft.warmup_steps, c.sft.decay_steps = 4, 4 * 8  # warmup as the official 0.2 epoch (PAPER.md §2.2)
     c.sft.max_len, c.sft.max_prompt_len, c.sft.max_target_len = 256, 128, 128
     c.sft.freeze_embeddings = c.sft.freeze_lm_head = c.sft.freeze_norms = False
 

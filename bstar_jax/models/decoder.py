@@ -87,7 +87,8 @@ class Decoder(nnx.Module):
         B, L = tokens_BxL.shape
         if positions_BxL is None:
             positions_BxL = jnp.broadcast_to(jnp.arange(L, dtype=jnp.int32), (B, L))
-        x_BxLxE = jnp.take(self.embed[...], tokens_BxL, axis=0).astype(dt)
+        # mode="clip": an out-of-range id (e.g. -100 padding) must not turn into NaN and spread.
+        x_BxLxE = jnp.take(self.embed[...], tokens_BxL, axis=0, mode="clip").astype(dt)
         cos_BxLxD, sin_BxLxD = _rope_tables(cfg, positions_BxL)
 
         layer_params = nnx.to_pure_dict(nnx.state(self.layers, nnx.Param))
