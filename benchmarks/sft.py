@@ -27,6 +27,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from bstar_jax.models.hf import params_from_torch_layout
 from bstar_jax import mesh as mesh_lib  # noqa: E402
 from bstar_jax import models, sft  # noqa: E402
 
@@ -54,17 +55,8 @@ def torch_model(cfg):
 
 
 def to_params(model, cfg):
-    sd = {k: v.detach().numpy() for k, v in model.state_dict().items()}
-    stack = lambda n, t=True: np.stack([sd[f"model.layers.{i}.{n}.weight"].T if t else
-                                        sd[f"model.layers.{i}.{n}.weight"] for i in range(cfg.num_layers)])
-    params = {"embed": sd["model.embed_tokens.weight"], "final_norm": sd["model.norm.weight"],
-              "layers": {"attn_norm": stack("input_layernorm", False), "q": stack("self_attn.q_proj"),
-                         "k": stack("self_attn.k_proj"), "v": stack("self_attn.v_proj"),
-                         "o": stack("self_attn.o_proj"), "mlp_norm": stack("post_attention_layernorm", False),
-                         "gate": stack("mlp.gate_proj"), "up": stack("mlp.up_proj"), "down": stack("mlp.down_proj")}}
-    if not cfg.tie_word_embeddings:
-        params["lm_head"] = sd["lm_head.weight"].T
-    return params
+    """Our params from a transformers Llama (HF names, torch layout)."""
+    return params_from_torch_layout(cfg, {k: v.detach().numpy().copy() for k, v in model.state_dict().items()})
 
 
 def matmul_params(cfg) -> int:

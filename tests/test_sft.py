@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from bstar_jax.models.hf import params_from_torch_layout
 from bstar_jax import batching, models, sft
 from bstar_jax import mesh as mesh_lib
 
@@ -97,17 +98,8 @@ def torch_model(cfg, seed=0):
 
 
 def torch_to_params(model, cfg):
-    sd = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
-    stack = lambda name, t=True: np.stack([sd[f"model.layers.{i}.{name}.weight"].T if t else
-                                           sd[f"model.layers.{i}.{name}.weight"] for i in range(cfg.num_layers)])
-    params = {"embed": sd["model.embed_tokens.weight"], "final_norm": sd["model.norm.weight"],
-              "layers": {"attn_norm": stack("input_layernorm", False), "q": stack("self_attn.q_proj"),
-                         "k": stack("self_attn.k_proj"), "v": stack("self_attn.v_proj"),
-                         "o": stack("self_attn.o_proj"), "mlp_norm": stack("post_attention_layernorm", False),
-                         "gate": stack("mlp.gate_proj"), "up": stack("mlp.up_proj"), "down": stack("mlp.down_proj")}}
-    if not cfg.tie_word_embeddings:
-        params["lm_head"] = sd["lm_head.weight"].T
-    return params
+    """Our params from a transformers Llama (HF names, torch layout)."""
+    return params_from_torch_layout(cfg, {k: v.detach().numpy().copy() for k, v in model.state_dict().items()})
 
 
 @pytest.mark.parametrize("freeze", [True, False], ids=["official-freezing", "all-trainable"])
