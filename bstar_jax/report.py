@@ -145,6 +145,7 @@ def _plot_curves(rows, variants, out_dir) -> list[str]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     s_values = sorted({int(s) for r in rows for s in (r.get("pass_at_k_s") or {})})
     panels = [("pass_at_1", None, "greedy Pass@1 (test)"), ("pass_at_k", None, "Pass@K (test)")]
@@ -161,6 +162,7 @@ def _plot_curves(rows, variants, out_dir) -> list[str]:
                 ax.plot(xs, ys, marker="o", label=v)
         ax.set_title(title)
         ax.set_xlabel("iteration")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
