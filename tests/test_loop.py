@@ -186,3 +186,14 @@ def test_nothing_selected_skips_sft_and_continues(tmp_path, p0_dir, caplog):
     assert [r["iteration"] for r in rows] == [0, 1, 2]
     assert all(r["n_selected"] == 0 and r["sft_loss"] is None for r in rows[1:])
     assert "nothing selected" in caplog.text
+
+
+@pytest.mark.parametrize("name", ["demo", "gsm8k", "math"])
+@pytest.mark.parametrize("arg", [None, "tiny"])
+def test_every_config_builds_and_validates(name, arg, n_devices):
+    import importlib
+
+    c = importlib.import_module(f"configs.{name}").get_config(arg)
+    loop.validate(c, mesh_lib.make_mesh())
+    if arg == "tiny":  # tiny needs no files and no network
+        assert c.data.name == "synthetic" and c.warm_start.enabled
