@@ -44,12 +44,7 @@ SIZES = {
 def torch_model(cfg):
     from transformers import LlamaConfig, LlamaForCausalLM
     torch.manual_seed(0)
-    tc = LlamaConfig(vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size,
-                     intermediate_size=cfg.intermediate_size, num_hidden_layers=cfg.num_layers,
-                     num_attention_heads=cfg.num_heads, num_key_value_heads=cfg.num_kv_heads,
-                     head_dim=cfg.head_dim, max_position_embeddings=cfg.max_position_embeddings,
-                     rms_norm_eps=cfg.rms_norm_eps, rope_theta=cfg.rope_theta,
-                     tie_word_embeddings=cfg.tie_word_embeddings, attention_bias=False)
+    tc = LlamaConfig(**cfg.to_hf_dict())
     tc._attn_implementation = "sdpa"
     return LlamaForCausalLM(tc).float()
 

@@ -22,3 +22,19 @@ def pytest_configure(config):
 def n_devices():
     assert len(jax.devices()) == 8, "tests expect 8 fake CPU devices (conftest sets XLA_FLAGS)"
     return 8
+
+
+@pytest.fixture(scope="module")
+def mesh8(n_devices):
+    """All 8 fake devices along the data axis."""
+    from bstar_jax import mesh as mesh_lib
+
+    return mesh_lib.make_mesh(data=-1, fsdp=1, tensor=1)
+
+
+@pytest.fixture(scope="module")
+def mesh1():
+    """A one-device mesh, the unsharded reference."""
+    from bstar_jax import mesh as mesh_lib
+
+    return mesh_lib.make_mesh(data=1, fsdp=1, tensor=1, devices=jax.devices()[:1])

@@ -1,11 +1,9 @@
 """Selection and the (T, τ) search: hand fixtures, equality with the plain-Python reference on
 random pools (ties included), sharded == unsharded, restricted searches, bad input."""
-import jax
 import numpy as np
 import pytest
 
 from bstar_jax import balance, metrics
-from bstar_jax import mesh as mesh_lib
 from bstar_jax.balance_reference import reference_balance_score, reference_search, reference_select
 
 # The fixture pool, Q = 2, K = 4 (used by several tests; arithmetic in the comments).
@@ -17,16 +15,6 @@ REWARD = np.array([[0.9, 0.5, 0.9, 0.1], [0.3, 0.8, 0.6, 0.7]], np.float32)
 VALID = np.array([[1, 1, 1, 1], [1, 1, 0, 1]], bool)
 TEXT = np.array([[0, 1, 0, 2], [5, 6, 7, 8]], np.int32)
 CORRECT = np.array([[1, 0, 1, 0], [0, 1, 0, 1]], bool)
-
-
-@pytest.fixture(scope="module")
-def mesh8(n_devices):
-    return mesh_lib.make_mesh(data=-1, fsdp=1, tensor=1)
-
-
-@pytest.fixture(scope="module")
-def mesh1():
-    return mesh_lib.make_mesh(data=1, fsdp=1, tensor=1, devices=jax.devices()[:1])
 
 
 def test_select_hand_fixture():

@@ -5,18 +5,7 @@ import jax
 import numpy as np
 import pytest
 
-from bstar_jax import mesh as mesh_lib
 from bstar_jax import metrics
-
-
-@pytest.fixture(scope="module")
-def mesh8(n_devices):
-    return mesh_lib.make_mesh(data=-1, fsdp=1, tensor=1)
-
-
-@pytest.fixture(scope="module")
-def mesh1():
-    return mesh_lib.make_mesh(data=1, fsdp=1, tensor=1, devices=jax.devices()[:1])
 
 
 def random_pool(seed, num_queries=13, num_samples=8):

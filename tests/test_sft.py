@@ -82,12 +82,7 @@ def test_completion_loss_matches_torch_and_masks_prompt_gradient():
 def torch_model(cfg, seed=0):
     from transformers import LlamaConfig, LlamaForCausalLM
     torch.manual_seed(seed)
-    tc = LlamaConfig(vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size,
-                     intermediate_size=cfg.intermediate_size, num_hidden_layers=cfg.num_layers,
-                     num_attention_heads=cfg.num_heads, num_key_value_heads=cfg.num_kv_heads,
-                     head_dim=cfg.head_dim, max_position_embeddings=cfg.max_position_embeddings,
-                     rms_norm_eps=cfg.rms_norm_eps, rope_theta=cfg.rope_theta,
-                     tie_word_embeddings=cfg.tie_word_embeddings, attention_bias=False)
+    tc = LlamaConfig(**cfg.to_hf_dict())
     model = LlamaForCausalLM(tc).float()
     model.config._attn_implementation = "eager"
     with torch.no_grad():  # non-trivial norms, so that a norm update would show
