@@ -143,13 +143,10 @@ class Run:
         c, t0 = self.config, time.time()
         key = jax.random.fold_in(self.key, it)
         policy = (self.cfg, state.params)
-        temperature, threshold, search_table = self._choose(policy, it, key)
+        temperature, threshold, dev_balance_score = self._choose(policy, it, key)
         queries = self._queries(it, key)
-        samples = pools.sample(policy, self.tokenizer, [e.question for e in queries], temperatures=[temperature],
-                               num_samples=int(c.samples_per_query), rng=jax.random.fold_in(key, SAMPLE),
-                               sampling_config=c.sampling, mesh=self.mesh)
-        pool = pools.score(samples, [e.question for e in queries], [e.solution for e in queries], task=c.task, answer_check=c.answer_check,
-                           prm_scorer=self.prm_scorer)
+        pool = self._pool(policy, queries, [temperature], int(c.samples_per_query), jax.random.fold_in(key, SAMPLE))
+        samples = pool.samples
         correct, reward, valid, text_id = pool.correct[0], pool.reward[0], pool.valid[0], pool.text_id[0]
         K = correct.shape[1]
         include_reference = bool(c.search.include_reference)
@@ -182,11 +179,20 @@ class Run:
             train_accuracy=float(correct.mean()), train_valid=float(valid.mean()),
             selected_diversity=metrics.diversity([[pool.texts[0, q, k] for k in np.flatnonzero(selected[q, :K])]
                                                   for q in range(len(queries))]),
-            n_star=self.n_star, search_balance_score=search_table)
+            n_star=self.n_star, search_balance_score=dev_balance_score)
         self._log_row(it, row, temperature=temperature, threshold=threshold, t0=t0)
         self.ckpt.save(it, state, temperature=temperature, threshold=threshold,
                        metrics={"iteration": it, "n_selected": int(selected.sum())})
         return state
+
+    def _pool(self, policy, examples, temperatures, num_samples, rng) -> pools.Pool:
+        """K samples per example at each temperature, graded and rewarded ([T, Q, K])."""
+        c = self.config
+        questions = [e.question for e in examples]
+        samples = pools.sample(policy, self.tokenizer, questions, temperatures=temperatures, num_samples=num_samples,
+                               rng=rng, sampling_config=c.sampling, mesh=self.mesh)
+        return pools.score(samples, questions, [e.solution for e in examples], task=c.task,
+                           answer_check=c.answer_check, prm_scorer=self.prm_scorer)
 
     def _reference_ids(self, example) -> list[int]:
         """Target ids (EOS included) of a query's reference solution."""
@@ -202,11 +208,7 @@ class Run:
         temps = [base_t] if restrict == "threshold" else list(c.search.temperatures)
         taus = [base_tau] if restrict == "temperature" else list(c.search.thresholds)
         dev = self.splits["dev"]
-        samples = pools.sample(policy, self.tokenizer, [e.question for e in dev], temperatures=temps,
-                               num_samples=int(c.search.samples_per_query), rng=jax.random.fold_in(key, SEARCH),
-                               sampling_config=c.sampling, mesh=self.mesh)
-        pool = pools.score(samples, [e.question for e in dev], [e.solution for e in dev], task=c.task, answer_check=c.answer_check,
-                           prm_scorer=self.prm_scorer)
+        pool = self._pool(policy, dev, temps, int(c.search.samples_per_query), jax.random.fold_in(key, SEARCH))
         # The dev target keeps the iteration's per-query ratio N / M (PAPER.md §5.4: 3550 / 600).
         dev_target = max(1, round(int(c.target_size) * len(dev) / int(c.queries_per_iteration)))
         result = balance.search(pool.correct, pool.reward, pool.valid, pool.text_id, temps, taus,
