@@ -248,3 +248,45 @@ def write_report(workdir: str, *, title: str = "B-STaR run", command: str | None
     with open(path, "w") as f:
         f.write("\n".join(lines))
     return path
+
+
+def summarize_seeds(workdirs: list[str]) -> str:
+    """Markdown table over runs of one config with different seeds: P_0 and each variant's last
+    iteration, mean ± sample standard deviation of greedy Pass@1, Pass@K, Pass@K-S, Reward@K-1 and
+    diversity, then the chosen (T, τ) per iteration of each searched run."""
+    per_dir = [read_metrics(w) for w in workdirs]
+    if not all(per_dir):
+        raise ValueError(f"no metrics.jsonl rows in {[w for w, r in zip(workdirs, per_dir) if not r]}")
+    variants = list(dict.fromkeys(r["variant"] for r in per_dir[0]))
+    s_values = sorted({int(s) for r in per_dir[0] for s in (r.get("pass_at_k_s") or {})} - {1})
+    cols = [("greedy Pass@1", lambda r: r["pass_at_1"]), ("Pass@K", lambda r: r["pass_at_k"])]
+    cols += [(f"Pass@K-{s}", lambda r, s=s: r["pass_at_k_s"][str(s)]) for s in s_values]
+    cols += [("Reward@K-1", lambda r: r["reward_at_k_s"]["1"]), ("diversity", lambda r: r["diversity"])]
+
+    def cell(rows, get):
+        x = np.array([get(r) for r in rows], float)
+        return f"{x.mean():.3f} ± {x.std(ddof=1) if len(x) > 1 else 0.0:.3f}"
+
+    def pick(rows, variant, last):
+        its = [r for r in rows if r["variant"] == variant]
+        return max(its, key=lambda r: r["iteration"]) if last else min(its, key=lambda r: r["iteration"])
+
+    lines = ["| run | " + " | ".join(c for c, _ in cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    p0 = [pick(rows, variants[0], last=False) for rows in per_dir]
+    lines.append("| P_0 (iteration 0) | " + " | ".join(cell(p0, g) for _, g in cols) + " |")
+    for v in variants:
+        last = [pick(rows, v, last=True) for rows in per_dir]
+        lines.append(f"| {v}, iteration {last[0]['iteration']} | " + " | ".join(cell(last, g) for _, g in cols) + " |")
+    lines.append("")
+    for v in variants:
+        for w, rows in zip(workdirs, per_dir):
+            chosen = [(r["temperature"], r["threshold"]) for r in rows if r["variant"] == v and r["iteration"] > 0]
+            if v.startswith("bstar"):
+                lines.append(f"- {v}, {w}: " + " ".join(f"({t:g}, {tau:g})" for t, tau in chosen))
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python -m bstar_jax.report runs/demo_seed0 runs/demo_seed1 ...
+    import sys
+
+    print(summarize_seeds(sys.argv[1:]))
