@@ -6,7 +6,9 @@ Per run (a variant, with or without the PRM), from the same P_0:
                -> sample the iteration's queries at T -> reward -> select (τ, per-query cap)
                -> SFT with the variant's carry-over rule -> evaluate -> log -> checkpoint.
 Randomness is fold_in(seed, run, iteration, phase), so a resumed run draws what an uninterrupted
-one would; metrics are written before the checkpoint, and a resume drops rows past it.
+one would; metrics are written before the checkpoint, and a resume drops rows past it. Evaluation
+draws from fold_in(seed, EVAL, iteration) in every run (common random numbers: runs differ by
+their policies, not by test-sampling noise), so P_0 is evaluated once per reward and shared.
 """
 from __future__ import annotations
 
@@ -95,11 +97,13 @@ def run(config, mesh, *, command: str | None = None) -> str:
     log = report.MetricsLog(config.workdir, enabled=is_writer)
     root = jax.random.key(int(config.seed))
     prm_scorer = None
+    p0_rows: dict[bool, dict] = {}  # iteration-0 metrics per reward: every run starts from the same P_0
     for r, (variant, use_prm) in enumerate((v, p) for p in config.use_prm for v in config.variants):
         if use_prm and prm_scorer is None:
             prm_scorer = prepare_prm(config, mesh, tokenizer, p0, splits, jax.random.fold_in(root, 999))
         Run(config, mesh, tokenizer, p0, splits, log, jax.random.fold_in(root, r),
-            variant, prm_scorer if use_prm else None).go()
+            variant, prm_scorer if use_prm else None, eval_key=jax.random.fold_in(root, EVAL),
+            p0_rows=p0_rows).go()
     log.close()
     if is_writer:
         return report.write_report(config.workdir, title=f"B-STaR: {config.workdir}", command=command)
@@ -109,10 +113,12 @@ def run(config, mesh, *, command: str | None = None) -> str:
 class Run:
     """One variant of the loop from P_0, with its own checkpoints under checkpoints/<name>."""
 
-    def __init__(self, config, mesh, tokenizer, p0, splits, log, key, variant, prm_scorer):
+    def __init__(self, config, mesh, tokenizer, p0, splits, log, key, variant, prm_scorer, *, eval_key,
+                 p0_rows: dict | None = None):
         self.config, self.mesh, self.tokenizer, self.splits, self.log = config, mesh, tokenizer, splits, log
         self.cfg, self.p0_params = p0
-        self.key, self.variant, self.prm_scorer = key, variant, prm_scorer
+        self.key, self.variant, self.prm_scorer, self.eval_key = key, variant, prm_scorer, eval_key
+        self.p0_rows = {} if p0_rows is None else p0_rows
         self.name = run_name(variant, prm_scorer is not None)
         self.n_star = int(config.n_star) or metrics.n_star_rule(int(config.target_size),
                                                                  int(config.queries_per_iteration))
@@ -130,7 +136,10 @@ class Run:
             logging.info("%s: resuming after iteration %d", self.name, start)
         else:
             t0 = time.time()
-            self._log_row(0, self._evaluate(state.params, 0), temperature=None, threshold=None, t0=t0)
+            use_prm = self.prm_scorer is not None
+            if use_prm not in self.p0_rows:
+                self.p0_rows[use_prm] = self._evaluate(state.params, 0)
+            self._log_row(0, dict(self.p0_rows[use_prm]), temperature=None, threshold=None, t0=t0)
             self.ckpt.save(0, state, metrics={"iteration": 0})
         self.log.drop_after(self.name, start)
         for it in range(start + 1, int(c.iterations) + 1):
@@ -229,7 +238,7 @@ class Run:
     def _evaluate(self, params, it) -> dict:
         test = self.splits["test"]
         return pools.evaluate((self.cfg, params), self.tokenizer, [e.question for e in test],
-                              [e.solution for e in test], rng=jax.random.fold_in(jax.random.fold_in(self.key, it), EVAL),
+                              [e.solution for e in test], rng=jax.random.fold_in(self.eval_key, it),
                               config=self.config, mesh=self.mesh, prm_scorer=self.prm_scorer)
 
     def _log_row(self, it, row, *, temperature, threshold, t0) -> None:

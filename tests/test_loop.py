@@ -53,6 +53,32 @@ def test_p0_is_a_working_warm_start(p0_dir):
     assert rows[0]["eval_truncated"] < 0.5
 
 
+def test_p0_sft_fine_tunes_a_loaded_model_once(tmp_path, p0_dir):
+    """p0_sft: a loaded HF folder is fine-tuned on reference solutions and cached as <workdir>/p0."""
+    import jax
+    import numpy as np
+
+    from bstar_jax import models, warmstart
+
+    c = tiny(tmp_path / "work")
+    c.warm_start.enabled = False
+    c.model.path = str(p0_dir)
+    c.p0_sft.steps, c.p0_sft.batch_size, c.p0_sft.micro_batch_size, c.p0_sft.lr = 3, 8, 8, 1e-3
+    mesh = mesh_lib.make_mesh()
+    train = loop.load_data(c)["train"]
+    tokenizer, (cfg, params) = warmstart.load_policy(c, mesh, train)
+    saved = tmp_path / "work" / "p0"
+    assert (saved / "config.json").exists() and (saved / "tokenizer.json").exists()
+    assert tokenizer.eos_token_id == cfg.eos_token_id
+    _, base = models.load(str(p0_dir))
+    flat = lambda t: np.concatenate([np.ravel(np.asarray(x)) for x in jax.tree.leaves(t)])
+    assert not np.allclose(flat(base), flat(params))  # trained
+    stamp = os.path.getmtime(saved / "config.json")
+    _, (_, again) = warmstart.load_policy(c, mesh, train)  # cached: loaded, not retrained
+    assert os.path.getmtime(saved / "config.json") == stamp
+    np.testing.assert_allclose(flat(again), flat(params), atol=1e-6)
+
+
 def test_bstar_and_online_rft_with_and_without_prm(tmp_path, p0_dir):
     work = with_p0(tmp_path, p0_dir)
     path = loop.run(tiny(work), mesh_lib.make_mesh())
@@ -69,6 +95,10 @@ def test_bstar_and_online_rft_with_and_without_prm(tmp_path, p0_dir):
         if r["iteration"] > 0:
             assert r["temperature"] is not None and r["threshold"] is not None
             assert 0.0 <= r["balance_score"] <= 1.0
+    # Common random numbers: every run evaluates P_0 with the same key, so iteration 0 agrees.
+    p0_rows = [r for r in rows if r["iteration"] == 0]
+    for key in ("pass_at_1", "pass_at_k", "pass_at_k_s", "diversity"):
+        assert all(r[key] == p0_rows[0][key] for r in p0_rows), key
     # B-STaR searched: its chosen T comes from the grid and a heat-map table was stored.
     for r in (r for r in rows if r["variant"].startswith("bstar") and r["iteration"] > 0):
         assert r["temperature"] in c.search.temperatures and r["threshold"] in c.search.thresholds
