@@ -1,7 +1,9 @@
 """The starting policy P_0 and its tokenizer.
 
-Either loaded (`config.model.path`: HF folder, .gguf, embedded alias, hub id), or — for the
-offline demo — made here: train a byte-level BPE on the task's training text, initialise a tiny
+Either loaded (`config.model.path`: HF folder, .gguf, embedded alias, hub id) and, when
+`config.p0_sft.steps` > 0, fine-tuned on the training set's reference solutions first (PAPER.md
+§2.2: P_0 is the SFT checkpoint after epoch 1, so that it answers in the `# Answer` format), or —
+for the offline demo — made here: train a byte-level BPE on the task's training text, initialise a tiny
 Llama-family model and fine-tune it on reference solutions (in several equation orders, so that
 exploration has something to find) to a warm start, the analogue of the paper's SFT epoch-1
 checkpoint (PAPER.md §2.2). The result is saved as an HF folder in <workdir>/p0 and reused.
@@ -29,11 +31,44 @@ def load_policy(config, mesh, train: list[Example]):
         tokenizer = tok.load_tokenizer(folder)
         cfg, params = models.load(folder, mesh=mesh, param_dtype=m.param_dtype, dtype=m.dtype)
         return tokenizer, (cfg, params)
-    tokenizer = tok.load_tokenizer(m.tokenizer or m.path)
-    cfg, params = models.load(m.path, mesh=mesh, param_dtype=m.param_dtype, dtype=m.dtype)
+    if int(config.p0_sft.steps) > 0:
+        folder = os.path.join(config.workdir, "p0")
+        if not os.path.exists(os.path.join(folder, "config.json")):
+            tokenizer, (cfg, params) = _load_model(config, mesh, m.tokenizer or m.path, m.path)
+            _sft_p0(config, mesh, tokenizer, cfg, params, train, folder)
+        return _load_model(config, mesh, folder, folder)
+    return _load_model(config, mesh, m.tokenizer or m.path, m.path)
+
+
+def _load_model(config, mesh, tokenizer_path: str, model_path: str):
+    m = config.model
+    tokenizer = tok.load_tokenizer(tokenizer_path)
+    cfg, params = models.load(model_path, mesh=mesh, param_dtype=m.param_dtype, dtype=m.dtype)
     if cfg.eos_token_id is None and tokenizer.eos_token_id is not None:
         cfg = cfg.replace(eos_token_id=int(tokenizer.eos_token_id))
     return tokenizer, (cfg, params)
+
+
+def _sft_p0(config, mesh, tokenizer, cfg, params, train: list[Example], folder: str) -> None:
+    """SFT on the reference solutions of `train` for p0_sft.steps steps; saved as an HF folder."""
+    p = config.p0_sft
+    logging.info("P_0: %d SFT steps of %s on reference solutions (cached in %s)", int(p.steps), config.model.path,
+                 folder)
+    tmp = folder + ".partial"
+    os.makedirs(tmp, exist_ok=True)
+    sft_config = ml_collections.ConfigDict(config.sft.to_dict())
+    sft_config.update(dict(lr=float(p.lr), min_lr=float(p.lr) / 10, warmup_steps=max(1, int(p.steps) // 10),
+                           decay_steps=int(p.steps), batch_size=int(p.batch_size),
+                           micro_batch_size=int(p.micro_batch_size)))
+    state = sft.init_train_state(cfg, params, sft_config, mesh)
+    key = jax.random.fold_in(jax.random.key(int(config.seed)), 10_001)
+    state, stats = sft.run_sft(state, sft_examples(tokenizer, train), cfg, sft_config, mesh, key,
+                               num_steps=int(p.steps), progress=bool(config.progress), description="SFT to P_0")
+    logging.info("P_0: final SFT loss %.4f after %d steps (%.0f tok/s)", stats["loss"], stats["steps"],
+                 stats["tokens_per_s"])
+    models.save_hf(cfg, state.params, tmp)
+    tokenizer.save_pretrained(tmp)
+    os.replace(tmp, folder)
 
 
 def sft_examples(tokenizer, examples: list[Example]) -> list[tuple[list[int], list[int]]]:

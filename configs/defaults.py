@@ -76,6 +76,12 @@ def base_config() -> mlc.ConfigDict:
     c.prm.lr = 2e-5  # PAPER.md §6.2 trains at 2e-6 on a 7B model; small models need more
     c.prm.min_lr = 2e-6
 
+    c.p0_sft = mlc.ConfigDict()  # SFT a loaded model on reference solutions to make P_0 (PAPER.md §2.2)
+    c.p0_sft.steps = 0  # 0 = the loaded model is P_0; the paper's P_0 is the SFT checkpoint after epoch 1
+    c.p0_sft.lr = 2e-5  # peak LR (warmup 10 %, cosine to a tenth)
+    c.p0_sft.batch_size = 64
+    c.p0_sft.micro_batch_size = 16
+
     c.warm_start = mlc.ConfigDict()
     c.warm_start.enabled = False  # train a tokenizer + tiny model from scratch to P_0 (offline demo)
     c.warm_start.vocab_size = 384  # BPE tokens
@@ -102,6 +108,7 @@ def shrink_to_tiny(c: mlc.ConfigDict) -> mlc.ConfigDict:
     """
     c.data.name = "synthetic"
     c.warm_start.enabled = True
+    c.p0_sft.steps = 0
     c.model.dtype = c.sft.compute_dtype = "float32"
     c.prm.path = ""
     c.iterations = 2
