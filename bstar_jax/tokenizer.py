@@ -66,7 +66,10 @@ def train_bpe(texts: Iterable[str], vocab_size: int, out_dir: str | os.PathLike)
 
     Special tokens: `<pad>` (0), `<s>` (1, BOS), `</s>` (2, EOS). All 256 bytes are in the
     vocabulary, so any text encodes and `decode(encode(text)) == text` exactly (newlines and
-    spaces included). The folder reloads offline with `AutoTokenizer.from_pretrained(out_dir)`.
+    spaces included). Digits are split one per token (as Llama's tokenizer does), so that numbers
+    are spelled digit by digit and arithmetic is learnable by a small model; otherwise BPE merges
+    some digit pairs and not others ("20" one token, "21" two). The folder reloads offline with
+    `AutoTokenizer.from_pretrained(out_dir)`.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -77,7 +80,9 @@ def train_bpe(texts: Iterable[str], vocab_size: int, out_dir: str | os.PathLike)
         raise ValueError(f"vocab_size={vocab_size} < 256 bytes + {len(specials)} special tokens")
     tok = Tokenizer(models.BPE())
     # The GPT-2 split regex keeps runs of newlines as their own pre-tokens, so "\n\n" survives.
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
                                   initial_alphabet=alphabet, show_progress=False)
