@@ -48,6 +48,13 @@ def test_bpe_trains_saves_and_reloads_offline(bpe_dir):
     assert len(tok.encode(TEXTS[0], add_special_tokens=False)) < 0.7 * len(TEXTS[0].encode())
 
 
+def test_bpe_spells_numbers_digit_by_digit(tmp_path):
+    # "20" is frequent enough to be merged by plain BPE; the digit pre-tokenizer forbids it.
+    tok = tk.train_bpe(["cost <<20*20=400>>400 total 2020"] * 50, 300, tmp_path)
+    pieces = [tok.decode([i]) for i in tok.encode("<<21+20=41>>41", add_special_tokens=False)]
+    assert pieces == ["<<", "2", "1", "+", "2", "0", "=", "4", "1", ">>", "4", "1"]
+
+
 def test_bpe_rejects_a_vocab_smaller_than_the_bytes(tmp_path):
     with pytest.raises(ValueError, match="vocab_size"):
         tk.train_bpe(TEXTS, 200, tmp_path)
