@@ -18,7 +18,7 @@ def get_config(arg: str | None = None):
     c.use_prm = (False, True)  # answer-only (Eq. 1) and answer+PRM (Eq. 2)
     c.iterations = 4
     c.warm_start.enabled = True
-    c.warm_start.steps = 300  # P_0: about 20% greedy Pass@1 on the test split
+    c.warm_start.steps = 300  # P_0: about 15-20% greedy Pass@1 on the test split
     c.mesh.data, c.mesh.fsdp, c.mesh.tensor = -1, 1, 1
 
     c.data.name = "synthetic"
@@ -26,7 +26,7 @@ def get_config(arg: str | None = None):
     c.data.difficulty = 1  # 2 items -> 3 reasoning steps (a tiny model learns it in minutes)
 
     c.queries_per_iteration = 192  # M
-    c.samples_per_query = 8  # K
+    c.samples_per_query = 16  # K: exploration needs enough draws to reach the harder queries
     c.target_size = 768  # N: n* = ceil(768 / 192) = 4
     c.search.samples_per_query = 8
     c.search.temperatures = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2)  # PAPER.md §5.2 grid
@@ -36,10 +36,10 @@ def get_config(arg: str | None = None):
     c.eval.samples_per_query, c.eval.s_values = 8, (1, 2, 4)
 
     # About one epoch over each iteration's selection, as the paper's 500 steps x 128 over 67.5k.
-    c.sft.steps_per_iteration = 8
+    c.sft.steps_per_iteration = 16
     c.sft.batch_size, c.sft.micro_batch_size = 32, 32
-    c.sft.lr, c.sft.min_lr = 1e-4, 1e-5  # below P_0's final 3e-4: a fresh Adam's first steps are large
-    c.sft.warmup_steps, c.sft.decay_steps = 4, 4 * 8  # warmup as the official 0.2 epoch (PAPER.md §2.2)
+    c.sft.lr, c.sft.min_lr = 3e-4, 3e-5  # P_0's final LR: the self-improvement LR continues P_0's schedule
+    c.sft.warmup_steps, c.sft.decay_steps = 4, 4 * 16  # warmup about 0.2 epoch (PAPER.md §2.2)
     c.sft.max_len, c.sft.max_prompt_len, c.sft.max_target_len = 256, 128, 128
     c.sft.freeze_embeddings = c.sft.freeze_lm_head = c.sft.freeze_norms = False
 
