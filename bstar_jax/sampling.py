@@ -192,7 +192,7 @@ def _decode_step(cfg: models.ModelConfig, params, layers, tokens_B, positions_B,
     H, K, D = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
     G, S = H // K, cache[0]["v"].shape[2]
     x_BxE = jnp.take(params["embed"], tokens_B, axis=0).astype(dt)
-    cos_Bx1xD, sin_Bx1xD = decoder._rope_tables(cfg, positions_B[:, None])
+    cos_Bx1xD, sin_Bx1xD = decoder.rope_tables(cfg, positions_B[:, None])
     slots_S = jnp.arange(S, dtype=jnp.int32)
     mask_BxS = slots_S[None, :] <= positions_B[:, None]
     if cfg.sliding_window:
@@ -202,12 +202,12 @@ def _decode_step(cfg: models.ModelConfig, params, layers, tokens_B, positions_B,
     for i, c in enumerate(cache):
         p = layers[i] if layers is not None else jax.tree.map(lambda w: w[i], params["layers"])
         p = jax.tree.map(lambda w: w.astype(dt), p)
-        h_BxE = decoder._rms_norm(x_BxE, p["attn_norm"], cfg.rms_norm_eps)
+        h_BxE = decoder.rms_norm(x_BxE, p["attn_norm"], cfg.rms_norm_eps)
         q, k, v = h_BxE @ p["q"], h_BxE @ p["k"], h_BxE @ p["v"]
         if cfg.attention_bias:
             q, k, v = q + p["q_bias"], k + p["k_bias"], v + p["v_bias"]
-        q_BxHxD = decoder._apply_rope(q.reshape(B, 1, H, D), cos_Bx1xD, sin_Bx1xD)[:, 0]
-        k_BxKxD = decoder._apply_rope(k.reshape(B, 1, K, D), cos_Bx1xD, sin_Bx1xD)[:, 0]
+        q_BxHxD = decoder.apply_rope(q.reshape(B, 1, H, D), cos_Bx1xD, sin_Bx1xD)[:, 0]
+        k_BxKxD = decoder.apply_rope(k.reshape(B, 1, K, D), cos_Bx1xD, sin_Bx1xD)[:, 0]
         k_BxKxDxS = c["k"].at[rows_B, :, :, positions_B].set(k_BxKxD.astype(c["k"].dtype), mode="drop")
         v_BxKxSxD = c["v"].at[rows_B, :, positions_B].set(v.reshape(B, K, D).astype(c["v"].dtype), mode="drop")
         new_cache.append({"k": k_BxKxDxS, "v": v_BxKxSxD})
@@ -217,9 +217,9 @@ def _decode_step(cfg: models.ModelConfig, params, layers, tokens_B, positions_B,
         probs_BxKxGxS = jax.nn.softmax(scores_BxKxGxS, axis=-1).astype(dt)
         attn_BxQ = jnp.einsum("bkgs,bksd->bkgd", probs_BxKxGxS, v_BxKxSxD.astype(dt)).reshape(B, H * D)
         x_BxE = x_BxE + attn_BxQ @ p["o"]
-        h_BxE = decoder._rms_norm(x_BxE, p["mlp_norm"], cfg.rms_norm_eps)
+        h_BxE = decoder.rms_norm(x_BxE, p["mlp_norm"], cfg.rms_norm_eps)
         x_BxE = x_BxE + (jax.nn.silu(h_BxE @ p["gate"]) * (h_BxE @ p["up"])) @ p["down"]
-    x_BxE = decoder._rms_norm(x_BxE, params["final_norm"].astype(dt), cfg.rms_norm_eps)
+    x_BxE = decoder.rms_norm(x_BxE, params["final_norm"].astype(dt), cfg.rms_norm_eps)
     logits_BxV = models.module(cfg, params).logits(x_BxE[:, None])[:, 0]
     return logits_BxV, tuple(new_cache)
 

@@ -89,7 +89,7 @@ class Decoder(nnx.Module):
             positions_BxL = jnp.broadcast_to(jnp.arange(L, dtype=jnp.int32), (B, L))
         # mode="clip": an out-of-range id (e.g. -100 padding) must not turn into NaN and spread.
         x_BxLxE = jnp.take(self.embed[...], tokens_BxL, axis=0, mode="clip").astype(dt)
-        cos_BxLxD, sin_BxLxD = _rope_tables(cfg, positions_BxL)
+        cos_BxLxD, sin_BxLxD = rope_tables(cfg, positions_BxL)
 
         layer_params = nnx.to_pure_dict(nnx.state(self.layers, nnx.Param))
         has_cache = cache is not None
@@ -97,11 +97,11 @@ class Decoder(nnx.Module):
         def block(x_BxLxE, xs):
             p, k_cache, v_cache = xs
             p = jax.tree.map(lambda w: w.astype(dt), p)
-            h = _rms_norm(x_BxLxE, p["attn_norm"], cfg.rms_norm_eps)
+            h = rms_norm(x_BxLxE, p["attn_norm"], cfg.rms_norm_eps)
             attn, k_cache, v_cache = _attention(cfg, p, h, positions_BxL, cos_BxLxD, sin_BxLxD,
                                                 k_cache, v_cache)
             x_BxLxE = x_BxLxE + attn
-            h = _rms_norm(x_BxLxE, p["mlp_norm"], cfg.rms_norm_eps)
+            h = rms_norm(x_BxLxE, p["mlp_norm"], cfg.rms_norm_eps)
             gate = jnp.einsum("ble,ef->blf", h, p["gate"])
             up = jnp.einsum("ble,ef->blf", h, p["up"])
             x_BxLxE = x_BxLxE + jnp.einsum("blf,fe->ble", jax.nn.silu(gate) * up, p["down"])
@@ -112,25 +112,27 @@ class Decoder(nnx.Module):
         else:
             xs = (layer_params, None, None)
         x_BxLxE, (k_new, v_new) = jax.lax.scan(block, x_BxLxE, xs)
-        x_BxLxE = _rms_norm(x_BxLxE, self.final_norm[...].astype(dt), cfg.rms_norm_eps)
+        x_BxLxE = rms_norm(x_BxLxE, self.final_norm[...].astype(dt), cfg.rms_norm_eps)
         return x_BxLxE, ({"k": k_new, "v": v_new} if has_cache else None)
 
 
-def _rms_norm(x, weight, eps):
-    # As HF: normalise in float32, cast back, then scale.
+def rms_norm(x, weight, eps):
+    """RMSNorm over the last axis as HF computes it: normalise in float32, cast back, scale."""
     x32 = x.astype(jnp.float32)
     x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
     return weight * x32.astype(x.dtype)
 
 
-def _rope_tables(cfg: ModelConfig, positions_BxL):
+def rope_tables(cfg: ModelConfig, positions_BxL):
+    """(cos, sin) [B, L, head_dim] of the rotary embedding at integer positions (scaling included)."""
     inv_freq = jnp.asarray(rope_inv_freq(cfg))
     angles = positions_BxL.astype(jnp.float32)[..., None] * inv_freq  # [B, L, D/2]
     angles = jnp.concatenate([angles, angles], axis=-1)
     return jnp.cos(angles).astype(cfg.jnp_dtype), jnp.sin(angles).astype(cfg.jnp_dtype)
 
 
-def _apply_rope(x_BxLxHxD, cos_BxLxD, sin_BxLxD):
+def apply_rope(x_BxLxHxD, cos_BxLxD, sin_BxLxD):
+    """Rotates heads [B, L, H, D] by the tables of `rope_tables` (HF's rotate_half convention)."""
     half = x_BxLxHxD.shape[-1] // 2
     rotated = jnp.concatenate([-x_BxLxHxD[..., half:], x_BxLxHxD[..., :half]], axis=-1)
     return x_BxLxHxD * cos_BxLxD[:, :, None, :] + rotated * sin_BxLxD[:, :, None, :]
@@ -145,8 +147,8 @@ def _attention(cfg, p, h_BxLxE, positions_BxL, cos, sin, k_cache, v_cache):
     v = jnp.einsum("ble,ek->blk", h_BxLxE, p["v"])
     if cfg.attention_bias:
         q, k, v = q + p["q_bias"], k + p["k_bias"], v + p["v_bias"]
-    q_BxLxHxD = _apply_rope(q.reshape(B, L, H, D), cos, sin)
-    k_BxLxKxD = _apply_rope(k.reshape(B, L, K, D), cos, sin)
+    q_BxLxHxD = apply_rope(q.reshape(B, L, H, D), cos, sin)
+    k_BxLxKxD = apply_rope(k.reshape(B, L, K, D), cos, sin)
     v_BxLxKxD = v.reshape(B, L, K, D)
 
     if k_cache is not None:
