@@ -54,17 +54,27 @@ def _sft_p0(config, mesh, tokenizer, cfg, params, train: list[Example], folder: 
     p = config.p0_sft
     logging.info("P_0: %d SFT steps of %s on reference solutions (cached in %s)", int(p.steps), config.model.path,
                  folder)
+    _fine_tune_and_save(config, mesh, tokenizer, cfg, params, sft_examples(tokenizer, train), folder,
+                        steps=int(p.steps), key_salt=10_001, description="SFT to P_0",
+                        overrides=dict(lr=float(p.lr), batch_size=int(p.batch_size),
+                                       micro_batch_size=int(p.micro_batch_size)))
+
+
+def _fine_tune_and_save(config, mesh, tokenizer, cfg, params, examples, folder: str, *, steps: int, key_salt: int,
+                        description: str, overrides: dict) -> None:
+    """`steps` SFT steps (warmup a tenth, cosine to a tenth of the LR) from config.sft with
+    `overrides`, then the model and tokenizer saved into <folder>.partial and renamed into place,
+    so that a kill never leaves half a P_0."""
     tmp = folder + ".partial"
     os.makedirs(tmp, exist_ok=True)
     sft_config = ml_collections.ConfigDict(config.sft.to_dict())
-    sft_config.update(dict(lr=float(p.lr), min_lr=float(p.lr) / 10, warmup_steps=max(1, int(p.steps) // 10),
-                           decay_steps=int(p.steps), batch_size=int(p.batch_size),
-                           micro_batch_size=int(p.micro_batch_size)))
+    sft_config.update(dict(overrides, pad_id=int(tokenizer.pad_token_id or 0)))
+    sft_config.update(dict(min_lr=float(sft_config.lr) / 10, warmup_steps=max(1, steps // 10), decay_steps=steps))
     state = sft.init_train_state(cfg, params, sft_config, mesh)
-    key = jax.random.fold_in(jax.random.key(int(config.seed)), 10_001)
-    state, stats = sft.run_sft(state, sft_examples(tokenizer, train), cfg, sft_config, mesh, key,
-                               num_steps=int(p.steps), progress=bool(config.progress), description="SFT to P_0")
-    logging.info("P_0: final SFT loss %.4f after %d steps (%.0f tok/s)", stats["loss"], stats["steps"],
+    key = jax.random.fold_in(jax.random.key(int(config.seed)), key_salt)
+    state, stats = sft.run_sft(state, examples, cfg, sft_config, mesh, key, num_steps=steps,
+                               progress=bool(config.progress), description=description)
+    logging.info("%s: final SFT loss %.4f after %d steps (%.0f tok/s)", description, stats["loss"], stats["steps"],
                  stats["tokens_per_s"])
     models.save_hf(cfg, state.params, tmp)
     tokenizer.save_pretrained(tmp)
@@ -92,17 +102,8 @@ def _train_p0(config, mesh, train: list[Example], folder: str) -> None:
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id)
     params = models.init(cfg, int(config.seed))
-    sft_config = ml_collections.ConfigDict(config.sft.to_dict())
-    sft_config.update(dict(lr=float(w.lr), min_lr=float(w.lr) / 10, warmup_steps=int(w.steps) // 10,
-                           decay_steps=int(w.steps), freeze_embeddings=False, freeze_lm_head=False,
-                           freeze_norms=False, batch_size=int(w.batch_size),
-                           micro_batch_size=int(w.batch_size), weight_decay=0.0,
-                           pad_id=int(tokenizer.pad_token_id or 0)))
-    state = sft.init_train_state(cfg, params, sft_config, mesh)
-    key = jax.random.fold_in(jax.random.key(int(config.seed)), 10_000)
-    state, stats = sft.run_sft(state, sft_examples(tokenizer, mixed), cfg, sft_config, mesh, key,
-                               num_steps=int(w.steps), progress=bool(config.progress), description="warm start P_0")
-    logging.info("warm start: final SFT loss %.4f after %d steps (%.0f tok/s)", stats["loss"], stats["steps"],
-                 stats["tokens_per_s"])
-    models.save_hf(cfg, state.params, tmp)
-    os.replace(tmp, folder)
+    _fine_tune_and_save(config, mesh, tokenizer, cfg, params, sft_examples(tokenizer, mixed), folder,
+                        steps=int(w.steps), key_salt=10_000, description="warm start P_0",
+                        overrides=dict(lr=float(w.lr), freeze_embeddings=False, freeze_lm_head=False,
+                                       freeze_norms=False, batch_size=int(w.batch_size),
+                                       micro_batch_size=int(w.batch_size), weight_decay=0.0))
