@@ -278,11 +278,10 @@ def summarize_seeds(workdirs: list[str]) -> str:
         last = [pick(rows, v, last=True) for rows in per_dir]
         lines.append(f"| {v}, iteration {last[0]['iteration']} | " + " | ".join(cell(last, g) for _, g in cols) + " |")
     lines.append("")
-    for v in variants:
+    for v in (v for v in variants if v.startswith("bstar")):  # the searched runs
         for w, rows in zip(workdirs, per_dir):
             chosen = [(r["temperature"], r["threshold"]) for r in rows if r["variant"] == v and r["iteration"] > 0]
-            if v.startswith("bstar"):
-                lines.append(f"- {v}, {w}: " + " ".join(f"({t:g}, {tau:g})" for t, tau in chosen))
+            lines.append(f"- {v}, {w}: " + " ".join(f"({t:g}, {tau:g})" for t, tau in chosen))
     return "\n".join(lines)
 
 

@@ -31,7 +31,7 @@ def get_config(arg: str | None = None):
     c.search.samples_per_query = 8
     c.search.temperatures = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2)  # PAPER.md §5.2 grid
     c.search.thresholds = tuple(round(-1.0 + 0.1 * i, 2) for i in range(21))  # PAPER.md §5.2 grid
-    c.sampling.max_new_tokens = 96  # solutions are 40-80 BPE tokens
+    c.sampling.max_new_tokens = 96  # solutions are 60-70 tokens (digits spelled one per token)
     c.sampling.batch_rows = 512  # rows per sampler call: CPU throughput is flat above ~256
     c.eval.samples_per_query, c.eval.s_values = 8, (1, 2, 4)
 
