@@ -1,12 +1,16 @@
 """The (T, τ) balance search: array code (balance.search) vs the plain-Python reference.
 
-A random pool of 600 queries x 64 samples per temperature (the paper's dev subset size and
-sample count), the main grid 8 T x 21 τ and the fine grid 15 T x 200 τ (PAPER.md §5.2, App. D).
+The search runs on a random dev pool of 600 queries x 64 samples per temperature (the paper's
+dev subset size and sample count, configs/gsm8k.py) over the main grid 8 T x 21 τ and the fine
+grid 15 T x 200 τ (paper §4 and App. D; docs/algorithm.md#grids-and-defaults); one selection +
+balance score runs on the iteration's pool, 2048 queries x 32 samples (configs/gsm8k.py).
 Ours is timed after compilation (median of repeated calls, host conversion included); the
-reference once. Both must choose the same configuration and give the same table.
+reference (tests/balance_reference.py, plain Python) once. Both must choose the same
+configuration and give the same table.
 
-    python benchmarks/balance.py [--queries 600] [--samples 64] [--repeats 20]
-                                 [--devices 1] [--skip-fine-reference]
+    python benchmarks/balance.py [--queries 600] [--samples 64] [--pool-queries 2048]
+                                 [--pool-samples 32] [--repeats 20] [--devices 1]
+                                 [--skip-fine-reference]
 
 --devices N splits the CPU into N XLA devices, so the query axis is sharded over N cores.
 """
@@ -20,7 +24,8 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
 
 
 def random_pool(rng, temperatures, num_queries, num_samples):
@@ -67,6 +72,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--queries", type=int, default=600)
     parser.add_argument("--samples", type=int, default=64)
+    parser.add_argument("--pool-queries", type=int, default=2048)
+    parser.add_argument("--pool-samples", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--devices", type=int, default=1)
     parser.add_argument("--skip-fine-reference", action="store_true")
@@ -76,10 +83,10 @@ def main():
                                    + f" --xla_force_host_platform_device_count={args.devices}").strip()
     import jax
     from bstar_jax import balance, metrics
-    from bstar_jax.balance_reference import reference_balance_score, reference_search, reference_select
+    from balance_reference import reference_balance_score, reference_search, reference_select
 
     rng = np.random.default_rng(0)
-    target_size = int(round(args.queries * 3550 / 600))  # the official dev target (PAPER.md §5.4)
+    target_size = int(round(args.queries * 3550 / 600))  # the official dev target (docs/algorithm.md#search)
     grids = {
         "search 8 T x 21 tau": (np.round(np.arange(0.5, 1.25, 0.1), 2), np.round(np.arange(-1.0, 1.05, 0.1), 2)),
         "search 15 T x 200 tau": (np.round(np.arange(0.5, 1.225, 0.05), 2), np.round(np.arange(-1.0, 0.995, 0.01), 2)),
@@ -97,24 +104,25 @@ def main():
             continue
         ref_time, ref = time_once(lambda: reference_search(*pool, temperatures, thresholds, **kwargs))
         agree = (ref[0], ref[1]) == (result.temperature, result.threshold) and np.allclose(
-            np.asarray(ref[3]), result.balance_score_TxTau, rtol=0, atol=1e-12)
+            np.asarray(ref[3]), result.balance_score_TxU, rtol=0, atol=1e-12)
         print(f"{what}: reference chose T={ref[0]} tau={ref[1]}; same choice and table: {agree}")
         if not agree:
             raise SystemExit(f"{what}: the array search and the reference disagree")
         lines += comparison(f"{what} ({args.queries}x{args.samples})", ours, ref_time)
 
     # one selection + balance score (what the loop does once per iteration on its pool)
-    correct, reward, valid, text_id = (x[0] for x in random_pool(rng, [1.0], args.queries, args.samples))
+    correct, reward, valid, text_id = (x[0] for x in random_pool(rng, [1.0], args.pool_queries, args.pool_samples))
+    pool_target = 12_000 * args.pool_queries // 2048  # configs/gsm8k.py: N = 12000 of M = 2048
 
     def ours_select_score():
-        selected = balance.select(reward, valid, -0.1, target_size, text_id)
+        selected = balance.select(reward, valid, -0.1, pool_target, text_id)
         return metrics.balance_score(correct, selected, text_id, 6)
 
     ours = time_ours(ours_select_score, args.repeats)
     ref_time, ref = time_once(lambda: reference_balance_score(
-        correct, reference_select(reward, valid, -0.1, target_size, text_id), text_id, 6))
+        correct, reference_select(reward, valid, -0.1, pool_target, text_id), text_id, 6))
     assert abs(ref - ours_select_score()) < 1e-12
-    lines += comparison(f"select + balance_score ({args.queries}x{args.samples})", ours, ref_time)
+    lines += comparison(f"select + balance_score ({args.pool_queries}x{args.pool_samples})", ours, ref_time)
     for line in lines:
         print(line)
 

@@ -1,6 +1,6 @@
 """Selection (threshold + uniform per-query cap) and the (T, τ) search of Algorithm 1.
 
-PAPER.md §5.3-§5.5, DESIGN.md §4. A pool holds K samples per query: `correct`, `valid` (bool),
+Paper §3.1 and §4 (docs/algorithm.md#selection, #balance-score, #search). A pool holds K samples per query: `correct`, `valid` (bool),
 `reward` (float32), `text_id` (int32, equal within a row iff same text); the search takes one
 pool per temperature, [T, Q, K].
 
@@ -13,7 +13,6 @@ does each ranked response clear" gives m_i(τ) and the distinct (query, text) pa
 rank for every τ; their cumulative sum over ranks gives the pairs under every cap c, the cap is
 the first c that reaches the target, and n_i, n'_i are prefix counts. Sums over queries are
 `psum`s of exact integers (see metrics.balance_numerators), so sharded == unsharded bit for bit.
-Sorting uses single int32 operands only (the fast path of XLA's CPU sort).
 
 Thresholds are compared to rewards in float32: a response is a candidate iff
 float32(reward) > float32(τ).
@@ -44,9 +43,9 @@ class SearchResult:
     temperature: float | None       # chosen T (None for a threshold-only search without a label)
     threshold: float                # chosen τ
     balance_score: float            # BS(T, τ) at the choice
-    balance_score_TxTau: np.ndarray  # float64 [T, Tau]: BS for every grid point
-    cap_TxTau: np.ndarray           # int [T, Tau]: the uniform per-query cap c of each selection
-    n_selected_TxTau: np.ndarray    # int [T, Tau]: distinct (query, text) pairs selected
+    balance_score_TxU: np.ndarray  # float64 [T, U]: BS for every grid point
+    cap_TxU: np.ndarray           # int [T, U]: the uniform per-query cap c of each selection
+    n_selected_TxU: np.ndarray    # int [T, U]: distinct (query, text) pairs selected
     temperatures: np.ndarray
     thresholds: np.ndarray
     n_star: int
@@ -55,20 +54,20 @@ class SearchResult:
 
 # ------------------------------------------------------------------ array kernels
 
-def _rank(correct_QxK, reward_QxK, valid_QxK, text_id_QxK, text_one_pass):
+def _rank(correct_QxK, reward_QxK, valid_QxK, text_id_QxK):
     """Ranks each row by reward, highest first (ties: lower sample index; invalid last).
 
-    Returns the sorted int keys (key = -reward, +inf if invalid), the rank of each sample, and
+    Returns the sorted keys (key = -reward, +inf if invalid), the rank of each sample, and
     in sample order and in rank order whether the sample is the first of its text.
     """
     q, k = reward_QxK.shape
     rows_QxK = lax.broadcasted_iota(jnp.int32, (q, k), 0)
-    key_QxK = metrics.sortable_int32(jnp.where(valid_QxK, -reward_QxK, jnp.inf))
-    pos_s = metrics.row_order(key_QxK)  # the sample at each rank
+    key_QxK = jnp.where(valid_QxK, -reward_QxK, jnp.inf)
+    pos_s = metrics.stable_order(key_QxK)  # the sample at each rank
     key_s = jnp.take_along_axis(key_QxK, pos_s, axis=1)
     text_s = jnp.take_along_axis(text_id_QxK, pos_s, axis=1)
     # group the ranks by text (ascending rank within a group): the first of each group is new
-    by_text = metrics.row_order(text_s, text_one_pass)
+    by_text = metrics.stable_order(text_s)
     text_by_text = jnp.take_along_axis(text_s, by_text, axis=1)
     first = jnp.concatenate([jnp.ones((q, 1), bool), text_by_text[:, 1:] != text_by_text[:, :-1]], axis=1)
     new_s = jnp.zeros((q, k), bool).at[rows_QxK, by_text].set(first)
@@ -86,7 +85,7 @@ def _prefix_counts(key_s_QxK, new_s_QxK, correct_s_QxK, thresholds_U, target_siz
     # h = how many thresholds a ranked sample clears: with τ sorted ascending, the sample is a
     # candidate (reward > τ, i.e. key < -τ) exactly for the sorted thresholds 0..h-1
     order_U = jnp.argsort(thresholds_U)
-    neg_tau_ascending_U = metrics.sortable_int32(-thresholds_U[order_U])[::-1]
+    neg_tau_ascending_U = (-thresholds_U[order_U])[::-1]
     h_QxK = u - jnp.searchsorted(neg_tau_ascending_U, key_s_QxK, side="right").astype(jnp.int32)
     rows_QxK = lax.broadcasted_iota(jnp.int32, (q, k), 0)
     ranks_QxK = lax.broadcasted_iota(jnp.int32, (q, k), 1)
@@ -110,13 +109,13 @@ def _prefix_counts(key_s_QxK, new_s_QxK, correct_s_QxK, thresholds_U, target_siz
 
 
 @functools.lru_cache(maxsize=None)
-def _grid_fn(mesh, text_one_pass):
+def _grid_fn(mesh):
     """jit(shard_map(...)) evaluating every (T, τ) of the grid; queries sharded over the mesh."""
     axes = mesh_lib.BATCH_AXES
 
     def per_temperature(correct_QxK, reward_QxK, valid_QxK, text_id_QxK, thresholds_U, target, n_star):
         k = reward_QxK.shape[1]
-        key_s, _, _, new_s, correct_s = _rank(correct_QxK, reward_QxK, valid_QxK, text_id_QxK, text_one_pass)
+        key_s, _, _, new_s, correct_s = _rank(correct_QxK, reward_QxK, valid_QxK, text_id_QxK)
         cap_U, _, n_UxQ, n_correct_UxQ = _prefix_counts(key_s, new_s, correct_s, thresholds_U, target, k)
         s_UxB = jax.vmap(lambda n, nc: metrics.balance_numerators(n, nc, n_star, k + 1))(n_UxQ, n_correct_UxQ)
         return (cap_U, lax.psum(s_UxB, axes), lax.psum(jnp.sum(n_UxQ > 0, axis=1, dtype=jnp.int32), axes),
@@ -132,11 +131,11 @@ def _grid_fn(mesh, text_one_pass):
 
 
 @functools.lru_cache(maxsize=None)
-def _select_fn(mesh, text_one_pass):
+def _select_fn(mesh):
     axes = mesh_lib.BATCH_AXES
 
     def kernel(reward_QxK, valid_QxK, text_id_QxK, tau, target):
-        key_s, rank_QxK, new_QxK, new_s, _ = _rank(valid_QxK, reward_QxK, valid_QxK, text_id_QxK, text_one_pass)
+        key_s, rank_QxK, new_QxK, new_s, _ = _rank(valid_QxK, reward_QxK, valid_QxK, text_id_QxK)
         _, length_UxQ, _, _ = _prefix_counts(key_s, new_s, new_s, tau[None], target, reward_QxK.shape[1])
         return new_QxK & (rank_QxK < length_UxQ[0][:, None])
 
@@ -195,7 +194,7 @@ def select(reward, valid, tau, target_size, text_id, *, mesh=None) -> np.ndarray
     multiple = mesh_lib.axis_size(mesh, mesh_lib.BATCH_AXES)
     q, k = a["reward"].shape
     padded = [metrics.pad_queries(a[n], multiple, 0, _PAD[n]) for n in a]
-    out = _select_fn(mesh, metrics.fits_one_pass(a["text_id"]))(*padded, np.float32(tau) + np.float32(0.0),
+    out = _select_fn(mesh)(*padded, np.float32(tau) + np.float32(0.0),
                            np.int32(_target(target_size, "select")))
     return np.asarray(out)[:q]
 
@@ -254,12 +253,12 @@ def search(correct, reward, valid, text_id, temperatures, thresholds, *, target_
     padded = [metrics.pad_queries(a[n], multiple, 1, _PAD[n]) for n in ("correct", "reward", "valid", "text_id")]
     tau_U = thresholds.astype(np.float32) + np.float32(0.0)
     cap, s_TxUxB, n_active, n_selected = jax.tree.map(
-        np.asarray, _grid_fn(mesh, metrics.fits_one_pass(a["text_id"]))(*padded, tau_U, np.int32(target), np.int32(n_star)))
+        np.asarray, _grid_fn(mesh)(*padded, tau_U, np.int32(target), np.int32(n_star)))
     table = metrics.balance_from_numerators(s_TxUxB, n_star, q if mean_over == "all" else n_active)
     t, u = _pick(table, temperatures, thresholds, mode)
     return SearchResult(temperature=float(temperatures[t]), threshold=float(thresholds[u]),
-                        balance_score=float(table[t, u]), balance_score_TxTau=table, cap_TxTau=cap,
-                        n_selected_TxTau=n_selected, temperatures=temperatures, thresholds=thresholds,
+                        balance_score=float(table[t, u]), balance_score_TxU=table, cap_TxU=cap,
+                        n_selected_TxU=n_selected, temperatures=temperatures, thresholds=thresholds,
                         n_star=n_star, mode=mode)
 
 

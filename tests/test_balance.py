@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from bstar_jax import balance, metrics
-from bstar_jax.balance_reference import reference_balance_score, reference_search, reference_select
+from balance_reference import reference_balance_score, reference_search, reference_select
 
 # The fixture pool, Q = 2, K = 4 (used by several tests; arithmetic in the comments).
 # row 0: rewards 0.9 0.5 0.9 0.1, texts 0 1 0 2, correct 1 0 1 0, all valid
@@ -55,9 +55,9 @@ def test_search_hand_fixture_and_tie_rules():
     correct, reward, valid, text = _fixture_pools()
     kw = dict(target_size=3, n_star=2)
     paper = balance.search(correct, reward, valid, text, [0.5, 1.0], [0.2, 0.6], **kw)
-    np.testing.assert_array_equal(paper.balance_score_TxTau, [[0.75, 0.75], [0.5, 0.5]])
-    np.testing.assert_array_equal(paper.cap_TxTau, [[2, 2], [2, 2]])
-    np.testing.assert_array_equal(paper.n_selected_TxTau, [[3, 3], [4, 3]])
+    np.testing.assert_array_equal(paper.balance_score_TxU, [[0.75, 0.75], [0.5, 0.5]])
+    np.testing.assert_array_equal(paper.cap_TxU, [[2, 2], [2, 2]])
+    np.testing.assert_array_equal(paper.n_selected_TxU, [[3, 3], [4, 3]])
     assert (paper.temperature, paper.threshold, paper.balance_score) == (0.5, 0.6, 0.75)  # tie -> higher τ
     official = balance.search(correct, reward, valid, text, [0.5, 1.0], [0.2, 0.6], mode="official", **kw)
     assert (official.temperature, official.threshold) == (0.5, 0.2)  # tie -> first τ
@@ -79,10 +79,10 @@ def test_reference_solution_option():
     correct, reward, valid, text = _fixture_pools()
     res = balance.search(correct, reward, valid, text, [0.5, 1.0], [0.2, 0.6], target_size=3, n_star=2,
                          include_reference=True)
-    assert res.balance_score_TxTau[1, 1] == 5 / 8
+    assert res.balance_score_TxU[1, 1] == 5 / 8
     ref = reference_search(correct, reward, valid, text, [0.5, 1.0], [0.2, 0.6], target_size=3, n_star=2,
                            include_reference=True)
-    np.testing.assert_allclose(res.balance_score_TxTau, ref[3], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(res.balance_score_TxU, ref[3], rtol=0, atol=1e-12)
 
 
 def random_search_pool(seed, temperatures=3, num_queries=13, num_samples=8):
@@ -117,10 +117,10 @@ def test_search_equals_reference_on_random_pools(mode):
                   n_star=None if seed % 2 else 1 + seed % 8)
         ours = balance.search(*pool, TEMPERATURES, THRESHOLDS, **kw)
         ref_t, ref_tau, ref_best, ref_table = reference_search(*pool, TEMPERATURES, THRESHOLDS, **kw)
-        np.testing.assert_allclose(ours.balance_score_TxTau, ref_table, rtol=0, atol=1e-12, err_msg=f"seed {seed}")
+        np.testing.assert_allclose(ours.balance_score_TxU, ref_table, rtol=0, atol=1e-12, err_msg=f"seed {seed}")
         assert (ours.temperature, ours.threshold) == (ref_t, ref_tau), f"seed {seed}"
         assert ours.balance_score == pytest.approx(ref_best, abs=1e-12)
-        ties_seen += np.sum(ours.balance_score_TxTau >= ours.balance_score - 1e-12) > 1
+        ties_seen += np.sum(ours.balance_score_TxU >= ours.balance_score - 1e-12) > 1
     assert ties_seen >= 20  # the tie rules were exercised
 
 
@@ -133,7 +133,7 @@ def test_select_and_score_match_reference_and_the_search_table():
                 selected = balance.select(reward[t], valid[t], tau, 40, text_id[t])
                 np.testing.assert_array_equal(selected, reference_select(reward[t], valid[t], tau, 40, text_id[t]))
                 score = metrics.balance_score(correct[t], selected, text_id[t], 3)
-                assert score == res.balance_score_TxTau[t, u]  # bit-equal: same exact numerators
+                assert score == res.balance_score_TxU[t, u]  # bit-equal: same exact numerators
                 assert score == pytest.approx(reference_balance_score(correct[t], selected, text_id[t], 3), abs=1e-12)
 
 
@@ -148,8 +148,8 @@ def test_answer_only_reward_selects_only_correct():
             selected = balance.select(reward[t], valid[t], 0.5, 30, text_id[t])
             assert not np.any(selected & ~correct[t])
             n_i = np.array([len(set(ids[m])) for ids, m in zip(text_id[t], selected)])
-            assert res.balance_score_TxTau[t, 1] == pytest.approx(np.mean(np.minimum(n_i / 2, 1)), abs=1e-12)
-        assert np.all((res.balance_score_TxTau >= 0) & (res.balance_score_TxTau <= 1))
+            assert res.balance_score_TxU[t, 1] == pytest.approx(np.mean(np.minimum(n_i / 2, 1)), abs=1e-12)
+        assert np.all((res.balance_score_TxU >= 0) & (res.balance_score_TxU <= 1))
 
 
 def test_sharded_equals_unsharded(mesh8, mesh1):
@@ -157,9 +157,9 @@ def test_sharded_equals_unsharded(mesh8, mesh1):
     for mean_over in ("all", "selected"):
         a = balance.search(*pool, TEMPERATURES, THRESHOLDS, target_size=37, mean_over=mean_over, mesh=mesh8)
         b = balance.search(*pool, TEMPERATURES, THRESHOLDS, target_size=37, mean_over=mean_over, mesh=mesh1)
-        np.testing.assert_array_equal(a.balance_score_TxTau, b.balance_score_TxTau)
-        np.testing.assert_array_equal(a.cap_TxTau, b.cap_TxTau)
-        np.testing.assert_array_equal(a.n_selected_TxTau, b.n_selected_TxTau)
+        np.testing.assert_array_equal(a.balance_score_TxU, b.balance_score_TxU)
+        np.testing.assert_array_equal(a.cap_TxU, b.cap_TxU)
+        np.testing.assert_array_equal(a.n_selected_TxU, b.n_selected_TxU)
     reward, valid, text_id = pool[1][0], pool[2][0], pool[3][0]
     np.testing.assert_array_equal(balance.select(reward, valid, 0.0, 37, text_id, mesh=mesh8),
                                   balance.select(reward, valid, 0.0, 37, text_id, mesh=mesh1))
@@ -170,13 +170,13 @@ def test_restricted_searches():
     full = balance.search(correct, reward, valid, text_id, TEMPERATURES, THRESHOLDS, target_size=40)
     # temperature only (Table 3): τ fixed -> one column of the full table
     only_t = balance.search_temperature(correct, reward, valid, text_id, TEMPERATURES, 0.2, target_size=40)
-    np.testing.assert_array_equal(only_t.balance_score_TxTau[:, 0], full.balance_score_TxTau[:, 4])
+    np.testing.assert_array_equal(only_t.balance_score_TxU[:, 0], full.balance_score_TxU[:, 4])
     assert only_t.threshold == 0.2 and only_t.temperature in TEMPERATURES
     # threshold only (Table 3) / the official re-search on a pool: one row of the table
     for mode in balance.MODES:
         only_tau = balance.search_threshold(correct[1], reward[1], valid[1], text_id[1], THRESHOLDS,
                                             temperature=1.0, target_size=40, mode=mode)
-        np.testing.assert_array_equal(only_tau.balance_score_TxTau[0], full.balance_score_TxTau[1])
+        np.testing.assert_array_equal(only_tau.balance_score_TxU[0], full.balance_score_TxU[1])
         ref = reference_search(correct[1:2], reward[1:2], valid[1:2], text_id[1:2], [1.0], THRESHOLDS,
                                target_size=40, mode=mode)
         assert (only_tau.temperature, only_tau.threshold) == (1.0, ref[1])

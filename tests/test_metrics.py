@@ -21,16 +21,15 @@ def random_pool(seed, num_queries=13, num_samples=8):
 # ------------------------------------------------------------------ building blocks
 
 @pytest.mark.parametrize("num_samples", [1, 5, 8, 33])
-def test_row_order_is_a_stable_argsort(num_samples):
+def test_distinct_count_and_stable_order(num_samples):
     rng = np.random.default_rng(num_samples)
     extremes = np.array([-2**31, 2**31 - 1, -1, 0, 1], np.int64)
-    wide = rng.choice(np.concatenate([extremes, rng.integers(-2**31, 2**31, 20)]), (9, num_samples))
-    narrow = rng.integers(-3, 4, (9, num_samples)) + 10**9  # small span, far from 0: the one-pass path
-    for x, one_pass in ((wide, False), (narrow, False), (narrow, True)):
-        assert metrics.fits_one_pass(x) or not one_pass
-        got = jax.jit(lambda a: metrics.row_order(a, one_pass))(x.astype(np.int32))
-        np.testing.assert_array_equal(got, np.argsort(x, axis=1, kind="stable"))
-    assert num_samples == 1 or not metrics.fits_one_pass(wide)
+    wide = rng.choice(np.concatenate([extremes, rng.integers(-2**31, 2**31, 3)]), (9, num_samples))
+    mask = rng.random(wide.shape) < 0.5
+    x = wide.astype(np.int32)
+    np.testing.assert_array_equal(jax.jit(metrics.stable_order)(x), np.argsort(x, axis=1, kind="stable"))
+    want = [len(set(row[m].tolist())) for row, m in zip(x, mask)]
+    np.testing.assert_array_equal(jax.jit(metrics.distinct_count)(x, mask), want)
 
 
 def test_ranking_orders_by_score_then_index():
@@ -208,9 +207,8 @@ def test_sharded_equals_unsharded(mesh8, mesh1):
     assert metrics.selection_precision_recall(correct, selected, valid, text_id, mesh=mesh8) == \
         metrics.selection_precision_recall(correct, selected, valid, text_id, mesh=mesh1)
     assert metrics.pass_at_k_s(correct, text_id, 1, mesh=mesh8).shape == (13,)
-    # ids spread over all of int32 (the two-pass sort): the same counts as small ids
+    # ids spread over all of int32: the same counts as small ids
     wide_id = ((text_id.astype(np.int64) * 2_654_435_761 + 12345) % 2**32 - 2**31).astype(np.int32)
-    assert not metrics.fits_one_pass(wide_id)
     assert metrics.balance_score(correct, selected, wide_id, 3, mesh=mesh8) == \
         metrics.balance_score(correct, selected, text_id, 3, mesh=mesh1)
     np.testing.assert_array_equal(metrics.pass_at_k_s(correct, wide_id, 2, mesh=mesh8),
