@@ -1,14 +1,14 @@
-"""The self-improvement loop (Algorithm 1 and its baselines), the one place the pieces meet.
+"""The self-improvement loop (Algorithm 1 and its baselines): the iteration driver.
 
-Per run (a variant, with or without the PRM), from the same P_0:
+Per run (a variant, with or without the PRM), from the same P_0 (docs/algorithm.md#algorithm-1):
   iteration 0: evaluate P_0;
-  iteration i: [B-STaR: sample the dev subset at every T of the grid, score, search (T, τ)]
-               -> sample the iteration's queries at T -> reward -> select (τ, per-query cap)
+  iteration i: [B-STaR: roll out the dev subset at every T of the grid, search (T, τ)]
+               -> roll out the iteration's queries at T -> select (τ, per-query cap)
                -> SFT with the variant's carry-over rule -> evaluate -> log -> checkpoint.
-Randomness is fold_in(seed, run, iteration, phase), so a resumed run draws what an uninterrupted
-one would; metrics are written before the checkpoint, and a resume drops rows past it. Evaluation
-draws from fold_in(seed, EVAL, iteration) in every run (common random numbers: runs differ by
-their policies, not by test-sampling noise), so P_0 is evaluated once per reward and shared.
+Every draw comes from a named stream (`streams`) with the run and iteration folded in, so a
+resumed run draws what an uninterrupted one would; metrics are written before the checkpoint,
+and a resume drops rows past it. Evaluation folds in the iteration only (common random numbers:
+runs differ by their policies, not by test-sampling noise), so P_0 is evaluated once per reward.
 """
 from __future__ import annotations
 
@@ -19,22 +19,27 @@ import time
 import jax
 import numpy as np
 
-from bstar_jax import balance, checkpoint, data, metrics, pools, report, sft
+from bstar_jax import balance, checkpoint, data, evaluation, metrics, report, rollout, sft
 from bstar_jax import mesh as mesh_lib
 from bstar_jax import tokenizer as tok
 from bstar_jax.prm_phase import prepare_prm
+from bstar_jax.streams import Streams
 from bstar_jax.warmstart import load_policy
-
-# Phases folded into each iteration's key.
-SEARCH, SAMPLE, SFT, EVAL = 1, 2, 3, 4
 
 
 def run_name(variant: str, use_prm: bool) -> str:
+    """The run's name in metrics, the report and checkpoints/: "bstar", "bstar+prm", ..."""
     return f"{variant}+prm" if use_prm else variant
 
 
+def run_index(variant: str, use_prm: bool) -> int:
+    """The run number folded into its random streams: fixed per (variant, reward), so a run
+    draws the same whichever other runs the config lists."""
+    return 2 * sft.VARIANTS.index(variant) + int(use_prm)
+
+
 def validate(config, mesh) -> None:
-    """Config errors that would otherwise surface after work is done (DESIGN.md §8)."""
+    """Config errors that would otherwise surface after work is done, before any work."""
     s = config.search
     if not len(s.temperatures) or not len(s.thresholds):
         raise ValueError(f"config.search: empty grid (temperatures={tuple(s.temperatures)}, "
@@ -58,25 +63,6 @@ def validate(config, mesh) -> None:
         raise ValueError(f"config.search.restrict={config.search.restrict!r}; expected both|temperature|threshold")
 
 
-def load_data(config) -> dict[str, list[data.Example]]:
-    """train / dev / test examples as the config names them."""
-    d = config.data
-    if d.name in ("synthetic", "gsm_symbolic"):
-        kw = dict(seed=int(config.seed), n_train=int(d.num_train), n_dev=int(d.num_dev), n_test=int(d.num_test))
-        if d.name == "synthetic":
-            kw["difficulty"] = int(d.difficulty)
-        return {split: data.load_split(d.name, split, **kw) for split in ("train", "dev", "test")}
-    kw = {}
-    if d.name == "gsm8k_tfds":
-        kw = {k: v for k, v in (("data_dir", d.data_dir), ("jsonl_dir", d.get("jsonl_dir", ""))) if v}
-    train = data.load_split(d.name, "train", **(kw or {"path": d.train_path}))
-    test = data.load_split(d.name, "test", **(kw or {"path": d.test_path}))[: int(d.num_test)]
-    # The dev subset is drawn from training queries (PAPER.md §3.3), disjoint from the test set.
-    order = np.random.default_rng(int(config.seed)).permutation(len(train))
-    dev = [train[i] for i in order[: int(d.num_dev)]]
-    return {"train": train, "dev": dev, "test": test}
-
-
 class _QuietLibraries(logging.Filter):
     """Drops the INFO chatter of orbax (a dozen lines per checkpoint); warnings still pass."""
 
@@ -92,17 +78,16 @@ def run(config, mesh, *, command: str | None = None) -> str:
     validate(config, mesh)
     os.makedirs(config.workdir, exist_ok=True)
     is_writer = jax.process_index() == 0
-    splits = load_data(config)
+    splits = data.load_splits(config.data, config.seed)
     tokenizer, p0 = load_policy(config, mesh, splits["train"])
     log = report.MetricsLog(config.workdir, enabled=is_writer)
-    root = jax.random.key(int(config.seed))
+    streams = Streams(config.seed)
     prm_scorer = None
     p0_rows: dict[bool, dict] = {}  # iteration-0 metrics per reward: every run starts from the same P_0
-    for r, (variant, use_prm) in enumerate((v, p) for p in config.use_prm for v in config.variants):
+    for variant, use_prm in ((v, p) for p in config.use_prm for v in config.variants):
         if use_prm and prm_scorer is None:
-            prm_scorer = prepare_prm(config, mesh, tokenizer, p0, splits, jax.random.fold_in(root, 999))
-        Run(config, mesh, tokenizer, p0, splits, log, jax.random.fold_in(root, r),
-            variant, prm_scorer if use_prm else None, eval_key=jax.random.fold_in(root, EVAL),
+            prm_scorer = prepare_prm(config, mesh, tokenizer, p0, splits, streams.key("prm"))
+        Run(config, mesh, tokenizer, p0, splits, log, streams, variant, prm_scorer if use_prm else None,
             p0_rows=p0_rows).go()
     log.close()
     if is_writer:
@@ -113,13 +98,14 @@ def run(config, mesh, *, command: str | None = None) -> str:
 class Run:
     """One variant of the loop from P_0, with its own checkpoints under checkpoints/<name>."""
 
-    def __init__(self, config, mesh, tokenizer, p0, splits, log, key, variant, prm_scorer, *, eval_key,
+    def __init__(self, config, mesh, tokenizer, p0, splits, log, streams: Streams, variant, prm_scorer, *,
                  p0_rows: dict | None = None):
         self.config, self.mesh, self.tokenizer, self.splits, self.log = config, mesh, tokenizer, splits, log
         self.cfg, self.p0_params = p0
-        self.key, self.variant, self.prm_scorer, self.eval_key = key, variant, prm_scorer, eval_key
+        self.streams, self.variant, self.prm_scorer = streams, variant, prm_scorer
         self.p0_rows = {} if p0_rows is None else p0_rows
         self.name = run_name(variant, prm_scorer is not None)
+        self.index = run_index(variant, prm_scorer is not None)
         self.n_star = int(config.n_star) or metrics.n_star_rule(int(config.target_size),
                                                                  int(config.queries_per_iteration))
         self.ckpt = checkpoint.Checkpointer(os.path.join(config.workdir, "checkpoints", self.name.replace("+", "_")),
@@ -150,16 +136,15 @@ class Run:
 
     def iteration(self, it: int, state):
         c, t0 = self.config, time.time()
-        key = jax.random.fold_in(self.key, it)
         policy = (self.cfg, state.params)
-        temperature, threshold, dev_balance_score = self._choose(policy, it, key)
-        queries = self._queries(it, key)
-        pool = self._pool(policy, queries, [temperature], int(c.samples_per_query), jax.random.fold_in(key, SAMPLE))
+        temperature, threshold, dev_balance_score = self._choose(policy, it)
+        queries = self._queries(it)
+        pool = self._pool(policy, queries, [temperature], int(c.samples_per_query), self._key("sample", it))
         samples = pool.samples
         correct, reward, valid, text_id = pool.correct[0], pool.reward[0], pool.valid[0], pool.text_id[0]
         K = correct.shape[1]
         include_reference = bool(c.search.include_reference)
-        if include_reference:  # the official code's extra candidate, reward 1.0 (PAPER.md §5.5)
+        if include_reference:  # the official code's extra candidate, reward 1.0 (docs/algorithm.md#paper-vs-official-code)
             correct, reward, valid, text_id = balance.with_reference(correct, reward, valid, text_id)
         if self.variant == "bstar" and c.search.mode == "official":
             threshold = balance.search_threshold(correct, reward, valid, text_id, c.search.thresholds,
@@ -176,7 +161,7 @@ class Run:
         train_stats = {"loss": None, "tokens_per_s": None}
         if examples:
             state, train_stats = sft.run_sft(state, examples, self.cfg, c.sft, self.mesh,
-                                             jax.random.fold_in(key, SFT), progress=bool(c.progress),
+                                             self._key("sft", it), progress=bool(c.progress),
                                              description=f"{self.name} it{it} SFT")
         else:
             logging.warning("%s iteration %d: nothing selected at τ=%s; SFT skipped", self.name, it, threshold)
@@ -194,20 +179,19 @@ class Run:
                        metrics={"iteration": it, "n_selected": int(selected.sum())})
         return state
 
-    def _pool(self, policy, examples, temperatures, num_samples, rng) -> pools.Pool:
+    def _key(self, stream: str, it: int):
+        return self.streams.key(stream, run=self.index, iteration=it)
+
+    def _pool(self, policy, examples, temperatures, num_samples, rng) -> rollout.Pool:
         """K samples per example at each temperature, graded and rewarded ([T, Q, K])."""
-        c = self.config
-        questions = [e.question for e in examples]
-        samples = pools.sample(policy, self.tokenizer, questions, temperatures=temperatures, num_samples=num_samples,
-                               rng=rng, sampling_config=c.sampling, mesh=self.mesh)
-        return pools.score(samples, questions, [e.solution for e in examples], task=c.task,
-                           answer_check=c.answer_check, prm_scorer=self.prm_scorer)
+        return rollout.rollout(policy, self.tokenizer, examples, temperatures=temperatures, num_samples=num_samples,
+                               rng=rng, config=self.config, mesh=self.mesh, prm_scorer=self.prm_scorer)
 
     def _reference_ids(self, example) -> list[int]:
         """Target ids (EOS included) of a query's reference solution."""
         return tok.encode_example(self.tokenizer, tok.format_prompt(example.question), example.solution)[1]
 
-    def _choose(self, policy, it, key):
+    def _choose(self, policy, it):
         """(T, τ, dev balance score) for this iteration: the search for B-STaR, fixed otherwise."""
         c = self.config
         base_t, base_tau = float(c.baseline.temperature), float(c.baseline.threshold)
@@ -217,29 +201,29 @@ class Run:
         temps = [base_t] if restrict == "threshold" else list(c.search.temperatures)
         taus = [base_tau] if restrict == "temperature" else list(c.search.thresholds)
         dev = self.splits["dev"]
-        pool = self._pool(policy, dev, temps, int(c.search.samples_per_query), jax.random.fold_in(key, SEARCH))
-        # The dev target keeps the iteration's per-query ratio N / M (PAPER.md §5.4: 3550 / 600).
+        pool = self._pool(policy, dev, temps, int(c.search.samples_per_query), self._key("search", it))
+        # The dev target keeps the iteration's per-query ratio N / M (docs/algorithm.md#search).
         dev_target = max(1, round(int(c.target_size) * len(dev) / int(c.queries_per_iteration)))
         result = balance.search(pool.correct, pool.reward, pool.valid, pool.text_id, temps, taus,
                                 target_size=dev_target, n_star=self.n_star, mode=c.search.mode,
                                 include_reference=bool(c.search.include_reference), mesh=self.mesh)
         if jax.process_index() == 0:
-            report.save_search_table(c.workdir, self.name, it, temps, taus, result.balance_score_TxTau)
+            report.save_search_table(c.workdir, self.name, it, temps, taus, result.balance_score_TxU)
         return float(result.temperature), float(result.threshold), float(result.balance_score)
 
-    def _queries(self, it, key) -> list[data.Example]:
+    def _queries(self, it) -> list[data.Example]:
         """The iteration's M training queries (all of them when M >= the training set)."""
         train, m = self.splits["train"], int(self.config.queries_per_iteration)
         if m >= len(train):
             return list(train)
-        order = np.asarray(jax.random.permutation(jax.random.fold_in(key, SAMPLE + 100), len(train)))
+        order = np.asarray(jax.random.permutation(self._key("queries", it), len(train)))
         return [train[i] for i in order[:m]]
 
     def _evaluate(self, params, it) -> dict:
-        test = self.splits["test"]
-        return pools.evaluate((self.cfg, params), self.tokenizer, [e.question for e in test],
-                              [e.solution for e in test], rng=jax.random.fold_in(self.eval_key, it),
-                              config=self.config, mesh=self.mesh, prm_scorer=self.prm_scorer)
+        """Held-out metrics of `params`; the key depends on the iteration only (shared by all runs)."""
+        return evaluation.evaluate((self.cfg, params), self.tokenizer, self.splits["test"],
+                                   rng=self.streams.key("eval", iteration=it), config=self.config,
+                                   mesh=self.mesh, prm_scorer=self.prm_scorer)
 
     def _log_row(self, it, row, *, temperature, threshold, t0) -> None:
         base = dict(iteration=it, variant=self.name, temperature=temperature, threshold=threshold,

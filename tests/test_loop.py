@@ -58,14 +58,14 @@ def test_p0_sft_fine_tunes_a_loaded_model_once(tmp_path, p0_dir):
     import jax
     import numpy as np
 
-    from bstar_jax import models, warmstart
+    from bstar_jax import data, models, warmstart
 
     c = tiny(tmp_path / "work")
     c.warm_start.enabled = False
     c.model.path = str(p0_dir)
     c.p0_sft.steps, c.p0_sft.batch_size, c.p0_sft.micro_batch_size, c.p0_sft.lr = 3, 8, 8, 1e-3
     mesh = mesh_lib.make_mesh()
-    train = loop.load_data(c)["train"]
+    train = data.load_splits(c.data, c.seed)["train"]
     tokenizer, (cfg, params) = warmstart.load_policy(c, mesh, train)
     saved = tmp_path / "work" / "p0"
     assert (saved / "config.json").exists() and (saved / "tokenizer.json").exists()

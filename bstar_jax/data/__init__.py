@@ -7,12 +7,16 @@
     load_split("math_jsonl", "test", path="data/math500.jsonl", limit=100)
     load_split("arc_jsonl", "test", path="data/ARC-Challenge-Test.jsonl")
     load_split("gsm_symbolic", "test", seed=0, n_test=200)
+
+The loop reads all three splits at once from its data config with `load_splits`.
 """
 from __future__ import annotations
 
 import os
 import pathlib
 from typing import Any, Mapping
+
+import numpy as np
 
 from bstar_jax.data.arc import load_arc_jsonl
 from bstar_jax.data.gsm8k import load_gsm8k_jsonl
@@ -62,6 +66,31 @@ def _pick(splits: dict[str, list[Example]], name: str, split: str) -> list[Examp
     return splits[split]
 
 
+def load_splits(data_config, seed: int) -> dict[str, list[Example]]:
+    """train / dev / test of `data_config` (the `config.data` block: name, train_path, test_path,
+    data_dir, num_train, num_dev, num_test, difficulty).
+
+    Generated datasets (synthetic, gsm_symbolic) make all three splits from `seed`. File
+    datasets read train and test (the first num_test), and the dev subset is num_dev training
+    queries drawn with `seed`: the paper's dev set comes from the training queries, disjoint
+    from the test set (docs/algorithm.md#search).
+    """
+    d, seed = data_config, int(seed)
+    if d.name in ("synthetic", "gsm_symbolic"):
+        kw = dict(seed=seed, n_train=int(d.num_train), n_dev=int(d.num_dev), n_test=int(d.num_test))
+        if d.name == "synthetic":
+            kw["difficulty"] = int(d.difficulty)
+        return {split: load_split(d.name, split, **kw) for split in ("train", "dev", "test")}
+    if d.name == "gsm8k_tfds":
+        per_split = {split: {"data_dir": d.data_dir} if d.data_dir else {} for split in ("train", "test")}
+    else:
+        per_split = {"train": {"path": d.train_path}, "test": {"path": d.test_path}}
+    train = load_split(d.name, "train", **per_split["train"])
+    test = load_split(d.name, "test", **per_split["test"])[: int(d.num_test)]
+    order = np.random.default_rng(seed).permutation(len(train))
+    return {"train": train, "dev": [train[i] for i in order[: int(d.num_dev)]], "test": test}
+
+
 def load(spec: Mapping[str, Any]) -> list[Example]:
     """`load_split(**spec)` for a mapping (dict or ml_collections ConfigDict) with name, split."""
     spec = dict(spec.to_dict() if hasattr(spec, "to_dict") else spec)
@@ -72,5 +101,5 @@ def load(spec: Mapping[str, Any]) -> list[Example]:
 
 
 __all__ = ["DataError", "Example", "NAMES", "alternative_solutions", "load", "load_arc_jsonl",
-           "load_gsm8k_jsonl", "load_math_jsonl", "load_split", "make_splits",
+           "load_gsm8k_jsonl", "load_math_jsonl", "load_split", "load_splits", "make_splits",
            "make_symbolic_splits", "read_records", "with_alternatives"]

@@ -1,0 +1,42 @@
+"""Held-out metrics of one policy (docs/algorithm.md#evaluation).
+
+Greedy Pass@1, and from K samples at the evaluation temperature: unbiased Pass@K, Pass@K-S,
+Reward@K-S under the training reward (and under the PRM alone when there is one), and the
+distinct-equation diversity of the correct responses.
+"""
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+from bstar_jax import metrics, rollout
+
+
+def evaluate(policy, tokenizer, examples, *, rng, config, mesh=None, prm_scorer=None) -> dict:
+    """The test metrics of `policy` on `examples`; `rng` is the iteration's evaluation key."""
+    greedy_key, sample_key = jax.random.split(rng)
+    greedy = rollout.rollout(policy, tokenizer, examples, temperatures=[0.0], num_samples=1, rng=greedy_key,
+                             config=config, mesh=mesh)
+    K = int(config.eval.samples_per_query)
+    pool = rollout.rollout(policy, tokenizer, examples, temperatures=[float(config.eval.temperature)],
+                           num_samples=K, rng=sample_key, config=config, mesh=mesh, prm_scorer=prm_scorer)
+    correct, text_id, reward = pool.correct[0], pool.text_id[0], pool.reward[0]
+    s_values = [int(s) for s in config.eval.s_values]
+
+    def reward_at(score_QxK):
+        return {str(s): float(np.mean(metrics.reward_at_k_s(correct, score_QxK, s, mesh=mesh))) for s in s_values}
+
+    out = {
+        "pass_at_1": float(greedy.correct.mean()),
+        "pass_at_k": float(np.mean(metrics.pass_at_k(np.full(len(examples), K), correct.sum(1), K))),
+        "pass_at_k_s": {str(s): float(np.mean(metrics.pass_at_k_s(correct, text_id, s, mesh=mesh)))
+                        for s in s_values},
+        "reward_at_k_s": reward_at(reward),
+        "diversity": metrics.diversity([[t for t, c in zip(pool.texts[0, q], correct[q]) if c]
+                                        for q in range(len(examples))]),
+        "eval_truncated": float(pool.samples.truncated.mean()),
+        "eval_accuracy": float(correct.mean()),
+    }
+    if pool.prm_min is not None:
+        out["reward_at_k_s_prm"] = reward_at(pool.prm_min)
+    return out

@@ -1,0 +1,123 @@
+"""Rollout: sample a set of queries, grade and reward the responses, give each text an id.
+
+The [T, Q, K] pools the search, the selection and the evaluation read. Generate (one compiled
+sampler call per chunk of queries, every temperature of the grid in it), then grade: the
+final-answer verifier gives `correct` and the answer-format check gives `valid` (samples without
+the answer block are never selected, docs/algorithm.md#selection); then reward with Eq. 1, or
+Eq. 2 when a PRM scores the responses (`rewards.combined_reward`, the one place it is computed).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Sequence
+
+import jax
+import numpy as np
+
+from bstar_jax.rewards import combined_reward, verify
+from bstar_jax.sample_grid import GridSamples, sample_grid
+
+# GridSamples and the questions -> float32 [T, Q, K] min step score (raw PRM logit, before / 5).
+PRMScorer = Callable[[GridSamples, Sequence[str]], np.ndarray]
+
+
+@dataclasses.dataclass
+class Pool:
+    """K responses per query at each temperature, with ground truth and rewards; arrays [T, Q, K]."""
+
+    samples: GridSamples
+    correct: np.ndarray  # bool: final answer equals the reference (ground truth)
+    valid: np.ndarray  # bool: has the answer block (selectable)
+    text_id: np.ndarray  # int32: equal within a query iff the response texts are identical
+    prm_min: np.ndarray | None  # float32: min step score (None without a PRM)
+    reward: np.ndarray  # float32: training reward, Eq. 1 or Eq. 2
+
+    @property
+    def texts(self) -> np.ndarray:
+        return self.samples.texts
+
+
+def text_ids(texts_TxQxK: np.ndarray) -> np.ndarray:
+    """int32 [T, Q, K]: ids equal within a (T, Q) row iff the strings are identical."""
+    out = np.zeros(texts_TxQxK.shape, np.int32)
+    for t in range(texts_TxQxK.shape[0]):
+        for q in range(texts_TxQxK.shape[1]):
+            seen: dict[str, int] = {}
+            out[t, q] = [seen.setdefault(s, len(seen)) for s in texts_TxQxK[t, q]]
+    return out
+
+
+def grade(texts_TxQxK: np.ndarray, golds: Sequence[str], task: str, answer_check: str):
+    """(correct, valid) bool [T, Q, K] from the verifier."""
+    correct = np.zeros(texts_TxQxK.shape, bool)
+    valid = np.zeros(texts_TxQxK.shape, bool)
+    for q, gold in enumerate(golds):
+        for t in range(texts_TxQxK.shape[0]):
+            for k, text in enumerate(texts_TxQxK[t, q]):
+                valid[t, q, k] = verify.has_answer_format(text, task)
+                correct[t, q, k] = verify.is_correct(text, gold, task, mode=answer_check)
+    return correct, valid
+
+
+def sample(policy, tokenizer, questions: Sequence[str], *, temperatures: Sequence[float], num_samples: int,
+           rng, sampling_config, mesh=None) -> GridSamples:
+    """sample_grid over all questions, chunked so each call has at most `batch_rows` rows.
+
+    Every chunk has the same number of queries (the last is padded with repeats and cut), so a
+    whole run compiles the sampler once per bucket; chunk c draws with fold_in(rng, c).
+    """
+    cfg, params = policy
+    rows_per_query = len(temperatures) * num_samples
+    per_chunk = max(1, int(sampling_config.batch_rows) // rows_per_query)
+    per_chunk = min(per_chunk, len(questions))
+    parts = []
+    for c, start in enumerate(range(0, len(questions), per_chunk)):
+        chunk = list(questions[start:start + per_chunk])
+        real = len(chunk)
+        chunk += [chunk[0]] * (per_chunk - real)
+        g = sample_grid(cfg, params, tokenizer, chunk, temperatures=temperatures, num_samples=num_samples,
+                        rng=jax.random.fold_in(rng, c), max_new_tokens=int(sampling_config.max_new_tokens),
+                        top_p=float(sampling_config.top_p), top_k=int(sampling_config.top_k), mesh=mesh)
+        parts.append(_slice_queries(g, real))
+    return _concat_queries(parts)
+
+
+def _slice_queries(g: GridSamples, n: int) -> GridSamples:
+    return GridSamples(temperatures=g.temperatures, texts=g.texts[:, :n], tokens=g.tokens[:, :n],
+                       lengths=g.lengths[:, :n], truncated=g.truncated[:, :n], logprobs=g.logprobs[:, :n],
+                       prompt_ids=g.prompt_ids[:n])
+
+
+def _concat_queries(parts: list[GridSamples]) -> GridSamples:
+    if len(parts) == 1:
+        return parts[0]
+    width = max(p.tokens.shape[-1] for p in parts)
+
+    def pad(x):
+        return np.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, width - x.shape[-1])])
+
+    cat = lambda xs: np.concatenate(xs, axis=1)
+    return GridSamples(temperatures=parts[0].temperatures, texts=cat([p.texts for p in parts]),
+                       tokens=cat([pad(p.tokens) for p in parts]), lengths=cat([p.lengths for p in parts]),
+                       truncated=cat([p.truncated for p in parts]),
+                       logprobs=cat([pad(p.logprobs) for p in parts]),
+                       prompt_ids=sum((list(p.prompt_ids) for p in parts), []))
+
+
+def score(samples: GridSamples, questions: Sequence[str], golds: Sequence[str], *, task: str, answer_check: str,
+          prm_scorer: PRMScorer | None = None) -> Pool:
+    """Grades and rewards sampled responses (Eq. 1, or Eq. 2 when a PRM scorer is given)."""
+    correct, valid = grade(samples.texts, golds, task, answer_check)
+    prm_min = None if prm_scorer is None else np.asarray(prm_scorer(samples, questions), np.float32)
+    return Pool(samples=samples, correct=correct, valid=valid, text_id=text_ids(samples.texts), prm_min=prm_min,
+                reward=combined_reward(correct, prm_min))
+
+
+def rollout(policy, tokenizer, examples, *, temperatures: Sequence[float], num_samples: int, rng, config,
+            mesh=None, prm_scorer: PRMScorer | None = None) -> Pool:
+    """K samples of each example (`data.Example`) at each temperature, graded and rewarded."""
+    questions = [e.question for e in examples]
+    samples = sample(policy, tokenizer, questions, temperatures=temperatures, num_samples=num_samples, rng=rng,
+                     sampling_config=config.sampling, mesh=mesh)
+    return score(samples, questions, [e.solution for e in examples], task=config.task,
+                 answer_check=config.answer_check, prm_scorer=prm_scorer)
