@@ -8,9 +8,9 @@ How the whole grid stays array code: rank each row once per temperature (reward 
 ties lower sample index first, invalid last). For any τ the candidates of a query (valid,
 reward > τ) are then a prefix of its ranking, of length m_i(τ); under a cap c the selection is
 the first min(c, m_i(τ)) ranked responses minus repeated texts, and whether a ranked response
-repeats an earlier text does not depend on (τ, c). So one histogram of "how many thresholds
-does each ranked response clear" gives m_i(τ) and the distinct (query, text) pairs at every
-rank for every τ; their cumulative sum over ranks gives the pairs under every cap c, the cap is
+repeats an earlier text does not depend on (τ, c). So one [Q, K, U] table of "ranked response
+clears τ" gives m_i(τ) and the distinct (query, text) pairs at every rank for every τ; their
+cumulative sum over ranks gives the pairs under every cap c, the cap is
 the first c that reaches the target, and n_i, n'_i are prefix counts. Sums over queries are
 `psum`s of exact integers (see metrics.balance_numerators), so sharded == unsharded bit for bit.
 
@@ -58,21 +58,18 @@ def _rank(correct_QxK, reward_QxK, valid_QxK, text_id_QxK):
     """Ranks each row by reward, highest first (ties: lower sample index; invalid last).
 
     Returns the sorted keys (key = -reward, +inf if invalid), the rank of each sample, and
-    in sample order and in rank order whether the sample is the first of its text.
+    in sample order and in rank order whether the sample is the first of its text. "First of
+    its text" compares every pair of a row's samples (Q·K² booleans: K is at most a few hundred
+    here, and XLA's CPU sort is several times slower than these compares).
     """
-    q, k = reward_QxK.shape
-    rows_QxK = lax.broadcasted_iota(jnp.int32, (q, k), 0)
     key_QxK = jnp.where(valid_QxK, -reward_QxK, jnp.inf)
     pos_s = metrics.stable_order(key_QxK)  # the sample at each rank
     key_s = jnp.take_along_axis(key_QxK, pos_s, axis=1)
-    text_s = jnp.take_along_axis(text_id_QxK, pos_s, axis=1)
-    # group the ranks by text (ascending rank within a group): the first of each group is new
-    by_text = metrics.stable_order(text_s)
-    text_by_text = jnp.take_along_axis(text_s, by_text, axis=1)
-    first = jnp.concatenate([jnp.ones((q, 1), bool), text_by_text[:, 1:] != text_by_text[:, :-1]], axis=1)
-    new_s = jnp.zeros((q, k), bool).at[rows_QxK, by_text].set(first)
     rank_QxK = metrics.inverse_permutation(pos_s)
-    new_QxK = jnp.take_along_axis(new_s, rank_QxK, axis=1)
+    same_QxKxK = text_id_QxK[:, :, None] == text_id_QxK[:, None, :]
+    ranked_before_QxKxK = rank_QxK[:, None, :] < rank_QxK[:, :, None]
+    new_QxK = ~jnp.any(same_QxKxK & ranked_before_QxKxK, axis=2)
+    new_s = jnp.take_along_axis(new_QxK, pos_s, axis=1)
     correct_s = jnp.take_along_axis(correct_QxK, pos_s, axis=1)
     return key_s, rank_QxK, new_QxK, new_s, correct_s
 
@@ -80,21 +77,12 @@ def _rank(correct_QxK, reward_QxK, valid_QxK, text_id_QxK):
 def _prefix_counts(key_s_QxK, new_s_QxK, correct_s_QxK, thresholds_U, target_size, num_caps):
     """For each τ_u: the cap c_u, and per query the selected prefix length, n_i and n'_i."""
     q, k = key_s_QxK.shape
-    u = thresholds_U.shape[0]
     axes = mesh_lib.BATCH_AXES
-    # h = how many thresholds a ranked sample clears: with τ sorted ascending, the sample is a
-    # candidate (reward > τ, i.e. key < -τ) exactly for the sorted thresholds 0..h-1
-    order_U = jnp.argsort(thresholds_U)
-    neg_tau_ascending_U = (-thresholds_U[order_U])[::-1]
-    h_QxK = u - jnp.searchsorted(neg_tau_ascending_U, key_s_QxK, side="right").astype(jnp.int32)
-    rows_QxK = lax.broadcasted_iota(jnp.int32, (q, k), 0)
-    ranks_QxK = lax.broadcasted_iota(jnp.int32, (q, k), 1)
-    above = lambda hist: hist.sum(axis=1, keepdims=True) - jnp.cumsum(hist, axis=1)  # #(h > u)
+    # a ranked sample is a candidate for τ iff reward > τ, i.e. key < -τ (invalid: key = +inf);
     # m_i(τ): candidates of query i (a prefix of its ranking); g(τ, r): new texts at rank r
-    m_QxU = above(jnp.zeros((q, u + 1), jnp.int32).at[rows_QxK, h_QxK].add(1))[:, :u]
-    g_KxU = above(jnp.zeros((k, u + 1), jnp.int32).at[ranks_QxK, h_QxK].add(new_s_QxK.astype(jnp.int32)))[:, :u]
-    inverse_U = jnp.argsort(order_U)  # back to the caller's threshold order
-    m_QxU, g_KxU = m_QxU[:, inverse_U], g_KxU[:, inverse_U]
+    candidate_QxKxU = key_s_QxK[:, :, None] < -thresholds_U
+    m_QxU = jnp.sum(candidate_QxKxU, axis=1, dtype=jnp.int32)
+    g_KxU = jnp.sum(candidate_QxKxU & new_s_QxK[:, :, None], axis=0, dtype=jnp.int32)
     total_UxC = jnp.cumsum(lax.psum(g_KxU.T, axes), axis=1)[:, :num_caps]
     reached_UxC = total_UxC >= target_size
     cap_U = jnp.where(reached_UxC.any(axis=1), jnp.argmax(reached_UxC, axis=1) + 1, num_caps).astype(jnp.int32)

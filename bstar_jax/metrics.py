@@ -135,14 +135,13 @@ def ranking(score_QxK: jax.Array) -> jax.Array:
 def distinct_count(text_id_QxK: jax.Array, mask_QxK: jax.Array) -> jax.Array:
     """Number of distinct text ids among the masked entries of each row, int32 [Q].
 
-    Sorted by (text id, masked first), a distinct masked id is a masked entry that starts its
-    run of equal ids."""
+    Unmasked entries take the value of a masked one of their row (which adds no new id); the
+    sorted row then has one run per distinct id."""
     q = text_id_QxK.shape[0]
-    order_QxK = jnp.lexsort((~mask_QxK, text_id_QxK), axis=1)
-    text_s = jnp.take_along_axis(text_id_QxK, order_QxK, axis=1)
-    mask_s = jnp.take_along_axis(mask_QxK, order_QxK, axis=1)
-    starts = jnp.concatenate([jnp.ones((q, 1), bool), text_s[:, 1:] != text_s[:, :-1]], axis=1)
-    return jnp.sum(starts & mask_s, axis=1, dtype=jnp.int32)
+    some_QxK = jnp.max(jnp.where(mask_QxK, text_id_QxK, jnp.iinfo(jnp.int32).min), axis=1, keepdims=True)
+    text_s = jnp.sort(jnp.where(mask_QxK, text_id_QxK, some_QxK), axis=1)
+    runs_Q = 1 + jnp.sum(text_s[:, 1:] != text_s[:, :-1], axis=1, dtype=jnp.int32)
+    return jnp.where(jnp.any(mask_QxK, axis=1), runs_Q, 0)
 
 
 def balance_numerators(n_selected_Q: jax.Array, n_correct_Q: jax.Array, n_star, num_bins: int) -> jax.Array:

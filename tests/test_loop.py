@@ -133,6 +133,40 @@ def test_search_restricted_to_temperature_or_threshold(tmp_path, p0_dir):
     assert r["threshold"] == c.baseline.threshold and r["temperature"] in c.search.temperatures
 
 
+# ----------------------------------------------------------------------------- random streams
+
+
+def test_every_draw_of_an_eight_run_config_has_its_own_key():
+    """4 variants x with/without PRM, 9 iterations, every phase, plus evaluation and the
+    one-off streams: no two draws share a key (the run index never meets a phase or eval)."""
+    import jax
+    import numpy as np
+
+    from bstar_jax import sft, streams as streams_lib
+
+    s = streams_lib.Streams(0)
+    iterations = range(0, 10)
+    keys = {}
+    for variant in sft.VARIANTS:
+        for use_prm in (False, True):
+            run = loop.run_index(variant, use_prm)
+            for it in iterations:
+                for phase in ("search", "queries", "sample", "sft"):
+                    keys[(variant, use_prm, it, phase)] = s.key(phase, run=run, iteration=it)
+    assert len({loop.run_index(v, p) for v in sft.VARIANTS for p in (False, True)}) == 8
+    for it in iterations:
+        keys[("eval", it)] = s.key("eval", iteration=it)
+    for name in ("prm", "p0", "warm_start"):
+        keys[name] = s.key(name)
+    data = {tuple(np.asarray(jax.random.key_data(k)).ravel().tolist()) for k in keys.values()}
+    assert len(data) == len(keys)
+    # the same seed gives the same streams (what resume relies on)
+    again = streams_lib.Streams(0).key("sample", run=3, iteration=2)
+    assert np.array_equal(jax.random.key_data(again), jax.random.key_data(s.key("sample", run=3, iteration=2)))
+    with pytest.raises(ValueError, match="unknown random stream"):
+        s.key("nope")
+
+
 # ----------------------------------------------------------------------------- resume
 
 
