@@ -1,9 +1,9 @@
 """Checkpoints of the self-improvement loop: orbax CheckpointManager, one step per iteration.
 
 <directory>/<iteration>/state  params, optimizer state, step (orbax StandardSave; sharded arrays)
-<directory>/<iteration>/meta   JSON: iteration, step, RNG key, the chosen (temperature, threshold),
+<directory>/<iteration>/meta   JSON: iteration, step, the chosen (temperature, threshold),
                                the iteration's metrics, and a fingerprint of every array
-<directory>/initial/0/...      P_0, the starting params (saved once; ReST-EM restarts from it)
+(Random keys are not saved: every draw is rebuilt from the seed, see docs/algorithm.md#random-streams.)
 
 Orbax writes to a temporary folder and renames it when complete, so a crash mid-save leaves the
 previous checkpoints as they were. A checkpoint that is there but unreadable (a truncated or
@@ -41,7 +41,6 @@ class Restored:
 
     iteration: int
     state: Any  # sft.TrainState (or the tree that was saved), placed as the target asked
-    rng: jax.Array | None
     temperature: float | None
     threshold: float | None
     metrics: dict
@@ -98,22 +97,6 @@ def _jsonable(x):
     return x
 
 
-def _key_to_json(key):
-    if key is None:
-        return None
-    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        return {"typed": True, "impl": str(jax.random.key_impl(key)),
-                "data": np.asarray(jax.random.key_data(key)).tolist()}
-    return {"typed": False, "data": np.asarray(key).tolist()}
-
-
-def _key_from_json(d):
-    if d is None:
-        return None
-    data = jnp.asarray(np.asarray(d["data"], np.uint32))
-    return jax.random.wrap_key_data(data, impl=d["impl"]) if d["typed"] else data
-
-
 class Checkpointer:
     """Save, keep the last `max_to_keep`, and restore (with fallback) one checkpoint per iteration."""
 
@@ -122,7 +105,6 @@ class Checkpointer:
         options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
                                                enable_async_checkpointing=async_save)
         self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=_ITEMS)
-        self._initial = None
 
     # ---------------------------------------------------------------- iterations
 
@@ -135,7 +117,7 @@ class Checkpointer:
         steps = self.iterations()
         return steps[-1] if steps else None
 
-    def save(self, iteration: int, state, *, rng=None, temperature: float | None = None,
+    def save(self, iteration: int, state, *, temperature: float | None = None,
              threshold: float | None = None, metrics: dict | None = None, extra: dict | None = None) -> None:
         """Saves `state` as `iteration` (asynchronously by default; `wait()` to block).
 
@@ -150,7 +132,7 @@ class Checkpointer:
             self._manager.delete(stale)
         tree = _to_tree(state)
         meta = {"iteration": iteration, "temperature": temperature, "threshold": threshold,
-                "metrics": _jsonable(metrics or {}), "rng": _key_to_json(rng),
+                "metrics": _jsonable(metrics or {}),
                 "fingerprint": _fingerprint_dict(tree), **_jsonable(extra or {})}
         if isinstance(state, sft.TrainState):
             meta["step"] = int(state.step)
@@ -195,41 +177,8 @@ class Checkpointer:
         meta = dict(out.meta)
         _check_fingerprint(out.state, meta.get("fingerprint"), os.path.join(self.directory, str(iteration)))
         return Restored(iteration=int(meta.get("iteration", iteration)), state=_from_tree(out.state, target),
-                        rng=_key_from_json(meta.get("rng")), temperature=meta.get("temperature"),
+                        temperature=meta.get("temperature"),
                         threshold=meta.get("threshold"), metrics=meta.get("metrics") or {}, meta=meta)
-
-    # ---------------------------------------------------------------- P_0
-
-    def _initial_manager(self):
-        if self._initial is None:
-            options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True, enable_async_checkpointing=False)
-            self._initial = ocp.CheckpointManager(os.path.join(self.directory, "initial"), options=options,
-                                                  item_names=_ITEMS)
-        return self._initial
-
-    def has_initial(self) -> bool:
-        return bool(self._initial_manager().all_steps())
-
-    def save_initial(self, params) -> None:
-        """Saves the starting params P_0 once (a second call keeps the first)."""
-        if self.has_initial():
-            return
-        meta = {"fingerprint": _fingerprint_dict(params)}
-        self._initial_manager().save(0, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(params), meta=ocp.args.JsonSave(meta)), force=True)
-
-    def restore_initial(self, target):
-        """P_0 onto `target` (ShapeDtypeStructs with shardings, e.g. models.param_shardings)."""
-        path = os.path.join(self.directory, "initial")
-        if not self.has_initial():
-            raise CheckpointError(f"{path}: no saved starting params (save_initial was never called)")
-        try:
-            out = self._initial_manager().restore(0, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
-            _check_fingerprint(out.state, out.meta.get("fingerprint"), path)
-        except Exception as e:
-            raise CheckpointError(f"{path}: the starting params are unreadable: {type(e).__name__}: {e}") from e
-        return out.state
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -240,8 +189,6 @@ class Checkpointer:
     def close(self) -> None:
         self._manager.wait_until_finished()
         self._manager.close()
-        if self._initial is not None:
-            self._initial.close()
 
     def __enter__(self):
         return self
