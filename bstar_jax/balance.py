@@ -156,7 +156,7 @@ def _target(target_size, who: str) -> int:
 
 def with_reference(correct, reward, valid, text_id):
     """Appends the reference solution as an extra candidate per query (the official code's
-    rule, PAPER.md §5.5): reward 1.0, correct, valid, and a text id of its own (one above the
+    rule, docs/algorithm.md#paper-vs-official-code): reward 1.0, correct, valid, and a text id of its own (one above the
     largest id in the pool). Works on [..., Q, K] arrays; returns [..., Q, K + 1] numpy arrays."""
     correct, reward, valid, text_id = (np.asarray(x) for x in (correct, reward, valid, text_id))
     if int(text_id.max()) >= 2**31 - 1:
@@ -167,7 +167,7 @@ def with_reference(correct, reward, valid, text_id):
 
 
 def select(reward, valid, tau, target_size, text_id, *, mesh=None) -> np.ndarray:
-    """The official selection (`find_rewardbase`, DESIGN.md §4), bool [Q, K].
+    """The official selection (`find_rewardbase`, docs/algorithm.md#selection), bool [Q, K].
 
     Candidates are valid responses with reward > τ (in float32), ranked by reward (ties: lower
     sample index first). One cap c for all queries: the smallest c in 1..K whose capped selection
@@ -212,7 +212,7 @@ def search(correct, reward, valid, text_id, temperatures, thresholds, *, target_
     (`n_star` defaults to ceil(target_size / Q); `mean_over` as there).
 
     mode="paper": argmax over the grid, ties -> the lower T, then the higher τ.
-    mode="official" (PAPER.md §5.4, `determine_hyper.py`): T = the one whose max over τ is
+    mode="official" (docs/algorithm.md#search, `determine_hyper.py`): T = the one whose max over τ is
     highest, the first T in grid order winning ties; `threshold` is the first τ (grid order)
     reaching that max. The official loop discards it and re-searches τ on the iteration's pool
     with `search_threshold(..., mode="official")`.

@@ -31,7 +31,6 @@ LOGICAL_RULES: dict[str, Any] = {
     "head_dim": None,
     "mlp": "tensor",
     "norm": None,
-    "seq": None,
     "cache_seq": None,
 }
 

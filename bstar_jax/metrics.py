@@ -1,4 +1,4 @@
-"""Exploration and exploitation metrics (PAPER.md §3-§5.1) over a pool of K samples per query.
+"""Exploration and exploitation metrics (paper §2.2 and §3.1; docs/algorithm.md#evaluation) over a pool of K samples per query.
 
 Inputs are one row per query and one column per sample: `correct_QxK`, `selected_QxK`,
 `valid_QxK` (bool), `reward_QxK` (float32), `text_id_QxK` (int32, equal within a row iff the two
@@ -25,7 +25,7 @@ from jax.sharding import PartitionSpec as P
 from bstar_jax import mesh as mesh_lib
 
 _INT32_MAX = 2**31 - 1
-# PAPER.md §3 (`cal_diversity`): inline $...$, GSM8K <<...>> calculator tags, display \[...\].
+# the official `cal_diversity` (paper §2.2): inline $...$, GSM8K <<...>> calculator tags, display \[...\].
 EQUATION_RE = re.compile(r"\$(.*?)\$|<<([^<>]*)>>|\\\[(.*?)\\\]", re.DOTALL)
 
 
@@ -89,7 +89,7 @@ def pool_arrays(who: str, ndim: int = 2, **arrays) -> dict[str, np.ndarray]:
 
 
 def check_n_star(n_star, who: str = "balance_score") -> int:
-    """n* must be a positive integer (PAPER.md §5.1: ceil(N/M), or the official code's 8)."""
+    """n* must be a positive integer (paper §3.1: ceil(N/M), or the official code's 8)."""
     try:
         ok = float(n_star) == int(n_star) and int(n_star) >= 1
     except (TypeError, ValueError, OverflowError):
@@ -250,7 +250,7 @@ def reward_at_k_s(correct, reward, s, *, mesh=None) -> np.ndarray:
 
 
 def diversity(texts_per_query: Iterable[Iterable[str]]) -> float:
-    """Distinct-equation diversity (PAPER.md §3, `cal_diversity`): per query, unique equations
+    """Distinct-equation diversity (paper §2.2, the official `cal_diversity`): per query, unique equations
     over all equations found in its texts; the mean over queries that have at least one
     equation. Returns 0.0 (not NaN) when no query has an equation."""
     ratios = []
@@ -308,7 +308,7 @@ def _balance_fn(mesh):
 
 
 def balance_score(correct, selected, text_id, n_star, *, mean_over: str = "all", mesh=None) -> float:
-    """Average balance score (paper Eq. 3, DESIGN.md §4).
+    """Average balance score (paper Eq. 3, docs/algorithm.md#balance-score).
 
     For query i, n_i = distinct texts among selected responses, n'_i = distinct texts among
     selected and correct ones; bs_i = min(n'_i / n*, 1) * n'_i / n_i, and 0 when n_i = 0. The mean

@@ -1,4 +1,4 @@
-"""Run outputs (DESIGN.md §7): metrics.jsonl + TensorBoard events as the run goes, and at the end
+"""Run outputs: metrics.jsonl + TensorBoard events as the run goes, and at the end
 report.md with one table per variant and the paper's monitoring curves as PNGs."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-# Keys every metrics.jsonl row carries (DESIGN.md §7).
+# Keys every metrics.jsonl row carries (docs/algorithm.md#evaluation).
 REQUIRED_KEYS = ("iteration", "variant", "temperature", "threshold", "balance_score", "pass_at_1",
                  "pass_at_k", "pass_at_k_s", "reward_at_k_s", "diversity", "n_selected",
                  "selection_precision", "sft_loss", "seconds")

@@ -1,6 +1,6 @@
 """Tokenizers (transformers AutoTokenizer), a small local BPE, and the prompt format.
 
-The prompt and response format is the official code's (PAPER.md §2.4): the prompt ends with
+The prompt and response format is the official code's (docs/algorithm.md#prompt-and-response-format): the prompt ends with
 "\\n\\n", steps are separated by a blank line and the response ends with "\\n\\n# Answer\\n\\n{a}".
 Every answer-extraction rule in the project splits on `ANSWER_MARKER`.
 """
@@ -97,12 +97,12 @@ def train_bpe(texts: Iterable[str], vocab_size: int, out_dir: str | os.PathLike)
 
 
 def format_prompt(question: str) -> str:
-    """The generation prompt of PAPER.md §2.4: "# Question\\n\\n{q}\\n\\n# Solution\\n\\n"."""
+    """The generation prompt (docs/algorithm.md#prompt-and-response-format): "# Question\\n\\n{q}\\n\\n# Solution\\n\\n"."""
     return f"# Question\n\n{question}\n\n# Solution\n\n"
 
 
 def format_response(steps: Sequence[str], answer: str) -> str:
-    """Steps joined by a blank line, then "\\n\\n# Answer\\n\\n{answer}" (PAPER.md §2.4).
+    """Steps joined by a blank line, then "\\n\\n# Answer\\n\\n{answer}" (docs/algorithm.md#prompt-and-response-format).
 
     With no steps the response is "# Answer\\n\\n{answer}" (the prompt already ends in "\\n\\n").
     """

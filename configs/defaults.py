@@ -1,6 +1,7 @@
 """Shared defaults of every config; each configs/*.py overrides a handful of fields.
 
-Units are in the comments; "PAPER.md §x" points at the number's source.
+Units are in the comments; "paper §x" / "App. x" point at the number's source
+(see docs/algorithm.md#grids-and-defaults).
 """
 import ml_collections as mlc
 
@@ -15,7 +16,7 @@ def base_config() -> mlc.ConfigDict:
     c.answer_check = "normalized"  # normalized grader, or "exact" string match (official code)
     c.variants = ("bstar",)  # run these in turn, each from the same P_0: bstar | online_rft | iterative_rft | rest_em
     c.use_prm = (False,)  # one run per (variant, use_prm): answer-only and/or answer+PRM reward (Eq. 1 / Eq. 2)
-    c.iterations = 9  # PAPER.md §2.2: 9 iterations
+    c.iterations = 9  # paper §2.3: 9 iterations
 
     c.mesh = mlc.ConfigDict(dict(data=-1, fsdp=1, tensor=1))  # device counts per mesh axis; -1 = the rest
 
@@ -31,52 +32,52 @@ def base_config() -> mlc.ConfigDict:
     c.data.test_path = ""
     c.data.data_dir = ""  # TFDS data_dir ("" = TFDS default)
     c.data.num_train = 2000  # problems generated (synthetic / gsm_symbolic)
-    c.data.num_dev = 600  # PAPER.md §3.3: 600 dev queries for the (T, τ) search
+    c.data.num_dev = 600  # paper §3.3: 600 dev queries for the (T, τ) search
     c.data.num_test = 500  # held-out evaluation queries
     c.data.difficulty = 2  # synthetic / gsm_symbolic difficulty knob
 
-    c.queries_per_iteration = 11_500  # M, PAPER.md §2.2 (all MATH train queries)
-    c.samples_per_query = 64  # K, PAPER.md §2.2
-    c.target_size = 67_500  # N selected per iteration, PAPER.md §2.2
+    c.queries_per_iteration = 11_500  # M, paper App. B.2 (all MATH train queries)
+    c.samples_per_query = 64  # K, paper App. B.2
+    c.target_size = 67_500  # N selected per iteration, paper App. B.2
     c.n_star = 0  # 0 = ceil(N / M) (paper Eq. 3); the official code uses 8
 
-    c.baseline = mlc.ConfigDict(dict(temperature=1.0, threshold=0.0))  # PAPER.md §2.2: baselines' T and τ
+    c.baseline = mlc.ConfigDict(dict(temperature=1.0, threshold=0.0))  # paper §2.3: baselines' T and τ
 
     c.search = mlc.ConfigDict()
     c.search.mode = "paper"  # paper: (T, τ) jointly on dev | official: T on dev, τ on the iteration pool
     c.search.restrict = "both"  # both | temperature | threshold (Table 3 ablation)
-    c.search.temperatures = tuple(round(0.5 + 0.1 * i, 2) for i in range(8))  # PAPER.md §5.2: 0.5..1.2 / 0.1
-    c.search.thresholds = tuple(round(-1.0 + 0.1 * i, 2) for i in range(21))  # PAPER.md §5.2: -1..1 / 0.1
+    c.search.temperatures = tuple(round(0.5 + 0.1 * i, 2) for i in range(8))  # paper App. B.2: 0.5..1.2 / 0.1
+    c.search.thresholds = tuple(round(-1.0 + 0.1 * i, 2) for i in range(21))  # paper App. B.2: -1..1 / 0.1
     c.search.samples_per_query = 64  # K on the dev subset
     c.search.include_reference = False  # official code adds the reference solution with reward 1.0
 
     c.sampling = mlc.ConfigDict()
-    c.sampling.max_new_tokens = 768  # PAPER.md §2.2
-    c.sampling.top_p = 1.0  # PAPER.md §2.2 (vLLM default)
+    c.sampling.max_new_tokens = 768  # the official sampler's limit
+    c.sampling.top_p = 1.0  # the official sampler (vLLM default)
     c.sampling.top_k = 0  # 0 = off (vLLM top_k=-1)
     c.sampling.batch_rows = 512  # rows per sampler call (power of two); bigger grids are chunked
 
     c.eval = mlc.ConfigDict()
     c.eval.samples_per_query = 32  # K for test Pass@K / Pass@K-S / Reward@K-S (Table 1: K = 32)
-    c.eval.temperature = 1.0  # PAPER.md §10: test-time T (unstated in the paper; assumption)
+    c.eval.temperature = 1.0  # test-time T (unstated in the paper; assumption, docs/algorithm.md#grids-and-defaults)
     c.eval.s_values = (1, 4)  # S of Pass@K-S and Reward@K-S (Table 1: P@32-4)
 
-    c.sft = sft.default_config()  # every field documented in bstar_jax/sft.py (PAPER.md §2.2-§2.3)
+    c.sft = sft.default_config()  # every field documented in bstar_jax/sft.py (paper §2.3, App. A.1)
     c.sft.compute_dtype = "float32"  # "bfloat16" on accelerators (fp32 master weights either way)
 
     c.prm = mlc.ConfigDict()
     c.prm.path = ""  # a trained PRM checkpoint folder; "" = train one before iteration 1
-    c.prm.head_init = "lm_head_mean"  # PAPER.md §6.2: the official head is the mean of LM-head rows
+    c.prm.head_init = "lm_head_mean"  # the official head is the mean of LM-head rows (docs/algorithm.md#paper-vs-official-code)
     c.prm.num_queries = 256  # queries whose sampled solutions are labelled (Math-Shepherd)
     c.prm.samples_per_query = 4  # solutions sampled per labelled query (paper: 15)
     c.prm.completions = 8  # completions per step prefix (paper: 8)
     c.prm.temperature = 1.0
     c.prm.steps = 300  # PRM optimizer steps
     c.prm.batch_size = 32
-    c.prm.lr = 2e-5  # PAPER.md §6.2 trains at 2e-6 on a 7B model; small models need more
+    c.prm.lr = 2e-5  # paper App. A.1 trains at 2e-6 on a 7B model; small models need more
     c.prm.min_lr = 2e-6
 
-    c.p0_sft = mlc.ConfigDict()  # SFT a loaded model on reference solutions to make P_0 (PAPER.md §2.2)
+    c.p0_sft = mlc.ConfigDict()  # SFT a loaded model on reference solutions to make P_0 (paper §2.3)
     c.p0_sft.steps = 0  # 0 = the loaded model is P_0; the paper's P_0 is the SFT checkpoint after epoch 1
     c.p0_sft.lr = 2e-5  # peak LR (warmup 10 %, cosine to a tenth)
     c.p0_sft.batch_size = 64

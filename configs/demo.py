@@ -29,8 +29,8 @@ def get_config(arg: str | None = None):
     c.samples_per_query = 16  # K: exploration needs enough draws to reach the harder queries
     c.target_size = 768  # N: n* = ceil(768 / 192) = 4
     c.search.samples_per_query = 8
-    c.search.temperatures = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2)  # PAPER.md §5.2 grid
-    c.search.thresholds = tuple(round(-1.0 + 0.1 * i, 2) for i in range(21))  # PAPER.md §5.2 grid
+    c.search.temperatures = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2)  # paper App. B.2 grid
+    c.search.thresholds = tuple(round(-1.0 + 0.1 * i, 2) for i in range(21))  # paper App. B.2 grid
     c.sampling.max_new_tokens = 96  # solutions are 60-70 tokens (digits spelled one per token)
     c.sampling.batch_rows = 512  # rows per sampler call: CPU throughput is flat above ~256
     c.eval.samples_per_query, c.eval.s_values = 8, (1, 2, 4)
@@ -39,7 +39,7 @@ def get_config(arg: str | None = None):
     c.sft.steps_per_iteration = 16
     c.sft.batch_size, c.sft.micro_batch_size = 32, 32
     c.sft.lr, c.sft.min_lr = 3e-4, 3e-5  # P_0's final LR: the self-improvement LR continues P_0's schedule
-    c.sft.warmup_steps, c.sft.decay_steps = 4, 4 * 16  # warmup about 0.2 epoch (PAPER.md §2.2)
+    c.sft.warmup_steps, c.sft.decay_steps = 4, 4 * 16  # warmup about 0.2 epoch (the official schedule)
     c.sft.max_len, c.sft.max_prompt_len, c.sft.max_target_len = 256, 128, 128
     c.sft.freeze_embeddings = c.sft.freeze_lm_head = c.sft.freeze_norms = False
 

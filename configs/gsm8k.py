@@ -17,25 +17,25 @@ def get_config(arg: str | None = None):
     c = base_config()
     c.workdir = "runs/gsm8k"
     c.task = "gsm8k"
-    c.variants = ("bstar", "online_rft")  # B-STaR and its main baseline (PAPER.md Table 1)
+    c.variants = ("bstar", "online_rft")  # B-STaR and its main baseline (paper Table 1)
     c.use_prm = (False,)  # answer-only reward; (False, True) adds the answer+PRM runs
-    c.iterations = 9  # PAPER.md §2.2
+    c.iterations = 9  # paper §2.3
     c.model.path = "smollm2-135m"  # or an HF folder / .gguf / hub id
     c.model.dtype = "bfloat16"  # compute dtype on TPU/GPU; master weights stay fp32
     c.sft.compute_dtype = "bfloat16"
 
     c.data.name = "gsm_symbolic"  # offline GSM8K-format problems; "gsm8k_tfds" for the real GSM8K
-    c.data.num_train, c.data.num_dev, c.data.num_test = 7000, 600, 500  # PAPER.md §3.3: 600 dev queries
+    c.data.num_train, c.data.num_dev, c.data.num_test = 7000, 600, 500  # paper §3.3: 600 dev queries
 
     c.queries_per_iteration = 2048  # M per iteration
-    c.samples_per_query = 32  # K (PAPER.md §5.6 case study: 32)
-    c.target_size = 12_000  # N: n* = ceil(12000 / 2048) = 6, the paper's n* (PAPER.md §5.1)
+    c.samples_per_query = 32  # K (paper §2.3 case study: 32)
+    c.target_size = 12_000  # N: n* = ceil(12000 / 2048) = 6, the paper's n* (paper §3.1)
     c.search.samples_per_query = 32
     c.sampling.max_new_tokens = 320  # GSM8K solutions are < 300 tokens
     c.sampling.batch_rows = 4096  # rows per sampler call on one accelerator host
     c.eval.samples_per_query, c.eval.s_values = 32, (1, 4)  # Table 1: P@32, P@32-4
 
-    c.p0_sft.steps = 110  # P_0 = one epoch of SFT on the 7000 reference solutions (PAPER.md §2.2)
+    c.p0_sft.steps = 110  # P_0 = one epoch of SFT on the 7000 reference solutions (paper §2.3)
     c.p0_sft.batch_size, c.p0_sft.micro_batch_size, c.p0_sft.lr = 64, 16, 5e-5
 
     c.sft.steps_per_iteration = 200
@@ -52,7 +52,7 @@ def get_config(arg: str | None = None):
         c.search.samples_per_query = 4
         c.search.temperatures = (0.5, 0.7, 0.9, 1.1)
         # A 135M model solves ~1 % of GSM-Symbolic, so 256 samples rarely hold a correct one; the
-        # official code's reference candidate (reward 1.0, PAPER.md §5.5) keeps SFT fed.
+        # official code's reference candidate (reward 1.0, docs/algorithm.md#paper-vs-official-code) keeps SFT fed.
         c.search.include_reference = True
         c.sampling.max_new_tokens, c.sampling.batch_rows = 192, 256
         c.eval.samples_per_query, c.eval.s_values = 4, (1, 2)

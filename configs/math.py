@@ -1,4 +1,4 @@
-"""The paper's setting (PAPER.md §2.2, §5.2): MATH in the `# Answer` format, answer+PRM reward,
+"""The paper's setting (paper §2.3, App. B.2): MATH in the `# Answer` format, answer+PRM reward,
 the main (T, τ) grid, 9 iterations of 500 steps. Point the data paths at Hendrycks-format jsonl
 (MATH train + test minus MATH500 for training, MATH500 for test) and the model at an SFT'd
 checkpoint (the paper's P_0 is Mistral-7B after one SFT epoch).
@@ -14,22 +14,22 @@ def get_config(arg: str | None = None):
     c.workdir = "runs/math"
     c.task = "math"
     c.variants = ("bstar", "online_rft")
-    c.use_prm = (True,)  # Eq. 2: answer + PRM (PAPER.md §6.2)
-    c.iterations = 9  # PAPER.md §2.2
-    c.model.path = "smollm2-135m"  # replace with the SFT'd P_0 (PAPER.md §2.2: Mistral-7B, epoch 1)
+    c.use_prm = (True,)  # Eq. 2: answer + PRM (paper App. A.1)
+    c.iterations = 9  # paper §2.3
+    c.model.path = "smollm2-135m"  # replace with the SFT'd P_0 (paper §2.3: Mistral-7B, epoch 1)
     c.model.dtype = "bfloat16"
     c.sft.compute_dtype = "bfloat16"
     c.data.name = "math_jsonl"
-    c.data.train_path = "data/math_train.jsonl"  # 11,500 problems (PAPER.md §2.2)
-    c.data.test_path = "data/math500.jsonl"  # MATH500 (PAPER.md §7.1)
-    c.data.num_dev, c.data.num_test = 600, 500  # PAPER.md §3.3, §7.1
-    c.queries_per_iteration = 11_500  # M, PAPER.md §2.2
-    c.samples_per_query = 64  # K, PAPER.md §2.2
-    c.target_size = 67_500  # N, PAPER.md §2.2 -> n* = 6
+    c.data.train_path = "data/math_train.jsonl"  # 11,500 problems (paper App. A.1)
+    c.data.test_path = "data/math500.jsonl"  # MATH500 (paper §2.3)
+    c.data.num_dev, c.data.num_test = 600, 500  # paper §3.3, §2.3
+    c.queries_per_iteration = 11_500  # M, paper App. B.2
+    c.samples_per_query = 64  # K, paper App. B.2
+    c.target_size = 67_500  # N, paper App. B.2 -> n* = 6
     c.search.samples_per_query = 64
-    c.sampling.max_new_tokens = 768  # PAPER.md §2.2
-    c.prm.num_queries, c.prm.samples_per_query, c.prm.completions = 11_500, 15, 8  # PAPER.md §6.2
-    c.prm.steps, c.prm.batch_size, c.prm.lr, c.prm.min_lr = 2000, 256, 2e-6, 2e-7  # PAPER.md §6.2
+    c.sampling.max_new_tokens = 768  # the official sampler's limit
+    c.prm.num_queries, c.prm.samples_per_query, c.prm.completions = 11_500, 15, 8  # paper App. A.1
+    c.prm.steps, c.prm.batch_size, c.prm.lr, c.prm.min_lr = 2000, 256, 2e-6, 2e-7  # paper App. A.1
     if arg == "tiny":
         shrink_to_tiny(c)
         c.workdir = "runs/math_tiny"

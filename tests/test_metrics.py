@@ -146,7 +146,7 @@ def test_selection_precision_recall_hand_values():
 # ------------------------------------------------------------------ balance score
 
 def test_balance_score_paper_illustration():
-    # PAPER.md §5.1, one query, n* = 6:
+    # paper §3.1, one query, n* = 6:
     # 2 correct of 2 selected:   min(2/6, 1) * 2/2   = 1/3  (pure, but too few)
     # 16 correct of 64 selected: min(16/6, 1) * 16/64 = 0.25 (enough, but mostly wrong)
     text_id = np.arange(64)[None]
@@ -173,7 +173,7 @@ def test_balance_score_counts_distinct_and_means_over_all_queries():
 
 
 def test_n_star_rule():
-    assert metrics.n_star_rule(67_500, 11_500) == 6  # math, PAPER.md §5.1
+    assert metrics.n_star_rule(67_500, 11_500) == 6  # math, paper §3.1
     assert metrics.n_star_rule(13_500, 2_627) == 6   # APPS
     assert metrics.n_star_rule(600, 100) == 6        # exact division: no rounding up
     with pytest.raises(ValueError):

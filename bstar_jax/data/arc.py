@@ -3,7 +3,7 @@
 Accepted shapes: the HF `allenai/ai2_arc` rows (`question` a string, `choices` = {"text": [..],
 "label": [..]}, `answerKey`) and the official ARC-V1 JSONL (`question` = {"stem", "choices":
 [{"text", "label"}, ..]}, `answerKey`). The question text is the stem and one line per choice,
-`(A) text`, as the official repo builds it (PAPER.md §7.3); the answer is the label.
+`(A) text`, as the official repo builds it (paper App. B.4); the answer is the label.
 ARC has no worked solutions: the reference solution is one step naming the right choice.
 """
 from __future__ import annotations

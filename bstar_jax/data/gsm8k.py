@@ -2,7 +2,7 @@
 
 A GSM8K answer is worked lines with calculator tags `<<48/2=24>>`, then `#### 72`. Each line
 becomes one step and the tags are kept: the distinct-equations diversity metric counts them
-(PAPER.md §3). The TFDS route is in `gsm8k_tfds.py`.
+(paper §2.2). The TFDS route is in `gsm8k_tfds.py`.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def convert_gsm8k_answer(text: str, where: str) -> tuple[str, str]:
     """(solution in step format, final answer) from a GSM8K-format answer ending "#### N".
 
     Thousands separators in N are dropped ("1,000" -> "1000"), as the official GSM8K
-    evaluation does before comparing numbers (PAPER.md §6.1).
+    evaluation does before comparing numbers (docs/algorithm.md#rewards).
     """
     work, sep, final = text.rpartition("####")
     if not sep:

@@ -1,6 +1,6 @@
 """The `Example` record every loader returns, and validated reading of JSONL / JSON files.
 
-Errors name the file and the line (DESIGN.md §8): `data/train.jsonl:17: missing field "question"`.
+Errors name the file and the line: `data/train.jsonl:17: missing field "question"`.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ class DataError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Example:
-    """One problem with a reference solution in the step format of PAPER.md §2.4.
+    """One problem with a reference solution in the step format of docs/algorithm.md#prompt-and-response-format.
 
     `solution` is steps separated by "\\n\\n" ending "\\n\\n# Answer\\n\\n{answer}" (see
     `tokenizer.format_response`); `task` picks the answer checker: "gsm8k", "math" or "arc".

@@ -5,7 +5,7 @@ the change) or uses a coupon (answer: the price paid). A solution has one step p
 with a GSM8K calculator tag for the cost and, after the first, one for the running total,
 then a final step; k + 1 = 3..5 steps. The items can be summed in any of k! orders and each
 product written either way round, so correct solutions differ in their equations and the
-distinct-equations diversity metric (PAPER.md §3) has something to measure.
+distinct-equations diversity metric (paper §2.2) has something to measure.
 
     Ann buys 3 pens at 4 each and 2 cups at 5 each. Ann pays with 30. How much change does
     Ann get?

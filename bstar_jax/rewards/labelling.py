@@ -1,4 +1,4 @@
-"""Math-Shepherd step labels (Wang et al. 2024b; PAPER.md §6.2) with our own sampler.
+"""Math-Shepherd step labels (Wang et al. 2024b; paper App. A.1) with our own sampler.
 
 For each sampled solution with an answer, each reasoning-step prefix k (steps 1..k) is completed
 `n_completions` times; the step's hard label is 1 if any completion reaches the gold answer

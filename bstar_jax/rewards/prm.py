@@ -1,6 +1,6 @@
 """The process reward model (PRM): a scalar head on the policy's decoder, step scores, Eq. 2.
 
-PAPER.md §6.2 and DESIGN.md §4. A PRM's params are {"backbone": <decoder params>, "head": {"w":
+Paper App. A.1 and Eq. 2 (docs/algorithm.md#rewards). A PRM's params are {"backbone": <decoder params>, "head": {"w":
 [E], "b": []}}: the same ModelConfig and layout as the policy, plus one linear map from the final
 normed hidden state to a raw logit per token. The official code reads the mean of all LM-head
 logits, which equals a scalar head whose w is the mean of the LM-head rows; `init_prm` offers that
@@ -19,12 +19,12 @@ label in training). The official inference scores the first "\\n" of each separa
 which needs Mistral's tokenisation of "\\n\\n" as two tokens.
 
 `skip_last_step`: the official inference drops the score at the end of the last reasoning step
-(the answer token follows it anyway); off by default, as DESIGN.md §4 scores every step and the
+(the answer token follows it anyway); off by default, as this project scores every step and the
 final answer. Tokens: BOS (if the tokenizer has one) + prompt, then the response tokenised on its
 own, as the sampler sees them (tokenizer.encode_example). No EOS is appended: the scores at
 earlier positions cannot see it.
 
-Reward (PAPER.md §6.2, Eq. 2): prm = min over the step scores (raw logits); r = 1[correct] + prm/5,
+Reward (paper App. A.1, Eq. 2): prm = min over the step scores (raw logits); r = 1[correct] + prm/5,
 or r = 1[correct] with the answer-only reward. A response is TRUNCATED, and its prm is exactly
 -5 (-1 after /5), when it did not finish (no EOS), has no answer marker or an empty answer, is
 empty or garbled (bytes are decoded as UTF-8 with replacement characters), or does not fit
@@ -47,7 +47,7 @@ from bstar_jax import mesh as mesh_lib
 from bstar_jax import models
 from bstar_jax.tokenizer import ANSWER_MARKER, STEP_SEPARATOR
 
-TRUNCATED_SCORE = -5.0  # PAPER.md §6.2: the broken-sample entry
+TRUNCATED_SCORE = -5.0  # the official code's broken-sample entry (paper App. A.1)
 PRM_SCALE = 5.0  # Eq. 2: prm / 5 "normalises" the raw logit to about [-1, 1] (unclipped)
 HEAD_INITS = ("lm_head_mean", "zero")
 HEAD_AXES = {"w": ("embed",), "b": ()}
@@ -237,7 +237,7 @@ def step_positions(tokenizer, prompt: str, response: str, *, skip_last_step: boo
 # ----------------------------------------------------------------------------- rewards
 
 def prm_reward(step_scores, truncated, mask=None) -> np.ndarray:
-    """Min over each row's step scores (PAPER.md §6.2); TRUNCATED_SCORE for truncated rows.
+    """Min over each row's step scores (paper App. A.1); TRUNCATED_SCORE for truncated rows.
 
     step_scores: an array [B, S] with `mask` bool [B, S] (default all valid), or a ragged list
     of per-row sequences. truncated: bool [B] (or a scalar). A row with no valid score at all
