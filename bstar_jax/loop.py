@@ -144,7 +144,7 @@ class Run:
         correct, reward, valid, text_id = pool.correct[0], pool.reward[0], pool.valid[0], pool.text_id[0]
         K = correct.shape[1]
         include_reference = bool(c.search.include_reference)
-        if include_reference:  # the official code's extra candidate, reward 1.0 (docs/algorithm.md#paper-vs-official-code)
+        if include_reference:  # the official code's extra candidate (docs/algorithm.md#selection)
             correct, reward, valid, text_id = balance.with_reference(correct, reward, valid, text_id)
         if self.variant == "bstar" and c.search.mode == "official":
             threshold = balance.search_threshold(correct, reward, valid, text_id, c.search.thresholds,

@@ -261,3 +261,30 @@ def test_every_config_builds_and_validates(name, arg, n_devices):
     loop.validate(c, mesh_lib.make_mesh())
     if arg == "tiny":  # tiny needs no files and no network
         assert c.data.name == "synthetic" and c.warm_start.enabled
+
+
+def test_rollout_reward_is_eq2_of_the_raw_min_step_score():
+    """rollout.score: r = 1[correct] + min step score / 5 (Eq. 2), the scorer giving raw scores;
+    answer-only without a scorer; repeated texts share an id."""
+    import numpy as np
+
+    from bstar_jax import rollout
+    from bstar_jax.sample_grid import GridSamples
+
+    texts = np.array([[["2+2=4\n\n# Answer\n\n4", "2+2=5\n\n# Answer\n\n5", "2+2=4\n\n# Answer\n\n4", "no answer"]]],
+                     dtype=object)
+    zeros = np.zeros(texts.shape, np.int32)
+    samples = GridSamples(temperatures=np.ones(1, np.float32), texts=texts, tokens=zeros[..., None],
+                          lengths=zeros, truncated=zeros.astype(bool), logprobs=zeros[..., None].astype(np.float32),
+                          prompt_ids=[[1]])
+    raw = np.array([[[-2.5, 4.0, 1.0, -5.0]]], np.float32)
+    gold = ["2+2=4\n\n# Answer\n\n4"]
+    pool = rollout.score(samples, ["2+2?"], gold, task="math", answer_check="normalized",
+                         prm_scorer=lambda s, q: raw)
+    np.testing.assert_array_equal(pool.correct[0, 0], [True, False, True, False])
+    np.testing.assert_array_equal(pool.valid[0, 0], [True, True, True, False])
+    np.testing.assert_allclose(pool.reward[0, 0], [1 - 0.5, 0.8, 1.2, -1.0], rtol=1e-6)
+    np.testing.assert_array_equal(pool.text_id[0, 0], [0, 1, 0, 2])
+    plain = rollout.score(samples, ["2+2?"], gold, task="math", answer_check="normalized")
+    assert plain.prm_min is None
+    np.testing.assert_array_equal(plain.reward[0, 0], [1, 0, 1, 0])

@@ -259,7 +259,8 @@ def prm_reward(step_scores, truncated, mask=None) -> np.ndarray:
 
 
 def combined_reward(correct, prm_min=None) -> np.ndarray:
-    """Eq. 2: r = 1[correct] + prm_min / 5; with prm_min None, the answer-only r = 1[correct]."""
+    """The training reward, computed here and nowhere else: Eq. 2, r = 1[correct] + prm_min / 5,
+    from the raw min step score; with prm_min None, Eq. 1, r = 1[correct]. float32, shape of `correct`."""
     r_B = np.asarray(correct, bool).astype(np.float32)
     if prm_min is None:
         return r_B
