@@ -38,5 +38,5 @@ def evaluate(policy, tokenizer, examples, *, rng, config, mesh=None, prm_scorer=
         "eval_accuracy": float(correct.mean()),
     }
     if pool.prm_min is not None:
-        out["reward_at_k_s_prm"] = reward_at(pool.prm_min)
+        out["reward_at_k_s_prm"] = reward_at(pool.prm_min[0])
     return out
