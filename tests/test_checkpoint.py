@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bstar_jax import checkpoint, models, sft
+from bstar_jax import checkpoint, models, sft, trainer
 from bstar_jax import mesh as mesh_lib
 from test_sft import CFG, examples, tiny_config
 
@@ -160,7 +160,7 @@ def test_non_finite_loss_leaves_the_last_checkpoint_intact(tmp_path):
     with checkpoint.Checkpointer(tmp_path) as ck:
         ck.save(1, good)
         state = sft.init_train_state(CFG, bad_params, c, mesh)
-        with pytest.raises(sft.NonFiniteLossError):
+        with pytest.raises(trainer.NonFiniteError):
             state, metrics = sft.run_sft(state, examples(8), CFG, c, mesh, jax.random.key(0), num_steps=2)
             ck.save(2, state, metrics=metrics)  # never reached
         assert ck.latest_iteration() == 1
