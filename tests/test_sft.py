@@ -320,7 +320,7 @@ def test_non_finite_gradient_norm_with_finite_loss_applies_nothing():
     assert np.isfinite(float(m["loss"])) and not np.isfinite(float(m["grad_norm"])) and not bool(m["finite"])
     jax.tree.map(np.testing.assert_array_equal, host(new), before)  # params, moments, count, step
     state, step, spec, mesh, batches = _toy_step(lambda p, b: jnp.sum(jnp.sqrt(jnp.abs(p["w"]))) * jnp.mean(b["x"]))
-    with pytest.raises(trainer.NonFiniteError, match=r"toy: step 0 of 3: non-finite gradient norm nan \(loss 1 finite\)"):
+    with pytest.raises(trainer.NonFiniteError, match=r"toy: step 0 of 3: non-finite gradient norm (nan|inf) \(loss 1 finite\)"):
         trainer.fit(state, step, batches, spec, mesh, 3, what="toy")
 
 
@@ -333,11 +333,11 @@ def test_trainer_accumulates_and_keeps_frozen_weights_out_of_the_optimizer():
 
 
 def test_divergence_rules():
-    c = tiny_config(diverge_warmup_steps=5, diverge_window=10)
+    c = tiny_config()
     mesh = mesh_lib.make_mesh(-1, 1, 1)
     state = sft.init_train_state(CFG, models.init(CFG, 0), c, mesh)
-    state, stats = sft.run_sft(state, examples(8), CFG, c, mesh, jax.random.key(0), num_steps=12)
-    assert np.isfinite(stats["loss"])  # a normal tiny run: no rule fires
+    state, stats = sft.run_sft(state, examples(8), CFG, c, mesh, jax.random.key(0), num_steps=40)
+    assert np.isfinite(stats["loss"])  # a normal tiny run, past the loss rule's warm-up: no rule fires
     c = tiny_config(lr=1e6, min_lr=1e5)
     state = sft.init_train_state(CFG, models.init(CFG, 0), c, mesh)
     with pytest.raises(trainer.DivergenceError, match=r"sft: step 0 of 4: weight norm .* > 10 x its start"):
