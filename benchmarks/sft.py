@@ -1,7 +1,7 @@
 """SFT step throughput: our jitted optax step vs a plain PyTorch loop, same model, batch and length.
 
 Both sides: a Llama decoder with the same random weights, the official freezing (embeddings, LM
-head and norms frozen; PAPER.md §2.3), AdamW, global-norm clipping at 1.0, completion-only loss
+head and norms frozen, docs/training.md), AdamW, global-norm clipping at 1.0, completion-only loss
 (the first half of every row is prompt), fp32 on the CPU, one optimizer step per batch. The two
 run alternately in one process after a warmup, and each reports its median step time.
 

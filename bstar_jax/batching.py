@@ -1,17 +1,19 @@
-"""SFT batches: (prompt ids, target ids + EOS) pairs -> right-padded arrays in power-of-two buckets.
+"""Training batches: variable-length rows -> right-padded arrays in power-of-two buckets.
 
-A batch is a dict of numpy arrays:
-  tokens     int32 [B, L]  prompt followed by target (EOS included), then `pad_id`
-  loss_mask  int32 [B, L]  1 where the token is a target token (the loss predicts it), else 0
+Every trainer batch (SFT and PRM) is built here. A row is a dict of equal-length 1-D arrays, one
+of them `tokens`; a batch is a dict of numpy arrays
+  tokens     int32 [B, L]  the row's tokens, then `pad_id`
+  <other>    [B, L]        each other row entry (SFT: loss_mask int32; PRM: targets and weights
+                           float32), padded with zeros
   positions  int32 [B, L]  0..L-1 (right padding: no real token attends to a pad)
   lengths    int32 [B]     real tokens per row (for throughput accounting only)
 L is the smallest power of two >= the longest row (at least `min_bucket`, at most `max_len`), so a
-whole run compiles the train step once per bucket (DESIGN.md §5).
+whole run compiles the train step once per bucket.
 
 Rows are not packed: the decoder masks attention by position only, so two sequences in one row
 would see each other. Padding costs compute, not correctness.
 
-Length policy (PAPER.md §2.2, official code): with `truncate=True` the prompt keeps its LAST
+SFT length policy (the official code): with `truncate=True` the prompt keeps its LAST
 `max_prompt_len` tokens, the target its FIRST `max_target_len`, and the pair is capped at
 `max_len` by cutting the target further. With `truncate=False` any pair longer than `max_len`
 is an error naming the example.
@@ -19,7 +21,7 @@ is an error naming the example.
 from __future__ import annotations
 
 import logging
-from typing import Iterator, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -71,33 +73,69 @@ def encode_example(prompt_ids, target_ids, *, max_len: int, max_prompt_len: int 
     return np.concatenate([prompt, target]), int(prompt.size)
 
 
+def pad_rows(rows: Sequence[Mapping[str, np.ndarray]], *, max_len: int, min_bucket: int = 16,
+             pad_id: int = 0) -> dict[str, np.ndarray]:
+    """Right-pads rows (dicts of equal-length 1-D arrays with `tokens`) into one bucket-length batch."""
+    longest = max(row["tokens"].size for row in rows)
+    L = bucket_length(longest, max_len, min_bucket)
+    B = len(rows)
+    batch = {k: np.full((B, L), pad_id if k == "tokens" else 0, np.asarray(v).dtype) for k, v in rows[0].items()}
+    lengths = np.zeros((B,), np.int32)
+    for b, row in enumerate(rows):
+        n = row["tokens"].size
+        for k, v in row.items():
+            batch[k][b, :n] = v
+        lengths[b] = n
+    batch["positions"] = np.broadcast_to(np.arange(L, dtype=np.int32), (B, L)).copy()
+    batch["lengths"] = lengths
+    return batch
+
+
+def sft_row(ids: np.ndarray, n_prompt: int) -> dict[str, np.ndarray]:
+    """The row of one encoded SFT pair: tokens and a loss mask of 1 on the target tokens."""
+    loss_mask = np.zeros(ids.size, np.int32)
+    loss_mask[n_prompt:] = 1
+    return {"tokens": np.asarray(ids, np.int32), "loss_mask": loss_mask}
+
+
 def pad_batch(encoded: Sequence[tuple[np.ndarray, int]], *, max_len: int, min_bucket: int = 16,
               pad_id: int = 0) -> dict[str, np.ndarray]:
-    """Right-pads encoded (ids, n_prompt) rows into one bucket-length batch."""
-    longest = max(ids.size for ids, _ in encoded)
-    L = bucket_length(longest, max_len, min_bucket)
-    B = len(encoded)
-    tokens = np.full((B, L), pad_id, np.int32)
-    loss_mask = np.zeros((B, L), np.int32)
-    lengths = np.zeros((B,), np.int32)
-    for b, (ids, n_prompt) in enumerate(encoded):
-        tokens[b, :ids.size] = ids
-        loss_mask[b, n_prompt:ids.size] = 1
-        lengths[b] = ids.size
-    positions = np.broadcast_to(np.arange(L, dtype=np.int32), (B, L)).copy()
-    return {"tokens": tokens, "loss_mask": loss_mask, "positions": positions, "lengths": lengths}
+    """Right-pads encoded (ids, n_prompt) SFT pairs into one bucket-length batch."""
+    return pad_rows([sft_row(ids, n) for ids, n in encoded], max_len=max_len, min_bucket=min_bucket, pad_id=pad_id)
+
+
+def iterate_rows(rows: Sequence[Mapping[str, np.ndarray]], batch_size: int, key, *, max_len: int,
+                 min_bucket: int = 16, pad_id: int = 0, mesh=None) -> Iterator[dict[str, np.ndarray]]:
+    """Endless shuffled batches of `rows`, epoch after epoch.
+
+    Each epoch is a fresh permutation drawn from `fold_in(key, epoch)`; batches are consecutive
+    slices of the concatenated permutations, so a set smaller than one batch still trains and
+    no row is dropped.
+    """
+    if mesh is not None:
+        check_batch_size(batch_size, mesh)
+    if batch_size <= 0:
+        raise BatchError(f"batch_size={batch_size} must be positive")
+    if not len(rows):
+        raise BatchError("no examples to train on")
+    n = len(rows)
+    epoch, order = 0, np.zeros((0,), np.int64)
+    while True:
+        while order.size < batch_size:
+            perm = np.asarray(jax.random.permutation(jax.random.fold_in(key, epoch), n))
+            order = np.concatenate([order, perm])
+            epoch += 1
+        take, order = order[:batch_size], order[batch_size:]
+        yield pad_rows([rows[i] for i in take], max_len=max_len, min_bucket=min_bucket, pad_id=pad_id)
 
 
 def iterate_batches(examples: Sequence[tuple[Sequence[int], Sequence[int]]], batch_size: int, key, *,
                     max_len: int, max_prompt_len: int | None = None, max_target_len: int | None = None,
                     truncate: bool = True, min_bucket: int = 16, pad_id: int = 0,
                     mesh=None) -> Iterator[dict[str, np.ndarray]]:
-    """Endless shuffled batches over `examples`, epoch after epoch.
+    """Endless shuffled SFT batches over (prompt ids, target ids + EOS) pairs (`iterate_rows`).
 
-    Each epoch is a fresh permutation drawn from `fold_in(key, epoch)`; batches are consecutive
-    slices of the concatenated permutations, so a set smaller than one batch still trains and
-    no example is dropped. Every example is encoded (and checked) once, up front, so a bad one
-    fails before any step runs.
+    Every example is encoded (and checked) once, up front, so a bad one fails before any step runs.
     """
     if mesh is not None:
         check_batch_size(batch_size, mesh)
@@ -112,12 +150,5 @@ def iterate_batches(examples: Sequence[tuple[Sequence[int], Sequence[int]]], bat
     if cut:
         logging.info("sft batches: %d of %d examples truncated to max_len=%d (prompt <= %s, target <= %s)",
                      cut, len(encoded), max_len, max_prompt_len, max_target_len)
-    n = len(encoded)
-    epoch, order = 0, np.zeros((0,), np.int64)
-    while True:
-        while order.size < batch_size:
-            perm = np.asarray(jax.random.permutation(jax.random.fold_in(key, epoch), n))
-            order = np.concatenate([order, perm])
-            epoch += 1
-        rows, order = order[:batch_size], order[batch_size:]
-        yield pad_batch([encoded[i] for i in rows], max_len=max_len, min_bucket=min_bucket, pad_id=pad_id)
+    return iterate_rows([sft_row(ids, n) for ids, n in encoded], batch_size, key, max_len=max_len,
+                        min_bucket=min_bucket, pad_id=pad_id)

@@ -10,7 +10,7 @@ previous checkpoints as they were. A checkpoint that is there but unreadable (a 
 altered file) is detected on restore, by orbax's own errors or by the fingerprint (a position-
 weighted sum of every array's bits, checked after reading), and the previous one is restored
 instead, with a log line naming the one skipped. Restoring takes a target of ShapeDtypeStructs
-with shardings (sft.abstract_train_state), so a checkpoint loads onto any mesh.
+with shardings (e.g. sft.abstract_train_state), so a checkpoint loads onto any mesh.
 """
 from __future__ import annotations
 
@@ -23,8 +23,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
-
-from bstar_jax import sft
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +38,7 @@ class Restored:
     """One restored iteration: the train state and what the loop needs to resume exactly."""
 
     iteration: int
-    state: Any  # sft.TrainState (or the tree that was saved), placed as the target asked
+    state: Any  # a train state (or the tree that was saved), placed as the target asked
     temperature: float | None
     threshold: float | None
     metrics: dict
@@ -74,14 +72,15 @@ def _fingerprint_dict(tree) -> dict[str, int]:
 
 
 def _to_tree(state):
-    if isinstance(state, sft.TrainState):
-        return {"params": state.params, "opt_state": state.opt_state, "step": state.step}
+    """A dataclass state (trainer.TrainState: params, opt_state, step) is saved as a dict of its fields."""
+    if dataclasses.is_dataclass(state):
+        return {f.name: getattr(state, f.name) for f in dataclasses.fields(state)}
     return state
 
 
 def _from_tree(tree, like):
-    if isinstance(like, sft.TrainState):
-        return sft.TrainState(tree["params"], tree["opt_state"], tree["step"])
+    if dataclasses.is_dataclass(like):
+        return type(like)(**tree)
     return tree
 
 
@@ -134,7 +133,7 @@ class Checkpointer:
         meta = {"iteration": iteration, "temperature": temperature, "threshold": threshold,
                 "metrics": _jsonable(metrics or {}),
                 "fingerprint": _fingerprint_dict(tree), **_jsonable(extra or {})}
-        if isinstance(state, sft.TrainState):
+        if dataclasses.is_dataclass(state) and hasattr(state, "step"):
             meta["step"] = int(state.step)
         saved = self._manager.save(iteration, args=ocp.args.Composite(
             state=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta)), force=True)

@@ -19,7 +19,7 @@ import time
 import jax
 import numpy as np
 
-from bstar_jax import balance, checkpoint, data, evaluation, metrics, report, rollout, sft
+from bstar_jax import balance, checkpoint, data, evaluation, metrics, report, rollout, sft, variants
 from bstar_jax import mesh as mesh_lib
 from bstar_jax import tokenizer as tok
 from bstar_jax.prm_phase import prepare_prm
@@ -35,7 +35,7 @@ def run_name(variant: str, use_prm: bool) -> str:
 def run_index(variant: str, use_prm: bool) -> int:
     """The run number folded into its random streams: fixed per (variant, reward), so a run
     draws the same whichever other runs the config lists."""
-    return 2 * sft.VARIANTS.index(variant) + int(use_prm)
+    return 2 * variants.VARIANTS.index(variant) + int(use_prm)
 
 
 def validate(config, mesh) -> None:
@@ -55,8 +55,8 @@ def validate(config, mesh) -> None:
             raise ValueError(f"config.sft.{name}={value} does not divide over the mesh's data axes "
                              f"({multiple} devices along {mesh_lib.BATCH_AXES})")
     for v in config.variants:
-        if v not in sft.VARIANTS:
-            raise ValueError(f"config.variants: unknown variant {v!r}; expected one of {sft.VARIANTS}")
+        if v not in variants.VARIANTS:
+            raise ValueError(f"config.variants: unknown variant {v!r}; expected one of {variants.VARIANTS}")
     if config.search.mode not in balance.MODES:
         raise ValueError(f"config.search.mode={config.search.mode!r}; expected one of {balance.MODES}")
     if config.search.restrict not in ("both", "temperature", "threshold"):
@@ -157,7 +157,7 @@ class Run:
                                                                text_id[:, :K], mesh=self.mesh)
         examples = [(samples.prompt_ids[q], self._reference_ids(queries[q]) if k == K else
                      samples.response_ids(0, q, k)) for q, k in zip(*np.nonzero(selected))]
-        state = sft.carry_over(self.variant, state, self.p0_params, c.sft)
+        state = variants.carry_over(self.variant, state, self.p0_params, c.sft)
         train_stats = {"loss": None, "tokens_per_s": None}
         if examples:
             state, train_stats = sft.run_sft(state, examples, self.cfg, c.sft, self.mesh,

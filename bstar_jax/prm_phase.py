@@ -1,5 +1,5 @@
 """The PRM phase before iteration 1: label P_0's own samples (Math-Shepherd), train the reward head,
-and hand the loop a scorer for [T, Q, K] sample grids (PAPER.md §6.2, App. A.1).
+and hand the loop a scorer for [T, Q, K] sample grids (paper App. A.1; docs/training.md).
 
 The official code trains its PRM elsewhere; here the starting policy is generator and completer
 at once, and the trained PRM is cached in <workdir>/prm so that every run and a resume reuse it.

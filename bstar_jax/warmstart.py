@@ -1,12 +1,13 @@
 """The starting policy P_0 and its tokenizer.
 
 Either loaded (`config.model.path`: HF folder, .gguf, embedded alias, hub id) and, when
-`config.p0_sft.steps` > 0, fine-tuned on the training set's reference solutions first (PAPER.md
-§2.2: P_0 is the SFT checkpoint after epoch 1, so that it answers in the `# Answer` format), or —
-for the offline demo — made here: train a byte-level BPE on the task's training text, initialise a tiny
+`config.p0_sft.steps` > 0, fine-tuned on the training set's reference solutions first (the paper's
+P_0 is the SFT checkpoint after epoch 1, so that it answers in the `# Answer` format), or — for the
+offline demo — made here: train a byte-level BPE on the task's training text, initialise a tiny
 Llama-family model and fine-tune it on reference solutions (in several equation orders, so that
-exploration has something to find) to a warm start, the analogue of the paper's SFT epoch-1
-checkpoint (PAPER.md §2.2). The result is saved as an HF folder in <workdir>/p0 and reused.
+exploration has something to find) to a warm start, the analogue of that epoch-1 checkpoint. Both
+fine-tunes run on the shared trainer (docs/training.md). The result is saved as an HF folder in
+<workdir>/p0 and reused.
 """
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bstar_jax import checkpoint, models, sft
+from bstar_jax import checkpoint, models, sft, trainer
 from bstar_jax import mesh as mesh_lib
 from test_sft import CFG, examples, tiny_config
 
@@ -60,7 +60,7 @@ def test_save_restore_is_bit_identical(tmp_path):
         r = ck.restore(target)
     assert r.iteration == 3 and r.temperature == 0.7 and r.threshold == -0.1
     assert r.metrics == {"sft_loss": 0.5, "pass_at_k": 0.25, "per_t": [0.1, 0.2]} and r.meta["variant"] == "bstar"
-    assert isinstance(r.state, sft.TrainState) and r.meta["step"] == int(state.step)
+    assert isinstance(r.state, trainer.TrainState) and r.meta["step"] == int(state.step)
     assert_same(r.state, state)
     assert r.state.params["layers"]["q"].sharding == target.params["layers"]["q"].sharding
 
@@ -142,7 +142,7 @@ def test_non_finite_loss_leaves_the_last_checkpoint_intact(tmp_path):
     with checkpoint.Checkpointer(tmp_path) as ck:
         ck.save(1, good)
         state = sft.init_train_state(CFG, bad_params, c, mesh)
-        with pytest.raises(sft.NonFiniteLossError):
+        with pytest.raises(trainer.NonFiniteError):
             state, metrics = sft.run_sft(state, examples(8), CFG, c, mesh, jax.random.key(0), num_steps=2)
             ck.save(2, state, metrics=metrics)  # never reached
         assert ck.latest_iteration() == 1

@@ -142,18 +142,18 @@ def test_every_draw_of_an_eight_run_config_has_its_own_key():
     import jax
     import numpy as np
 
-    from bstar_jax import sft, streams as streams_lib
+    from bstar_jax import streams as streams_lib, variants
 
     s = streams_lib.Streams(0)
     iterations = range(0, 10)
     keys = {}
-    for variant in sft.VARIANTS:
+    for variant in variants.VARIANTS:
         for use_prm in (False, True):
             run = loop.run_index(variant, use_prm)
             for it in iterations:
                 for phase in ("search", "queries", "sample", "sft"):
                     keys[(variant, use_prm, it, phase)] = s.key(phase, run=run, iteration=it)
-    assert len({loop.run_index(v, p) for v in sft.VARIANTS for p in (False, True)}) == 8
+    assert len({loop.run_index(v, p) for v in variants.VARIANTS for p in (False, True)}) == 8
     for it in iterations:
         keys[("eval", it)] = s.key("eval", iteration=it)
     for name in ("prm", "p0", "warm_start"):

@@ -131,7 +131,7 @@ def test_lm_head_mean_init_is_mean_of_vocab_logits(tied):
     prm = rewards.init_prm(cfg, params, init="lm_head_mean")
     tokens = np.random.default_rng(0).integers(0, 50, (2, 9)).astype(np.int32)
     ours = _token_logits(cfg, prm, tokens)
-    official = models.forward(cfg, params, tokens).mean(-1)  # PAPER.md §6.2: mean over the vocab
+    official = models.forward(cfg, params, tokens).mean(-1)  # the official reward: mean over the vocab
     np.testing.assert_allclose(ours, official, rtol=1e-5, atol=1e-6)
     zero = rewards.init_prm(cfg, params, init="zero")
     assert float(jnp.abs(_token_logits(cfg, zero, tokens)).max()) == 0.0
@@ -276,3 +276,26 @@ def test_prm_training_learns_planted_error(tmp_path):
     auc = _auc(scores, labels)
     print(f"held-out step AUC {auc:.3f}; windowed losses {np.round(windows, 3)}")
     assert auc >= 0.95
+
+
+def test_sft_and_prm_share_the_one_step(monkeypatch, char_bpe):
+    import pathlib
+    from test_sft import CFG, tiny_config
+    from bstar_jax import sft, trainer
+    # Differentiation lives in trainer.py only.
+    root = pathlib.Path(sft.__file__).parent
+    users = sorted(str(p.relative_to(root)) for p in root.rglob("*.py")
+                   if "value_and_grad" in p.read_text() or "jax.grad(" in p.read_text())
+    assert users == ["trainer.py"], users
+    calls = []
+    real = trainer.make_step
+    monkeypatch.setattr(trainer, "make_step", lambda loss_fn, *a, **k: calls.append(loss_fn) or real(loss_fn, *a, **k))
+    sft._compiled_step.cache_clear()
+    sft.make_train_step(CFG, tiny_config(), mesh_lib.make_mesh(1, 1, 1, devices=jax.devices()[:1]))
+    cfg = _tiny_cfg(len(char_bpe))
+    prm = rewards.init_prm(cfg, models.init(cfg, 0), init="zero")
+    _, losses = rewards.train_prm(cfg, prm, char_bpe, [("q", ["1 + 1 = 2.", "# Answer\n\n2"], [1, 1])],
+                                  num_steps=2, batch_size=8, max_len=64)
+    assert len(losses) == 2 and np.all(np.isfinite(losses))
+    assert [c.func.__name__ for c in calls] == ["sft_loss", "prm_loss"]
+    sft._compiled_step.cache_clear()

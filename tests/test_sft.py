@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from bstar_jax.models.hf import params_from_torch_layout
-from bstar_jax import batching, models, sft
+from bstar_jax import batching, models, sft, trainer, variants
 from bstar_jax import mesh as mesh_lib
+from bstar_jax.errors import UserError
 
 CFG = models.ModelConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4,
                          num_kv_heads=2, head_dim=8, max_position_embeddings=64, rms_norm_eps=1e-5)
@@ -143,7 +144,7 @@ def test_steps_match_torch_adamw(freeze):
         np.testing.assert_allclose(a, b, atol=1e-5, rtol=0, err_msg=jax.tree_util.keystr(path))
         moved += not np.array_equal(a, _get(params0, path))
     assert moved == (len(jax.tree.leaves(ours)) - (5 if freeze else 0))  # embed, lm_head, 3 norms
-    assert int(state.step) == 3 and int(sft.schedule_count(state.opt_state)) == 3
+    assert int(state.step) == 3 and int(trainer.schedule_count(state.opt_state)) == 3
 
 
 def _get(tree, path):
@@ -220,25 +221,25 @@ def test_carry_over_rules():
     mu = lambda s: host(s.opt_state[1][0].mu)
 
     for variant in ("bstar", "online_rft"):
-        assert sft.carry_over(variant, state, p0, c) is state  # params, moments, schedule position kept
-    fresh = sft.carry_over("iterative_rft", state, p0, c)
-    assert int(sft.schedule_count(fresh.opt_state)) == 0 and int(fresh.step) == 2
+        assert variants.carry_over(variant, state, p0, c) is state  # params, moments, schedule position kept
+    fresh = variants.carry_over("iterative_rft", state, p0, c)
+    assert int(trainer.schedule_count(fresh.opt_state)) == 0 and int(fresh.step) == 2
     assert all(np.all(x == 0) for x in jax.tree.leaves(mu(fresh)))
     jax.tree.map(np.testing.assert_array_equal, host(fresh.params), trained)
-    restart = sft.carry_over("rest_em", state, p0, c)
+    restart = variants.carry_over("rest_em", state, p0, c)
     jax.tree.map(np.testing.assert_array_equal, host(restart.params), host(p0))
-    assert int(sft.schedule_count(restart.opt_state)) == 0 and int(restart.step) == 2
+    assert int(trainer.schedule_count(restart.opt_state)) == 0 and int(restart.step) == 2
     # Training from the carried state must not delete P_0's buffers (the step donates its state).
     sft.run_sft(restart, examples(8), CFG, c, mesh, jax.random.key(1), num_steps=1)
     assert np.isfinite(np.asarray(p0["embed"])).all()
     with pytest.raises(ValueError, match="unknown variant"):
-        sft.carry_over("star", state, p0, c)
+        variants.carry_over("star", state, p0, c)
 
 
 def test_default_schedule_matches_the_official_one():
     lr = sft.make_schedule(sft.default_config())
     assert float(lr(0)) == 0.0 and abs(float(lr(105)) - 4.12e-6) < 1e-12
-    # PAPER.md §2.2: about 4.05e-6 at step 500, 2.7e-6 at 2,000, 4.5e-7 at 4,000; floor 2e-7.
+    # The official schedule: about 4.05e-6 at step 500, 2.7e-6 at 2,000, 4.5e-7 at 4,000; floor 2e-7.
     for step, want in ((500, 4.05e-6), (2000, 2.72e-6), (4000, 4.5e-7), (4750, 2e-7), (6000, 2e-7)):
         assert abs(float(lr(step)) - want) < 0.02 * want, (step, float(lr(step)))
 
@@ -281,7 +282,7 @@ def test_non_finite_loss_raises_and_skips_the_update():
     params["layers"]["q"] = params["layers"]["q"].at[0, 0, 0].set(jnp.inf)
     mesh = mesh_lib.make_mesh(-1, 1, 1)
     state = sft.init_train_state(CFG, params, c, mesh)
-    with pytest.raises(sft.NonFiniteLossError, match="non-finite loss nan .* at step 0"):
+    with pytest.raises(trainer.NonFiniteError, match="step 0 of 3: non-finite loss nan"):
         sft.run_sft(state, examples(8), CFG, c, mesh, jax.random.key(0), num_steps=3)
     step_fn = sft.make_train_step(CFG, c, mesh)
     state = sft.init_train_state(CFG, params, c, mesh)
@@ -295,3 +296,58 @@ def test_tied_embeddings_need_consistent_freezing():
     tied = CFG.replace(tie_word_embeddings=True)
     with pytest.raises(ValueError, match="tied"):
         sft.init_train_state(tied, models.init(tied, 0), tiny_config(freeze_lm_head=False), mesh_lib.make_mesh(-1, 1, 1))
+
+
+# ------------------------------------------------------------------ the shared trainer
+
+def _toy_step(loss_fn, lr=0.1):
+    mesh = single_mesh()
+    spec = trainer.TrainSpec(lr=lr, min_lr=0.0, warmup_steps=0, decay_steps=10, batch_size=8, micro_batch_size=4)
+    params = {"w": jnp.asarray([0.0, 1.0]), "frozen": jnp.asarray([2.0])}
+    mask = {"w": True, "frozen": False}
+    repl = mesh_lib.replicated(mesh)
+    state = trainer.init_state(params, mask, spec, {"w": repl, "frozen": repl}, mesh)
+    step = trainer.make_step(loss_fn, mask, spec, trainer.shardings_of(state), {"x": 2}, mesh)
+    batches = iter(lambda: {"x": np.ones((8, 2), np.float32)}, None)
+    return state, step, spec, mesh, batches
+
+
+def test_non_finite_gradient_norm_with_finite_loss_applies_nothing():
+    # sqrt(|w|) at w = 0: the loss is finite, its gradient is not.
+    state, step, spec, mesh, batches = _toy_step(lambda p, b: jnp.sum(jnp.sqrt(jnp.abs(p["w"]))) * jnp.mean(b["x"]))
+    before = host(state)
+    new, m = step(state, trainer.device_batch(next(batches), mesh))
+    assert np.isfinite(float(m["loss"])) and not np.isfinite(float(m["grad_norm"])) and not bool(m["finite"])
+    jax.tree.map(np.testing.assert_array_equal, host(new), before)  # params, moments, count, step
+    state, step, spec, mesh, batches = _toy_step(lambda p, b: jnp.sum(jnp.sqrt(jnp.abs(p["w"]))) * jnp.mean(b["x"]))
+    with pytest.raises(trainer.NonFiniteError, match=r"toy: step 0 of 3: non-finite gradient norm (nan|inf) \(loss 1 finite\)"):
+        trainer.fit(state, step, batches, spec, mesh, 3, what="toy")
+
+
+def test_trainer_accumulates_and_keeps_frozen_weights_out_of_the_optimizer():
+    state, step, spec, mesh, batches = _toy_step(lambda p, b: jnp.sum((p["w"] - p["frozen"]) ** 2) * jnp.mean(b["x"]))
+    assert set(state.opt_state[1][0].mu) == {"w"}  # the frozen weight has no moments
+    state, summary = trainer.fit(state, step, batches, spec, mesh, 3)
+    assert float(state.params["frozen"][0]) == 2.0 and int(state.step) == 3
+    assert summary["losses"][0] == pytest.approx(5.0)  # two micro-batches of (4 + 1) / 2
+
+
+def test_divergence_rules():
+    c = tiny_config()
+    mesh = mesh_lib.make_mesh(-1, 1, 1)
+    state = sft.init_train_state(CFG, models.init(CFG, 0), c, mesh)
+    state, stats = sft.run_sft(state, examples(8), CFG, c, mesh, jax.random.key(0), num_steps=40)
+    assert np.isfinite(stats["loss"])  # a normal tiny run, past the loss rule's warm-up: no rule fires
+    c = tiny_config(lr=1e6, min_lr=1e5)
+    state = sft.init_train_state(CFG, models.init(CFG, 0), c, mesh)
+    with pytest.raises(trainer.DivergenceError, match=r"sft: step 0 of 4: weight norm .* > 10 x its start"):
+        sft.run_sft(state, examples(8), CFG, c, mesh, jax.random.key(0))
+    assert issubclass(trainer.DivergenceError, UserError) and issubclass(trainer.NonFiniteError, UserError)
+    # The loss rule on its own: a spike to 5x the running median (and 1 nat above it) after warm-up.
+    monitor = trainer.Monitor(trainer.TrainSpec.from_config(c), 1.0, "sft", 30)
+    metrics = lambda loss: {"loss": loss, "grad_norm": 1.0, "weight_norm": 1.0}
+    for i in range(20):
+        monitor.check(i, metrics(2.0 - 0.05 * i))
+    monitor.check(20, metrics(3.0))  # a bump, within range
+    with pytest.raises(trainer.DivergenceError, match=r"step 21 of 30: loss 9 > 5 x the running median 1\.5"):
+        monitor.check(21, metrics(9.0))

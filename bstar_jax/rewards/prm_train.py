@@ -1,6 +1,6 @@
-"""PRM training: Math-Shepherd records -> per-token BCE batches -> a jitted, sharded optax step.
+"""PRM training: Math-Shepherd records -> per-token BCE batches -> the shared trainer (trainer.py).
 
-PAPER.md §6.2 (`train_rm_pointwise.py --train_on_every_token`): every token of step k's segment
+As the official `train_rm_pointwise.py --train_on_every_token` (docs/training.md): every token of step k's segment
 (the step text plus its trailing "\\n\\n") has target label_k and weight 1, prompt tokens weight
 0, loss = Σ w·BCE / Σ w. The optimizer is the official one: AdamW (β 0.9/0.999, ε 1e-8, no weight
 decay), warmup then cosine to `end_learning_rate`, gradient-norm clipping at 1.0, with token
@@ -15,7 +15,8 @@ so a token that merges the separator with the next step's first characters carri
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Iterator, NamedTuple, Sequence
+import functools
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -25,6 +26,7 @@ import optax
 from bstar_jax import batching
 from bstar_jax import mesh as mesh_lib
 from bstar_jax import models
+from bstar_jax import trainer
 from bstar_jax.rewards import prm as prm_lib
 from bstar_jax.tokenizer import ANSWER_MARKER, STEP_SEPARATOR, format_prompt
 
@@ -109,28 +111,10 @@ def encode_record(tokenizer, rec: PRMRecord, *, max_len: int, index: int = 0):
     return all_ids, targets, weights
 
 
-def pad_prm_batch(encoded, *, max_len: int, pad_id: int = 0, rows: int | None = None) -> dict:
-    """Right-pads encoded records into {tokens int32, targets float32, weights float32} [B, L]."""
-    B = rows or len(encoded)
-    L = batching.bucket_length(max(ids.size for ids, _, _ in encoded), max_len)
-    batch = {"tokens": np.full((B, L), pad_id, np.int32), "targets": np.zeros((B, L), np.float32),
-             "weights": np.zeros((B, L), np.float32)}
-    for b, (ids, tg, w) in enumerate(encoded):
-        batch["tokens"][b, :ids.size], batch["targets"][b, :ids.size], batch["weights"][b, :ids.size] = ids, tg, w
-    return batch
-
-
-def iterate_prm_batches(encoded, batch_size: int, key, *, max_len: int, pad_id: int = 0) -> Iterator[dict]:
-    """Endless shuffled batches; epoch e is the permutation drawn from fold_in(key, e)."""
-    if not encoded:
-        raise ValueError("no PRM records to train on")
-    epoch, order = 0, np.zeros((0,), np.int64)
-    while True:
-        while order.size < batch_size:
-            perm = np.asarray(jax.random.permutation(jax.random.fold_in(key, epoch), len(encoded)))
-            order, epoch = np.concatenate([order, perm]), epoch + 1
-        take, order = order[:batch_size], order[batch_size:]
-        yield pad_prm_batch([encoded[i] for i in take], max_len=max_len, pad_id=pad_id)
+def prm_row(encoded) -> dict[str, np.ndarray]:
+    """The batching row of one encoded record (ids, targets, weights)."""
+    ids, targets, weights = encoded
+    return {"tokens": ids, "targets": targets, "weights": weights}
 
 
 # ----------------------------------------------------------------------------- loss and optimizer
@@ -143,115 +127,50 @@ def prm_loss(cfg: models.ModelConfig, prm_params, batch) -> jax.Array:
     return jnp.sum(w_BxL * bce_BxL) / jnp.maximum(jnp.sum(w_BxL), 1.0)
 
 
-def trainable_labels(prm_params) -> dict:
-    """'train' / 'freeze' per param: embeddings, norms (and the unused LM head) are frozen."""
+def trainable_mask(prm_params) -> dict:
+    """True where a PRM weight trains: embeddings, norms (and the unused LM head) are frozen."""
     frozen_top = {"embed", "final_norm", "lm_head"}
     frozen_layer = {"attn_norm", "mlp_norm"}
     backbone = {}
     for name, value in prm_params["backbone"].items():
         if name == "layers":
-            backbone[name] = {k: ("freeze" if k in frozen_layer else "train") for k in value}
+            backbone[name] = {k: k not in frozen_layer for k in value}
         else:
-            backbone[name] = "freeze" if name in frozen_top else "train"
-    return {"backbone": backbone, "head": {k: "train" for k in prm_params["head"]}}
+            backbone[name] = name not in frozen_top
+    return {"backbone": backbone, "head": {k: True for k in prm_params["head"]}}
 
 
-def make_prm_optimizer(prm_params, *, learning_rate: float = 2e-6, end_learning_rate: float = 2e-7,
-                       warmup_steps: int = 0, total_steps: int = 1, clip_norm: float = 1.0,
-                       weight_decay: float = 0.0, b1: float = 0.9, b2: float = 0.999,
-                       eps: float = 1e-8) -> optax.GradientTransformation:
-    """AdamW + linear warmup + cosine decay + global-norm clipping on the trainable params only."""
-    schedule = optax.warmup_cosine_decay_schedule(
-        init_value=0.0, peak_value=learning_rate, warmup_steps=int(warmup_steps),
-        decay_steps=max(int(total_steps), int(warmup_steps) + 1), end_value=end_learning_rate)
-    train = optax.chain(optax.clip_by_global_norm(clip_norm),
-                        optax.adamw(schedule, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay))
-    return optax.multi_transform({"train": train, "freeze": optax.set_to_zero()},
-                                 trainable_labels(prm_params))
-
-
-class PRMTrainState(NamedTuple):
-    params: dict
-    opt_state: optax.OptState
-    step: jax.Array
-
-
-def init_train_state(cfg: models.ModelConfig, prm_params, optimizer, mesh=None) -> PRMTrainState:
-    """Params placed by the rules table (with a mesh) and optimizer state laid out like them."""
-    step = jnp.zeros((), jnp.int32)
-    if mesh is None:
-        return PRMTrainState(prm_params, jax.jit(optimizer.init)(prm_params), step)
-    prm_params = prm_lib.shard_prm(cfg, prm_params, mesh)
-    opt_state = jax.jit(optimizer.init)(prm_params)
-    # Moments follow their params; scalars (Adam's count) land on one device: replicate them.
-    on_mesh = lambda x: isinstance(x.sharding, jax.sharding.NamedSharding) and x.sharding.mesh == mesh
-    opt_state = jax.tree.map(lambda x: x if on_mesh(x) else jax.device_put(x, mesh_lib.replicated(mesh)),
-                             opt_state)
-    return PRMTrainState(prm_params, opt_state, jax.device_put(step, mesh_lib.replicated(mesh)))
-
-
-def make_train_step(cfg: models.ModelConfig, optimizer, state: PRMTrainState, mesh=None
-                    ) -> Callable[[PRMTrainState, dict], tuple[PRMTrainState, jax.Array]]:
-    """A jitted `step(state, batch) -> (state, loss)` with the state donated.
-
-    With a mesh, params and optimizer state keep the shardings `init_train_state` gave them and
-    the batch is split along mesh.BATCH_AXES.
-    """
-    labels = trainable_labels(state.params)
-
-    def loss_fn(params, batch):
-        # Frozen weights get no gradient computation at all (their update is zero anyway).
-        params = jax.tree.map(lambda p, l: jax.lax.stop_gradient(p) if l == "freeze" else p, params, labels)
-        return prm_loss(cfg, params, batch)
-
-    def step(state: PRMTrainState, batch):
-        loss, grads = jax.value_and_grad(loss_fn)(state.params, batch)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        return PRMTrainState(params, opt_state, state.step + 1), loss
-
-    if mesh is None:
-        return jax.jit(step, donate_argnums=0)
-    state_sh = jax.tree.map(lambda x: x.sharding, state)
-    batch_sh = {k: mesh_lib.batch_sharding(mesh, 2) for k in ("tokens", "targets", "weights")}
-    return jax.jit(step, in_shardings=(state_sh, batch_sh),
-                   out_shardings=(state_sh, mesh_lib.replicated(mesh)), donate_argnums=0)
+_BATCH_NDIMS = {"tokens": 2, "targets": 2, "weights": 2, "positions": 2, "lengths": 1}
 
 
 def train_prm(cfg: models.ModelConfig, prm_params, tokenizer, records: Sequence, *, num_steps: int,
               batch_size: int = 8, learning_rate: float = 2e-6, end_learning_rate: float = 2e-7,
               warmup_steps: int | None = None, clip_norm: float = 1.0, max_len: int = 1024,
-              seed: int = 0, mesh=None, callback: Callable[[int, float], None] | None = None
-              ) -> tuple[dict, list[float]]:
+              seed: int = 0, mesh=None) -> tuple[dict, list[float]]:
     """Runs `num_steps` PRM updates over shuffled `records`; returns (new params, loss per step).
 
     records: PRMRecords, (question, steps, labels) tuples or prm-v4 dicts; every record is
     checked and tokenised before the first step, so a bad one fails with its index first.
     warmup_steps defaults to 10% of num_steps (the official 0.2 epoch of a 2-epoch run).
-    A non-finite loss raises FloatingPointError (the input params are left as they were).
+    A non-finite loss or gradient norm, or a diverging run, raises a trainer.TrainingError (the
+    input params are left as they were). mesh=None trains on one device.
     """
     if num_steps < 1:
         raise ValueError(f"num_steps must be >= 1, got {num_steps}")
-    if mesh is not None:
-        batching.check_batch_size(batch_size, mesh)
+    mesh = mesh or mesh_lib.make_mesh(1, 1, 1, devices=jax.devices()[:1])
+    batching.check_batch_size(batch_size, mesh)
     recs = [as_record(r, i) for i, r in enumerate(records)]
     encoded = [encode_record(tokenizer, r, max_len=max_len, index=i) for i, r in enumerate(recs)]
     warmup = int(round(0.1 * num_steps)) if warmup_steps is None else int(warmup_steps)
-    optimizer = make_prm_optimizer(prm_params, learning_rate=learning_rate,
-                                   end_learning_rate=end_learning_rate, warmup_steps=warmup,
-                                   total_steps=num_steps, clip_norm=clip_norm)
-    # Copy so that donation never invalidates the caller's arrays.
-    state = init_train_state(cfg, jax.tree.map(jnp.copy, prm_params), optimizer, mesh)
-    train_step = make_train_step(cfg, optimizer, state, mesh)
+    spec = trainer.TrainSpec(lr=float(learning_rate), min_lr=float(end_learning_rate), warmup_steps=warmup,
+                             decay_steps=max(int(num_steps), warmup + 1), clip_norm=float(clip_norm),
+                             batch_size=int(batch_size), micro_batch_size=int(batch_size))
+    mask = trainable_mask(prm_params)
+    state = trainer.init_state(prm_params, mask, spec, prm_lib.prm_shardings(cfg, mesh), mesh)
+    step_fn = trainer.make_step(functools.partial(prm_loss, cfg), mask, spec, trainer.shardings_of(state),
+                                _BATCH_NDIMS, mesh)
     pad_id = int(cfg.pad_token_id) if cfg.pad_token_id is not None and cfg.pad_token_id >= 0 else 0
-    batches = iterate_prm_batches(encoded, batch_size, jax.random.key(seed), max_len=max_len, pad_id=pad_id)
-    losses: list[float] = []
-    for i in range(num_steps):
-        state, loss = train_step(state, next(batches))
-        loss = float(loss)
-        if not np.isfinite(loss):
-            raise FloatingPointError(f"PRM training: non-finite loss {loss} at step {i}")
-        losses.append(loss)
-        if callback is not None:
-            callback(i, loss)
-    return state.params, losses
+    batches = batching.iterate_rows([prm_row(e) for e in encoded], batch_size, jax.random.key(seed),
+                                    max_len=max_len, pad_id=pad_id)
+    state, summary = trainer.fit(state, step_fn, batches, spec, mesh, num_steps, what="PRM training")
+    return state.params, summary["losses"]
