@@ -70,8 +70,14 @@ def _flag_message(argv: list[str], error: Exception) -> str:
 
 def _parse(argv: list[str]) -> list[str]:
     try:
-        return flags.FLAGS(argv)
-    except (flags.Error, AttributeError, KeyError, TypeError, ValueError, OSError, SyntaxError) as e:
+        rest = flags.FLAGS(argv)
+        if "config" in flags.FLAGS and flags.FLAGS["config"].value is not None:
+            flags.FLAGS["config"].value.keys()  # ml_collections defers a config file's load error to here
+        return rest
+    except (OSError, SyntaxError) as e:  # the config file is missing or not Python
+        given = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), "")
+        _stop(f"error: --config={given}: cannot load the config file ({one_line(e).split('; ')[-1]})", USER_EXIT, e)
+    except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
         # ml_collections reports an unknown field as AttributeError and a broken config file as
         # whatever the file raised: both are the user's to fix.
         _stop("error: " + _flag_message(argv, e), USER_EXIT, e)
