@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import difflib
+import logging
 import re
 import sys
 import traceback
@@ -85,10 +86,17 @@ def _parse(argv: list[str]) -> list[str]:
         _stop("error: " + one_line(str(e)), USER_EXIT, e)
 
 
+def _quiet_orphan_tasks(record) -> bool:
+    """Drops asyncio's "Task exception was never retrieved" dumps: orbax reads a damaged checkpoint
+    in background tasks whose error it also raises, and that error is reported as one line."""
+    return (_VERBOSE.present and _VERBOSE.value) or "never retrieved" not in str(record.msg)
+
+
 def run(main: Callable[[list[str]], None]) -> None:
     """`absl.app.run(main)` with the error contract of this module's docstring."""
 
     def guarded(argv):
+        logging.getLogger("asyncio").addFilter(_quiet_orphan_tasks)
         try:
             main(argv)
         except KeyboardInterrupt as e:

@@ -21,6 +21,10 @@ from bstar_jax.rewards import prm, verify
 ON_CONFIG_CHANGE = ("refuse", "continue")
 RESTRICT = ("both", "temperature", "threshold")
 DTYPES = ("float32", "bfloat16", "float16")
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+# Longest question or solution accepted (characters): a problem is a few kB; megabytes are a broken
+# file, and would otherwise fail late, deep in the sampler.
+MAX_TEXT_CHARS = 100_000
 
 
 class ConfigValueError(UserError):
@@ -271,6 +275,10 @@ def _model_path(config) -> None:
         if os.path.isdir(local):
             if path_field == "model.path" and not os.path.isfile(os.path.join(local, "config.json")):
                 _fail(path_field, p, "this folder has no config.json, so it is not an HF model folder")
+            if (path_field == "model.tokenizer" or not config.model.tokenizer) and not any(
+                    os.path.isfile(os.path.join(local, f)) for f in _TOKENIZER_FILES):
+                _fail(path_field, p, f"this folder has no tokenizer ({', '.join(_TOKENIZER_FILES)}); "
+                                     f"point config.model.tokenizer at one")
             continue
         if os.path.isfile(local):
             if path_field == "model.path" and not local.endswith(".gguf"):
@@ -326,6 +334,10 @@ def validate_examples(splits: dict) -> None:
     for name, examples in splits.items():
         if name != "dev" and not examples:
             raise ConfigValueError(f"data: the {name} split is empty; check config.data")
+        for e in examples:
+            if max(len(e.question), len(e.solution)) > MAX_TEXT_CHARS:
+                raise ConfigValueError(f"data ({name} split) example {e.id}: question or solution longer than "
+                                       f"{MAX_TEXT_CHARS} characters; drop it or fix the file")
         ids = [e.id for e in examples]
         if len(set(ids)) != len(ids):
             dup = next(i for i in ids if ids.count(i) > 1)

@@ -304,8 +304,9 @@ def test_damaged_checkpoints_are_one_line(finished, tmp_path):
 def test_divergence_stops_with_the_last_good_checkpoint(finished, tmp_path):
     work = copy_of(finished, tmp_path)
     kept = sorted(os.listdir(os.path.join(work, "checkpoints", "bstar")))
+    # The reference solutions are selected (reward 1), so that SFT runs whatever the samples.
     res = run_cli(FINISHED + ["--config.iterations=3", "--config.sft.lr=1e6", "--config.sft.min_lr=0.0",
-                              "--config.on_config_change=continue"], work)
+                              "--config.search.include_reference=True", "--config.on_config_change=continue"], work)
     assert_one_error(res, 2, "sft", only_line=False)
     assert set(kept) <= set(os.listdir(os.path.join(work, "checkpoints", "bstar")))
 
