@@ -5,6 +5,10 @@
                                the iteration's metrics, and a fingerprint of every array
 (Random keys are not saved: every draw is rebuilt from the seed, see docs/algorithm.md#random-streams.)
 
+Rotation keeps the last `max_to_keep` (>= 1) checkpoints and, besides them, the newest one whose
+state and metrics were sane (finite), so a run that drifts into nonsense never rotates away the
+last good checkpoint (orbax keeps each checkpoint's `sane` flag as its metrics).
+
 Orbax writes to a temporary folder and renames it when complete, so a crash mid-save leaves the
 previous checkpoints as they were. A checkpoint that is there but unreadable (a truncated or
 altered file) is detected on restore, by orbax's own errors or by the fingerprint (a position-
@@ -24,13 +28,15 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from bstar_jax.errors import UserError
+
 log = logging.getLogger(__name__)
 
 _ITEMS = ("state", "meta")
 
 
-class CheckpointError(RuntimeError):
-    """No readable checkpoint where one was asked for."""
+class CheckpointError(UserError, RuntimeError):
+    """No readable checkpoint where one was asked for, or one of a different model."""
 
 
 @dataclasses.dataclass
@@ -96,14 +102,45 @@ def _jsonable(x):
     return x
 
 
+class _LastSane:
+    """Orbax preservation policy: keep the newest checkpoint whose metrics say it was sane."""
+
+    def should_preserve(self, checkpoints, *, context):
+        keep = [False] * len(checkpoints)
+        sane = [i for i, c in enumerate(checkpoints) if (c.metrics or {}).get("sane", 1.0) > 0]
+        if sane:
+            keep[sane[-1]] = True
+        return keep
+
+
+def _finite_numbers(tree) -> bool:
+    values = [v for v in jax.tree.leaves(_jsonable(tree)) if isinstance(v, (int, float))]
+    return bool(np.all(np.isfinite(np.asarray(values, np.float64)))) if values else True
+
+
+@jax.jit
+def _all_finite(tree):
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
+
+
 class Checkpointer:
-    """Save, keep the last `max_to_keep`, and restore (with fallback) one checkpoint per iteration."""
+    """Save, keep the last `max_to_keep` (and the last sane one), and restore (with fallback) one
+    checkpoint per iteration."""
 
     def __init__(self, directory: str | os.PathLike, *, max_to_keep: int = 3, async_save: bool = True):
         self.directory = os.path.abspath(os.fspath(directory))
-        options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                               enable_async_checkpointing=async_save)
-        self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=_ITEMS)
+        if int(max_to_keep) < 1:
+            raise CheckpointError(f"checkpoint.keep={max_to_keep}: keep at least 1 checkpoint, or a rerun "
+                                  f"cannot resume; set --config.checkpoint.keep=1 or more")
+        policy = ocp.checkpoint_managers.AnyPreservationPolicy(
+            [ocp.checkpoint_managers.LatestN(int(max_to_keep)), _LastSane()])
+        # best_fn makes orbax store each checkpoint's metrics and read them back on a restart,
+        # which the sanity policy needs; the preservation policy alone decides what is kept.
+        options = ocp.CheckpointManagerOptions(preservation_policy=policy, best_fn=lambda m: m.get("sane", 1.0),
+                                               create=True, enable_async_checkpointing=async_save)
+        self._manager = ocp.CheckpointManager(self.directory, options=options, item_handlers={
+            "state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()})
 
     # ---------------------------------------------------------------- iterations
 
@@ -117,8 +154,12 @@ class Checkpointer:
         return steps[-1] if steps else None
 
     def save(self, iteration: int, state, *, temperature: float | None = None,
-             threshold: float | None = None, metrics: dict | None = None, extra: dict | None = None) -> None:
+             threshold: float | None = None, metrics: dict | None = None, extra: dict | None = None,
+             sane: bool = True) -> None:
         """Saves `state` as `iteration` (asynchronously by default; `wait()` to block).
+
+        The checkpoint counts as sane (never rotated away while it is the newest sane one) when
+        `sane` is True and every array of the state and every number of `metrics` is finite.
 
         Checkpoints at or after `iteration` (left by a run that was rewound to an earlier one) are
         deleted first: they belong to a history this run no longer follows.
@@ -135,8 +176,10 @@ class Checkpointer:
                 "fingerprint": _fingerprint_dict(tree), **_jsonable(extra or {})}
         if dataclasses.is_dataclass(state) and hasattr(state, "step"):
             meta["step"] = int(state.step)
+        meta["sane"] = bool(sane and _finite_numbers(metrics or {}) and bool(_all_finite(tree)))
         saved = self._manager.save(iteration, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta)), force=True)
+            state=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta)),
+            metrics={"sane": float(meta["sane"])}, force=True)
         if not saved:
             raise CheckpointError(f"{self.directory}: orbax declined to save iteration {iteration}")
 
@@ -157,8 +200,16 @@ class Checkpointer:
         failures = []
         for it in candidates:
             path = os.path.join(self.directory, str(it))
+            mismatch = self._shape_mismatch(it, target)
+            if mismatch:
+                raise CheckpointError(f"checkpoint {path} holds a different model ({mismatch}): this workdir was "
+                                      f"made by another model config; use a new --config.workdir")
             try:
-                return self._restore_one(it, target)
+                restored = self._restore_one(it, target)
+                if iteration is None and restored.meta.get("sane") is False and it != candidates[-1]:
+                    log.warning("checkpoint %s holds a non-finite state; resuming from an earlier one", path)
+                    continue
+                return restored
             except Exception as e:  # orbax/tensorstore raise many types for a damaged file
                 reason = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
                 failures.append(f"{path} ({reason})")
@@ -167,6 +218,29 @@ class Checkpointer:
                 log.warning("checkpoint %s is unreadable (%s); falling back to the previous one", path, reason)
         if failures:
             raise CheckpointError("no readable checkpoint: " + "; ".join(failures))
+        return None
+
+    def _shape_mismatch(self, iteration: int, target) -> str | None:
+        """`name: saved shape vs expected` for the first param whose shape differs, else None.
+        (Orbax would silently read a differently shaped array into the target.)"""
+        want = _to_tree(target)
+        want = want.get("params", want) if isinstance(want, dict) else want
+        try:
+            saved = self._manager.item_metadata(iteration)["state"]
+            saved = getattr(saved, "tree", saved)
+            saved = saved.get("params", saved) if isinstance(saved, dict) else None
+        except Exception:  # no metadata (older orbax layout): the fingerprint check still guards
+            return None
+        if not isinstance(saved, dict):
+            return None
+        shapes = {jax.tree_util.keystr(p): tuple(getattr(x, "shape", ()))
+                  for p, x in jax.tree_util.tree_flatten_with_path(saved)[0]}
+        for p, x in jax.tree_util.tree_flatten_with_path(want)[0]:
+            k = jax.tree_util.keystr(p)
+            if k not in shapes:
+                return f"params{k}: not in the checkpoint"
+            if shapes[k] != tuple(x.shape):
+                return f"params{k}: saved {shapes[k]}, this config makes {tuple(x.shape)}"
         return None
 
     def _restore_one(self, iteration: int, target) -> Restored:

@@ -19,8 +19,8 @@ import time
 import jax
 import numpy as np
 
-from bstar_jax import balance, checkpoint, data, evaluation, metrics, report, rollout, sft, variants
-from bstar_jax import mesh as mesh_lib
+from bstar_jax import (balance, checkpoint, config_check, data, evaluation, metrics, report, rollout, run_record,
+                       sft, variants)
 from bstar_jax import tokenizer as tok
 from bstar_jax.prm_phase import prepare_prm
 from bstar_jax.streams import Streams
@@ -38,31 +38,6 @@ def run_index(variant: str, use_prm: bool) -> int:
     return 2 * variants.VARIANTS.index(variant) + int(use_prm)
 
 
-def validate(config, mesh) -> None:
-    """Config errors that would otherwise surface after work is done, before any work."""
-    s = config.search
-    if not len(s.temperatures) or not len(s.thresholds):
-        raise ValueError(f"config.search: empty grid (temperatures={tuple(s.temperatures)}, "
-                         f"thresholds={tuple(s.thresholds)})")
-    if min(s.temperatures) <= 0:
-        raise ValueError(f"config.search.temperatures: every T must be > 0, got {tuple(s.temperatures)}")
-    if max(config.eval.s_values) > config.eval.samples_per_query:
-        raise ValueError(f"config.eval: S={max(config.eval.s_values)} > K={config.eval.samples_per_query}")
-    multiple = mesh_lib.batch_size_multiple(mesh)
-    for name in ("batch_size", "micro_batch_size"):
-        value = int(config.sft[name])
-        if value % multiple:
-            raise ValueError(f"config.sft.{name}={value} does not divide over the mesh's data axes "
-                             f"({multiple} devices along {mesh_lib.BATCH_AXES})")
-    for v in config.variants:
-        if v not in variants.VARIANTS:
-            raise ValueError(f"config.variants: unknown variant {v!r}; expected one of {variants.VARIANTS}")
-    if config.search.mode not in balance.MODES:
-        raise ValueError(f"config.search.mode={config.search.mode!r}; expected one of {balance.MODES}")
-    if config.search.restrict not in ("both", "temperature", "threshold"):
-        raise ValueError(f"config.search.restrict={config.search.restrict!r}; expected both|temperature|threshold")
-
-
 class _QuietLibraries(logging.Filter):
     """Drops the INFO chatter of orbax (a dozen lines per checkpoint); warnings still pass."""
 
@@ -75,11 +50,13 @@ def run(config, mesh, *, command: str | None = None) -> str:
     for handler in logging.getLogger().handlers + logging.getLogger("absl").handlers:
         if not any(isinstance(f, _QuietLibraries) for f in handler.filters):
             handler.addFilter(_QuietLibraries())
-    validate(config, mesh)
-    os.makedirs(config.workdir, exist_ok=True)
+    config_check.validate(config, mesh)  # every field, file and the workdir, before any work
     is_writer = jax.process_index() == 0
+    run_record.check_and_record(config, is_writer=is_writer)  # a workdir remembers the config that made it
     splits = data.load_splits(config.data, config.seed)
+    config_check.validate_examples(splits)
     tokenizer, p0 = load_policy(config, mesh, splits["train"])
+    config_check.validate_prompt_lengths(config, tokenizer, p0[0], splits)
     log = report.MetricsLog(config.workdir, enabled=is_writer)
     streams = Streams(config.seed)
     prm_scorer = None

@@ -12,7 +12,7 @@ import os
 import jax
 import numpy as np
 
-from bstar_jax import checkpoint, pools
+from bstar_jax import checkpoint, rollout
 from bstar_jax import tokenizer as tok
 from bstar_jax.rewards import prm as prm_lib
 from bstar_jax.rewards.labelling import label_steps
@@ -45,7 +45,7 @@ def _train(config, mesh, tokenizer, p0, init_params, train, key):
     p = config.prm
     order = np.asarray(jax.random.permutation(jax.random.fold_in(key, 0), len(train)))
     queries = [train[i] for i in order[: int(p.num_queries)]]
-    samples = pools.sample(p0, tokenizer, [e.question for e in queries], temperatures=[float(p.temperature)],
+    samples = rollout.sample(p0, tokenizer, [e.question for e in queries], temperatures=[float(p.temperature)],
                            num_samples=int(p.samples_per_query), rng=jax.random.fold_in(key, 1),
                            sampling_config=config.sampling, mesh=mesh)
     texts = samples.texts[0].reshape(-1)

@@ -61,6 +61,10 @@ class MetricsLog:
         if not self.enabled:
             return
         row = _jsonable(row)
+        if any(r["variant"] == row["variant"] and r["iteration"] == row["iteration"] for r in self.rows()):
+            # A rerun that redoes an iteration (killed after its row, before its checkpoint)
+            # replaces the row instead of appending a second one.
+            self.drop_after(row["variant"], row["iteration"] - 1)
         with open(self.path, "a") as f:
             f.write(json.dumps(row) + "\n")
             f.flush()

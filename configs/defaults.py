@@ -11,6 +11,7 @@ from bstar_jax import sft
 def base_config() -> mlc.ConfigDict:
     c = mlc.ConfigDict()
     c.workdir = "runs/default"  # outputs: metrics.jsonl, report.md, plots/, checkpoints/
+    c.on_config_change = "refuse"  # a rerun whose config differs from <workdir>/run_config.json: refuse | continue
     c.seed = 0  # root PRNG seed; iteration and phase are folded in (resume-exact)
     c.task = "gsm8k"  # answer checker: gsm8k | math | arc
     c.answer_check = "normalized"  # normalized grader, or "exact" string match (official code)
@@ -96,7 +97,7 @@ def base_config() -> mlc.ConfigDict:
     c.warm_start.lr = 3e-3  # peak LR of the from-scratch SFT
     c.warm_start.steps = 400  # optimizer steps to P_0
     c.warm_start.batch_size = 32
-    c.checkpoint = mlc.ConfigDict(dict(keep=2))  # keep the last N checkpoints
+    c.checkpoint = mlc.ConfigDict(dict(keep=2))  # keep the last N >= 1 checkpoints (and the last sane one)
     c.progress = True  # tqdm bars
     return c
 

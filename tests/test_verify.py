@@ -231,3 +231,59 @@ def test_never_raises_on_junk():
     deep = "{" * 5000 + "1" + "}" * 5000
     assert is_correct(R("\\frac" + deep + "{2}"), "\\frac12", "math") in (True, False)
     assert not is_correct(R("1" + "0" * 5000), "1", "gsm8k")  # beyond int() digit limits
+
+
+# --------------------------------------------------------------------------- bounded time
+
+_N = 100_000
+_A = "\n\n# Answer\n\n"
+ADVERSARIAL = {
+    "frac_spaces": "# Answer\n\n\\frac{" + " " * _N + "1",
+    "frac_spaces_open": _A + "\\frac{" + " " * _N + "1}{",
+    "digits": _A + "1" * _N,
+    "digit_fraction": _A + "1" * (_N // 2) + "/" + "2" * (_N // 2),
+    "dotted_digits": _A + "1." * (_N // 2),
+    "hashes": "#" * _N,
+    "hash_spaces": "# " * (_N // 2),
+    "answer_headings": "# Answer " * (_N // 9),
+    "open_braces": _A + "{" * _N,
+    "nested_braces": _A + "{" * (_N // 2) + "}" * (_N // 2),
+    "boxed_repeated": "\\boxed{" * (_N // 7),
+    "boxed_nested": _A + "\\boxed{" * (_N // 16) + "}" * (_N // 16),
+    "dollars": _A + "$" * _N,
+    "thousands_commas": _A + "1,000" * (_N // 5),
+    "spaces": _A + " " * _N + "x",
+    "final_answer_repeated": "Final answer: " * (_N // 14),
+    "final_answer_spaces": "final answer" + " " * _N + "x",
+    "fracs": _A + "\\frac{1}{2}" * (_N // 11),
+    "sqrt": _A + "\\sqrt" * (_N // 5),
+    "left": _A + "\\left(" * (_N // 6),
+    "units": _A + "cm" * (_N // 2),
+    "mixed_numbers": _A + "1 " * (_N // 2),
+    "text_macros": _A + "\\text{" * (_N // 6),
+    "eos_prefixes": "</s" * (_N // 3),
+    "tuple": _A + "(" + "1," * (_N // 2) + ")",
+}
+
+
+@pytest.mark.parametrize("task", ["gsm8k", "math", "arc"])
+@pytest.mark.parametrize("name", sorted(ADVERSARIAL))
+def test_checkers_finish_quickly_on_adversarial_text(name, task):
+    """Every checker is linear in the text: 100,000 adversarial characters take well under a
+    second (a regex with ambiguous quantifiers took minutes on `frac_spaces` at 4,000)."""
+    import time
+
+    from bstar_jax.rewards import verify
+    from bstar_jax.rewards.math_normalize import math_answers_equal
+
+    text = ADVERSARIAL[name]
+    verify._extract.cache_clear()
+    verify.answers_match.cache_clear()
+    start = time.perf_counter()
+    extract_answer(text, task)
+    is_correct(text, text, task)
+    is_correct(text, "18", task)
+    is_correct(text, text, task, mode="exact")
+    has_answer_format(text, task)
+    math_answers_equal(text, text[::-1])
+    assert time.perf_counter() - start < 1.0, f"{name} ({task}) is not linear-time"

@@ -10,11 +10,18 @@ import os
 import pathlib
 from typing import Any, Iterator, Mapping
 
+from bstar_jax.errors import UserError
+
 TASKS = ("gsm8k", "math", "arc")
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """Missing or malformed data; the message names the file and line (or item) at fault."""
+
+
+# The longest record line accepted (characters). A problem with its solution is a few kB; a line
+# of megabytes is a wrong file or a broken export and would fail much later, deep in the sampler.
+MAX_LINE_BYTES = 1 << 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,31 +52,46 @@ def read_records(path: str | os.PathLike) -> Iterator[tuple[str, dict[str, Any]]
     raises `DataError`.
     """
     path = pathlib.Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder; give the JSONL file inside it")
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     n = 0
-    with path.open(encoding="utf-8") as f:
-        first = f.read(1)
-        while first.isspace():
-            first = f.read(1)
+    with path.open("rb") as f:
+        head = f.read(4096).lstrip()
         f.seek(0)
-        if first == "[":  # a JSON list, as the released B-STaR data files are
+        if head.startswith(b"["):  # a JSON list, as the released B-STaR data files are
+            raw = f.read()
             try:
-                items = json.load(f)
+                items = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError as e:
+                line = raw[:e.start].count(b"\n") + 1
+                raise DataError(f"{path}:{line}: not UTF-8 text (byte {raw[e.start]:#04x}); save the file as UTF-8") \
+                    from None
             except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{e.lineno}: malformed JSON ({e.msg}, column {e.colno})") from e
+                raise DataError(f"{path}:{e.lineno}: malformed JSON ({e.msg}, column {e.colno})") from None
+            if not isinstance(items, list):
+                raise DataError(f"{path}: expected a JSON list of objects")
             for i, obj in enumerate(items):
                 yield _check_object(obj, f"{path}:item {i}")
                 n += 1
         else:
-            for lineno, line in enumerate(f, start=1):
+            for lineno, raw in enumerate(iter(lambda: f.readline(MAX_LINE_BYTES + 1), b""), start=1):
+                where = f"{path}:{lineno}"
+                if len(raw) > MAX_LINE_BYTES:
+                    raise DataError(f"{where}: line longer than {MAX_LINE_BYTES} bytes; a record is a few kB, "
+                                    f"so this is not a data file of this project (or a broken export)")
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise DataError(f"{where}: not UTF-8 text (byte {raw[e.start]:#04x} at column {e.start + 1}); "
+                                    f"save the file as UTF-8") from None
                 if not line.strip():
                     continue
-                where = f"{path}:{lineno}"
                 try:
                     obj = json.loads(line)
                 except json.JSONDecodeError as e:
-                    raise DataError(f"{where}: malformed JSON ({e.msg}, column {e.colno})") from e
+                    raise DataError(f"{where}: malformed JSON ({e.msg}, column {e.colno})") from None
                 yield _check_object(obj, where)
                 n += 1
     if n == 0:

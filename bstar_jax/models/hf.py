@@ -13,6 +13,7 @@ import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
+from bstar_jax.errors import UserError
 from bstar_jax.models.config import ModelConfig
 
 # our layer param -> (HF tensor name under model.layers.{i}., transpose?)
@@ -37,8 +38,17 @@ _TOP_TENSORS = {
 }
 
 
-class CheckpointError(ValueError):
-    """A checkpoint folder or file that is missing pieces or does not match its config."""
+class CheckpointError(UserError, ValueError):
+    """A checkpoint folder or file that is missing pieces, is damaged or does not match its config."""
+
+
+def _open(path: str, framework: str):
+    """safe_open, with a damaged (e.g. truncated) file reported as the user's error."""
+    try:
+        return safe_open(path, framework=framework)
+    except Exception as e:  # safetensors raises its own SafetensorError or OSError
+        raise CheckpointError(f"{path}: not a readable safetensors file ({str(e).splitlines()[0][:200]}); "
+                              f"the download or save was probably cut short: fetch or save it again") from None
 
 
 def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
@@ -63,8 +73,11 @@ def _tensor_files(folder: str) -> dict[str, str]:
     """HF tensor name -> safetensors file path, from the index or the single file."""
     index = os.path.join(folder, "model.safetensors.index.json")
     if os.path.exists(index):
-        with open(index) as f:
-            weight_map = json.load(f)["weight_map"]
+        try:
+            with open(index) as f:
+                weight_map = json.load(f)["weight_map"]
+        except (ValueError, KeyError) as e:
+            raise CheckpointError(f"{index}: not a valid safetensors index ({type(e).__name__}: {e})") from None
         missing = sorted({v for v in weight_map.values() if not os.path.exists(os.path.join(folder, v))})
         if missing:
             raise CheckpointError(f"{folder}: safetensors shard(s) listed in model.safetensors.index.json "
@@ -73,7 +86,7 @@ def _tensor_files(folder: str) -> dict[str, str]:
     single = os.path.join(folder, "model.safetensors")
     if not os.path.exists(single):
         raise CheckpointError(f"{folder}: no model.safetensors and no model.safetensors.index.json")
-    with safe_open(single, framework="numpy") as f:
+    with _open(single, "numpy") as f:
         return {k: single for k in f.keys()}
 
 
@@ -91,9 +104,13 @@ def read_tensors(folder: str, cfg: ModelConfig) -> dict[str, np.ndarray]:
         by_file.setdefault(files[name], []).append(name)
     tensors = {}
     for path, names in by_file.items():
-        with safe_open(path, framework="flax") as f:
+        with _open(path, "flax") as f:
             for name in names:
-                t = np.asarray(f.get_tensor(name))
+                try:
+                    t = np.asarray(f.get_tensor(name))
+                except Exception as e:  # a file cut short after its header
+                    raise CheckpointError(f"{path}: tensor {name!r} is unreadable ({str(e)[:200]}); the file is "
+                                          f"damaged or truncated: fetch or save it again") from None
                 if tuple(t.shape) != tuple(expected[name]):
                     raise CheckpointError(f"{path}: tensor {name!r} has shape {tuple(t.shape)}, "
                                           f"config.json implies {tuple(expected[name])}")

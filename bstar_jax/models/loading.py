@@ -5,9 +5,14 @@ import os
 
 import jax
 
+from bstar_jax.errors import UserError
 from bstar_jax.models.functional import param_shardings
 from bstar_jax.models.gguf_io import EMBEDDED_MODELS, embedded_path, load_gguf
 from bstar_jax.models.hf import load_folder
+
+
+class ModelNotFoundError(UserError, FileNotFoundError):
+    """No model where the path points (file, folder, alias or reachable hub id)."""
 
 
 def _offline() -> bool:
@@ -22,17 +27,17 @@ def resolve(path: str) -> str:
         return path
     looks_local = path.endswith(".gguf") or path.startswith((".", "/", "~")) or path.count("/") != 1
     if looks_local:
-        raise FileNotFoundError(f"{path}: no such model file or folder "
-                                f"(embedded aliases: {', '.join(EMBEDDED_MODELS)})")
+        raise ModelNotFoundError(f"model {path}: no such file or folder; give an HF model folder, a .gguf file "
+                                 f"or one of the embedded aliases {', '.join(EMBEDDED_MODELS)}")
     if _offline():
-        raise FileNotFoundError(f"{path}: not a local path, and the hub is unreachable (HF_HUB_OFFLINE=1); "
+        raise ModelNotFoundError(f"model {path}: not a local path, and the hub is unreachable (HF_HUB_OFFLINE=1); "
                                 f"pass a local HF folder, a .gguf file or one of {', '.join(EMBEDDED_MODELS)}")
     from huggingface_hub import snapshot_download
 
     try:
         return snapshot_download(path, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"])
     except Exception as e:  # network errors come in many types
-        raise FileNotFoundError(f"{path}: could not download from the hub ({type(e).__name__}: {e})") from None
+        raise ModelNotFoundError(f"model {path}: could not download from the hub ({type(e).__name__}: {e})") from None
 
 
 def load(path: str, *, mesh=None, param_dtype: str | None = None, dtype: str | None = None):
@@ -41,6 +46,8 @@ def load(path: str, *, mesh=None, param_dtype: str | None = None, dtype: str | N
     With `mesh`, each param goes straight from host memory into its sharded layout on the mesh.
     """
     local = resolve(path)
+    if os.path.isdir(local) and not os.path.isfile(os.path.join(local, "config.json")):
+        raise ModelNotFoundError(f"model {path}: the folder has no config.json, so it is not an HF model folder")
     if os.path.isdir(local):
         cfg, params = load_folder(local, param_dtype=param_dtype, dtype=dtype)
     else:

@@ -23,6 +23,7 @@ import re
 from decimal import Decimal, InvalidOperation
 
 _CACHE = 1 << 16
+MAX_ANSWER_CHARS = 1000  # longer "answers" are compared as exact strings, never normalised
 
 # --------------------------------------------------------------------------- shared pieces
 
@@ -328,9 +329,14 @@ def _elements_equal(gold: str, given: str) -> bool:
 
 @functools.lru_cache(maxsize=_CACHE)
 def math_answers_equal(given: str, gold: str) -> bool:
-    """True iff a predicted MATH answer matches the gold answer (PAPER.md §6.1 grader)."""
+    """True iff a predicted MATH answer matches the gold answer (PAPER.md §6.1 grader).
+
+    Answers over MAX_ANSWER_CHARS (a runaway sample, not a final answer) are compared as exact
+    strings, so that grading time stays bounded whatever the text."""
     if not given.strip():
         return False
+    if max(len(given), len(gold)) > MAX_ANSWER_CHARS:
+        return given.strip() == gold.strip()
     if hendrycks_normalize(gold) == hendrycks_normalize(given):
         return True
     gold_n, given_n = prm800k_normalize(gold), prm800k_normalize(given)
