@@ -2,11 +2,11 @@
 
 Three layers, as gemma `gm.text` and google-deepmind/simply:
   1. `next_token`: a pure strategy (temperature, nucleus top-p, static top-k) over one step's logits.
-  2. `generate_jit`: one jitted function — prefill, then a while loop over a small `DecodeState` —
+  2. `_generate`: one jitted function — prefill, then a while loop over a small `DecodeState` —
      that stops when every row has emitted EOS or `max_new_tokens` is reached. Prefill and each
      decode step are the model's one forward (`models.hidden_states` over a `models.KVCache`);
      this module holds no model math. `lower_generate` lowers it for abstract shapes and a mesh
-     (memory and fit checks without running anything).
+     (memory and fit checks without running anything); `compiled_generate` caches its compile.
   3. `generate`: validates, pads batch and prompt length to power-of-two buckets, shards, slices.
 
 Temperature and top-p are traced per-row float32 [B] arrays, so one compile serves a whole
@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
+from jax.experimental.layout import Format, Layout
 
 from bstar_jax import mesh as mesh_lib
 from bstar_jax import models
@@ -157,14 +158,11 @@ def _sample_step(state: DecodeState, logits_BxV, row_keys_B, temperature_B, top_
     )
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "max_new_tokens", "top_k", "pad_id"),
-                   donate_argnames=("cache",))
-def generate_jit(cfg, params, prompts_BxP, prompt_lengths_B, active_B, rng, temperature_B, top_p_B,
-                 eos_id, cache, *, max_new_tokens, top_k, pad_id):
-    """(SampleOutput, cache): the whole sampler call, compiled once per (cfg, shapes, N, top_k).
-
-    cache: an empty `models.KVCache` of prompt bucket + N slots, donated (updated in place).
-    """
+def _generate(cfg, max_new_tokens, top_k, pad_id, params, prompts_BxP, prompt_lengths_B, active_B, rng,
+              temperature_B, top_p_B, eos_id, cache):
+    """(SampleOutput, cache): the whole sampler call; `compiled_generate` compiles it once per
+    (cfg, mesh, shapes, N, top_k). cache: an empty `models.KVCache` of prompt bucket + N slots,
+    donated (updated in place and returned so that XLA aliases the two buffers)."""
     B, P = prompts_BxP.shape
     N = max_new_tokens
     row_keys_B = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(rng, jnp.arange(B, dtype=jnp.uint32))
@@ -208,25 +206,37 @@ def _batch_args_shapes(batch: int, prompt_len: int):
 
 def lower_generate(cfg: models.ModelConfig, mesh, batch: int, prompt_len: int, max_new_tokens: int, *,
                    top_k: int = 0):
-    """The `jax.stages.Lowered` of `generate_jit` for abstract inputs: `batch` rows (a multiple of
-    the mesh's batch axes), prompt bucket `prompt_len`, params and cache placed by the rules table
-    on `mesh` (None: one device). `.compile().memory_analysis()` gives its per-device memory."""
-    def placed(shape, sharding):
-        return jax.ShapeDtypeStruct(shape.shape, shape.dtype, sharding=sharding)
-
-    params = models.param_shapes(cfg)
-    cache = models.cache_shapes(cfg, batch, prompt_len + max_new_tokens)
-    batch_args = _batch_args_shapes(batch, prompt_len)
+    """The `jax.stages.Lowered` of the sampler for abstract inputs: `batch` rows (a multiple of the
+    mesh's batch axes), prompt bucket `prompt_len`; params, batch and cache placed by the rules
+    table on `mesh` (None: the default device). `.compile().memory_analysis()` gives its memory
+    per device. The cache's layout is left to the compiler (Layout.AUTO): on TPU it prefers a
+    tiling of its own, and a cache passed in another layout would be copied whole into it.
+    """
+    max_len = prompt_len + max_new_tokens
+    if mesh is None:
+        one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        param_sh, cache_sh = jax.tree.map(lambda _: one, models.param_shapes(cfg)), models.KVCache(one, one, one)
+        batch_sh, rep = (one,) * 5, one
+    else:
+        param_sh, cache_sh = models.param_shardings(cfg, mesh), models.cache_shardings(cfg, mesh, batch, max_len)
+        batch_sh = tuple(mesh_lib.batch_sharding(mesh, n) for n in (2, 1, 1, 1, 1))
+        rep = mesh_lib.replicated(mesh)
+    cache_sh = models.KVCache(*(Format(Layout.AUTO, sh) for sh in cache_sh))
+    fn = jax.jit(functools.partial(_generate, cfg, int(max_new_tokens), int(top_k), _pad_id(cfg)),
+                 in_shardings=(param_sh, *batch_sh[:3], rep, *batch_sh[3:], rep, cache_sh),
+                 out_shardings=(SampleOutput(batch_sh[0], batch_sh[1], batch_sh[0]), cache_sh),
+                 donate_argnums=(8,))
     rng = jax.eval_shape(lambda: jax.random.key(0))
-    if mesh is not None:
-        params = jax.tree.map(placed, params, models.param_shardings(cfg, mesh))
-        cache = jax.tree.map(placed, cache, models.cache_shardings(cfg, mesh, batch, prompt_len + max_new_tokens))
-        batch_args = tuple(placed(a, mesh_lib.batch_sharding(mesh, len(a.shape))) for a in batch_args)
-        rng = placed(rng, mesh_lib.replicated(mesh))
-    prompts, lengths, active, temperature, top_p = batch_args
-    return generate_jit.lower(cfg, params, prompts, lengths, active, rng, temperature, top_p,
-                              jax.ShapeDtypeStruct((), jnp.int32), cache, max_new_tokens=int(max_new_tokens),
-                              top_k=int(top_k), pad_id=_pad_id(cfg))
+    return fn.lower(models.param_shapes(cfg), *_batch_args_shapes(batch, prompt_len)[:3], rng,
+                    *_batch_args_shapes(batch, prompt_len)[3:], jax.ShapeDtypeStruct((), jnp.int32),
+                    models.cache_shapes(cfg, batch, max_len))
+
+
+@functools.lru_cache(maxsize=16)
+def compiled_generate(cfg: models.ModelConfig, mesh, batch: int, prompt_len: int, max_new_tokens: int,
+                      top_k: int = 0):
+    """`lower_generate(...).compile()`, cached: what `generate` runs (one compile per bucket)."""
+    return lower_generate(cfg, mesh, batch, prompt_len, max_new_tokens, top_k=top_k).compile()
 
 
 def _pad_id(cfg) -> int:
@@ -315,17 +325,18 @@ def generate(cfg: models.ModelConfig, params, prompts, prompt_lengths, rng, *, m
     if mesh is not None:
         params = models.shard_params(cfg, params, mesh)
         batch_args = tuple(jax.device_put(a, mesh_lib.batch_sharding(mesh, a.ndim)) for a in batch_args)
-    cache = _cache_maker(cfg, Bb, cache_len, mesh)()
+    compiled = compiled_generate(cfg, mesh, Bb, Pb, N, int(top_k))
+    cache = _cache_maker(cfg, Bb, cache_len, compiled.input_formats[0][8])()
     prompts_b, lengths_b, active_b, temperature_b, top_p_b = batch_args
-    out, _ = generate_jit(cfg, params, prompts_b, lengths_b, active_b, _typed_key(rng), temperature_b,
-                          top_p_b, jnp.int32(eos_id), cache, max_new_tokens=N, top_k=int(top_k),
-                          pad_id=pad_id)
+    out, _ = compiled(params, prompts_b, lengths_b, active_b, _typed_key(rng), temperature_b, top_p_b,
+                      jnp.int32(eos_id), cache)
     if pad_rows:
         out = SampleOutput(*(x[:B] for x in out))
     return out
 
 
 @functools.lru_cache(maxsize=16)
-def _cache_maker(cfg, batch, max_len, mesh):
-    sharding = models.cache_shardings(cfg, mesh, batch, max_len) if mesh is not None else None
-    return jax.jit(lambda: models.init_cache(cfg, batch, max_len), out_shardings=sharding)
+def _cache_maker(cfg, batch, max_len, formats):
+    """A jitted function that allocates an empty cache in the layout and sharding the compiled
+    sampler takes."""
+    return jax.jit(lambda: models.init_cache(cfg, batch, max_len), out_shardings=formats)
