@@ -193,10 +193,15 @@ def _attention(cfg, p, h_BxLxE, cos, sin, mask_BxLxS, kv, layer, slot, attend):
     else:
         keys_BxKxSxD, values_BxKxSxD = k_BxKxLxD, v_BxKxLxD
 
-    q_BxKxGxLxD = q_BxLxHxD.reshape(B, L, K, H // K, D).transpose(0, 2, 3, 1, 4)
-    scores = jnp.einsum("bkgld,bksd->bkgls", q_BxKxGxLxD, keys_BxKxSxD,
-                        preferred_element_type=jnp.float32) * (D ** -0.5)
+    # The G query heads of a KV head and the L queries as one axis M = G * L: prefill and decode
+    # are then the same two batched matmuls over (batch, kv_head), and the compiler picks one
+    # cache layout for both (a layout change between them would copy the whole cache).
+    G, S = H // K, keys_BxKxSxD.shape[2]
+    q_BxKxMxD = q_BxLxHxD.reshape(B, L, K, G, D).transpose(0, 2, 3, 1, 4).reshape(B, K, G * L, D)
+    scores = jnp.einsum("bkmd,bksd->bkms", q_BxKxMxD, keys_BxKxSxD,
+                        preferred_element_type=jnp.float32).reshape(B, K, G, L, S) * (D ** -0.5)
     scores = jnp.where(mask_BxLxS[:, None, None], scores, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype)
-    out = jnp.einsum("bkgls,bksd->blkgd", probs, values_BxKxSxD).reshape(B, L, H * D)
+    probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype).reshape(B, K, G * L, S)
+    out = jnp.einsum("bkms,bksd->bkmd", probs, values_BxKxSxD).reshape(B, K, G, L, D)
+    out = out.transpose(0, 3, 1, 2, 4).reshape(B, L, H * D)
     return jnp.einsum("blq,qe->ble", out, p["o"]), kv
