@@ -26,8 +26,8 @@ POS_AXES = ("batch", "cache_seq")
 
 
 class KVCache(NamedTuple):
-    k: jax.Array  # [layers, B, K, S, D]
-    v: jax.Array  # [layers, B, K, S, D]
+    k: jax.Array  # [layers, B, G, S, D]
+    v: jax.Array  # [layers, B, G, S, D]
     pos: jax.Array  # int32 [B, S]; -1 = empty slot (never attended)
 
 

@@ -166,42 +166,42 @@ def _attention(cfg, p, h_BxLxE, cos, sin, mask_BxLxS, kv, layer, slot, attend):
     """Grouped-query attention; with a cache (kv = (k, v) of all layers), writes this call's K/V
     at [layer, :, :, slot:slot + L] first and attends over that layer's first `attend` slots."""
     B, L, _ = h_BxLxE.shape
-    H, K, D = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+    H, G, D = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
     q = jnp.einsum("ble,eq->blq", h_BxLxE, p["q"])
     k = jnp.einsum("ble,ek->blk", h_BxLxE, p["k"])
     v = jnp.einsum("ble,ek->blk", h_BxLxE, p["v"])
     if cfg.attention_bias:
         q, k, v = q + p["q_bias"], k + p["k_bias"], v + p["v_bias"]
-    q_BxLxHxD, k_BxLxKxD = q.reshape(B, L, H, D), k.reshape(B, L, K, D)
+    q_BxLxHxD, k_BxLxGxD = q.reshape(B, L, H, D), k.reshape(B, L, G, D)
     if cfg.qk_norm:  # Qwen3: per-head RMSNorm before the rotation
         q_BxLxHxD = rms_norm(q_BxLxHxD, p["q_norm"], cfg.rms_norm_eps)
-        k_BxLxKxD = rms_norm(k_BxLxKxD, p["k_norm"], cfg.rms_norm_eps)
+        k_BxLxGxD = rms_norm(k_BxLxGxD, p["k_norm"], cfg.rms_norm_eps)
     q_BxLxHxD = apply_rope(q_BxLxHxD, cos, sin)
-    k_BxKxLxD = apply_rope(k_BxLxKxD, cos, sin).transpose(0, 2, 1, 3)
-    v_BxKxLxD = v.reshape(B, L, K, D).transpose(0, 2, 1, 3)
+    k_BxGxLxD = apply_rope(k_BxLxGxD, cos, sin).transpose(0, 2, 1, 3)
+    v_BxGxLxD = v.reshape(B, L, G, D).transpose(0, 2, 1, 3)
 
     if kv is not None:
         k_cache, v_cache = kv
         at = (layer, jnp.int32(0), jnp.int32(0), slot, jnp.int32(0))
-        k_cache = jax.lax.dynamic_update_slice(k_cache, k_BxKxLxD[None].astype(k_cache.dtype), at)
-        v_cache = jax.lax.dynamic_update_slice(v_cache, v_BxKxLxD[None].astype(v_cache.dtype), at)
+        k_cache = jax.lax.dynamic_update_slice(k_cache, k_BxGxLxD[None].astype(k_cache.dtype), at)
+        v_cache = jax.lax.dynamic_update_slice(v_cache, v_BxGxLxD[None].astype(v_cache.dtype), at)
         zero = jnp.int32(0)
-        window = (1, B, K, attend, D)
-        keys_BxKxSxD = jax.lax.dynamic_slice(k_cache, (layer, zero, zero, zero, zero), window)[0]
-        values_BxKxSxD = jax.lax.dynamic_slice(v_cache, (layer, zero, zero, zero, zero), window)[0]
+        window = (1, B, G, attend, D)
+        keys_BxGxSxD = jax.lax.dynamic_slice(k_cache, (layer, zero, zero, zero, zero), window)[0]
+        values_BxGxSxD = jax.lax.dynamic_slice(v_cache, (layer, zero, zero, zero, zero), window)[0]
         kv = (k_cache, v_cache)
     else:
-        keys_BxKxSxD, values_BxKxSxD = k_BxKxLxD, v_BxKxLxD
+        keys_BxGxSxD, values_BxGxSxD = k_BxGxLxD, v_BxGxLxD
 
-    # The G query heads of a KV head and the L queries as one axis M = G * L: prefill and decode
-    # are then the same two batched matmuls over (batch, kv_head), and the compiler picks one
-    # cache layout for both (a layout change between them would copy the whole cache).
-    G, S = H // K, keys_BxKxSxD.shape[2]
-    q_BxKxMxD = q_BxLxHxD.reshape(B, L, K, G, D).transpose(0, 2, 3, 1, 4).reshape(B, K, G * L, D)
-    scores = jnp.einsum("bkmd,bksd->bkms", q_BxKxMxD, keys_BxKxSxD,
-                        preferred_element_type=jnp.float32).reshape(B, K, G, L, S) * (D ** -0.5)
+    # The H/G query heads of a KV head and the L queries as one axis: prefill and decode are
+    # then the same two batched matmuls over (batch, kv_head), and the compiler picks one cache
+    # layout for both (a layout change between them would copy the whole cache).
+    per, S = H // G, keys_BxGxSxD.shape[2]
+    q_grouped = q_BxLxHxD.reshape(B, L, G, per, D).transpose(0, 2, 3, 1, 4).reshape(B, G, per * L, D)
+    scores = jnp.einsum("bkmd,bksd->bkms", q_grouped, keys_BxGxSxD,
+                        preferred_element_type=jnp.float32).reshape(B, G, per, L, S) * (D ** -0.5)
     scores = jnp.where(mask_BxLxS[:, None, None], scores, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype).reshape(B, K, G * L, S)
-    out = jnp.einsum("bkms,bksd->bkmd", probs, values_BxKxSxD).reshape(B, K, G, L, D)
+    probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype).reshape(B, G, per * L, S)
+    out = jnp.einsum("bkms,bksd->bkmd", probs, values_BxGxSxD).reshape(B, G, per, L, D)
     out = out.transpose(0, 3, 1, 2, 4).reshape(B, L, H * D)
     return jnp.einsum("blq,qe->ble", out, p["o"]), kv
