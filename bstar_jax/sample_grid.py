@@ -1,7 +1,7 @@
 """Questions in, responses out: K samples per query at every temperature of a grid, in ONE call.
 
-The string-level layer over `sampling.generate` that B-STaR's search needs (PAPER.md §5,
-Algorithm 1: BS(T, τ) for every T of the grid on the dev subset). Rows are expanded query-major,
+The string-level layer over `sampling.generate` that B-STaR's search needs (the paper's
+§3.2-3.3 and Algorithm 1: BS(T, τ) for every T of the grid on the dev subset). Rows are expanded query-major,
 
     row = (q * T + t) * K + k     (query q, temperature index t, sample k; k fastest)
 
@@ -17,6 +17,7 @@ from typing import Sequence
 import numpy as np
 
 from bstar_jax import sampling
+from bstar_jax.tokenizer import encode_prompts
 
 
 @dataclasses.dataclass
@@ -37,13 +38,7 @@ class GridSamples:
 
 
 def encode_questions(tokenizer, questions: Sequence[str]) -> list[list[int]]:
-    """Prompt ids of each question in the project's prompt format (PAPER.md §2.4)."""
-    try:
-        from bstar_jax.tokenizer import encode_prompts
-    except ImportError:  # the tokenizer module is optional at this floor
-        bos = [] if tokenizer.bos_token_id is None else [int(tokenizer.bos_token_id)]
-        return [bos + list(tokenizer.encode(f"# Question\n\n{q}\n\n# Solution\n\n", add_special_tokens=False))
-                for q in questions]
+    """Prompt ids of each question in the project's prompt format (tokenizer.encode_prompts)."""
     return encode_prompts(tokenizer, questions)
 
 

@@ -33,6 +33,14 @@ def _torch_model(kind):
         config = transformers.MistralConfig(**TINY, sliding_window=5)
     elif kind == "smollm":
         config = transformers.LlamaConfig(**TINY, tie_word_embeddings=True)
+    elif kind == "qwen3":  # q/k RMSNorm per head, no biases, head_dim != hidden_size / heads
+        config = transformers.Qwen3Config(**TINY, head_dim=24, tie_word_embeddings=False)
+    elif kind == "llama3.2":  # tied embeddings and llama3 RoPE scaling
+        config = transformers.LlamaConfig(
+            **TINY, tie_word_embeddings=True,
+            rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0,
+                             "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                             "original_max_position_embeddings": 8})
     else:
         raise ValueError(kind)
     model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="eager")
@@ -53,7 +61,7 @@ def tokens():
     return np.random.default_rng(0).integers(0, TINY["vocab_size"], (2, 12)).astype(np.int32)
 
 
-@pytest.mark.parametrize("kind", ["llama", "llama3", "qwen2", "mistral", "smollm"])
+@pytest.mark.parametrize("kind", ["llama", "llama3", "qwen2", "mistral", "smollm", "qwen3", "llama3.2"])
 def test_logit_parity_with_transformers(kind, tokens, tmp_path):
     model = _torch_model(kind)
     model.save_pretrained(tmp_path)
@@ -64,9 +72,29 @@ def test_logit_parity_with_transformers(kind, tokens, tmp_path):
         assert cfg.attention_bias and cfg.tie_word_embeddings and "lm_head" not in params
     if kind == "mistral":
         assert cfg.sliding_window == 5 and tokens.shape[1] > 5
+    if kind == "qwen3":
+        assert cfg.qk_norm and not cfg.attention_bias and cfg.head_dim == 24 and "q_norm" in params["layers"]
+    if kind == "llama3.2":
+        assert cfg.tie_word_embeddings and "lm_head" not in params and dict(cfg.rope_scaling)["factor"] == 32.0
     ours = np.asarray(models.forward(cfg, params, jnp.asarray(tokens)))
     ref = _torch_logits(model, tokens)
     assert np.abs(ours - ref).max() <= 1e-4
+
+
+@pytest.mark.parametrize("kind", ["qwen3", "llama3.2"])
+def test_greedy_sampling_is_stepwise_argmax_of_the_forward(kind, tmp_path):
+    from bstar_jax import sampling
+
+    _torch_model(kind).save_pretrained(tmp_path)
+    cfg, params = models.load(str(tmp_path))
+    prompt, n = np.asarray([5, 17, 3, 60, 8], np.int32), 6
+    out = sampling.generate(cfg, params, prompt[None], np.asarray([5]), jax.random.key(0), max_new_tokens=n,
+                            temperature=0.0, eos_id=-1)
+    seq = np.zeros((1, 16), np.int32)  # one width: causal, so the tail changes nothing
+    seq[0, :5] = prompt
+    for i in range(5, 5 + n):
+        seq[0, i] = int(jnp.argmax(models.forward(cfg, params, seq)[0, i - 1]))
+    np.testing.assert_array_equal(np.asarray(out.tokens[0]), seq[0, 5:5 + n])
 
 
 def test_rope_theta_legacy_key():

@@ -1,8 +1,9 @@
 """ModelConfig: the Llama-family architecture as Hugging Face configures it.
 
 One frozen (hashable) dataclass, so that it can be a static argument of every jitted function.
-`from_hf_dict` reads a config.json of model_type llama / mistral / qwen2 (SmolLM2 is llama with
-tied embeddings) and `to_hf_dict` writes one back.
+`from_hf_dict` reads a config.json of model_type llama / mistral / qwen2 / qwen3 (SmolLM2 and
+Llama 3.2 are llama with tied embeddings; Llama 3.x adds llama3 RoPE scaling) and `to_hf_dict`
+writes one back.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Any
 
 import jax.numpy as jnp
 
-SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")
+SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
@@ -42,6 +43,7 @@ class ModelConfig:
     max_position_embeddings: int = 2048
     tie_word_embeddings: bool = False
     attention_bias: bool = False  # q/k/v biases (Qwen2)
+    qk_norm: bool = False  # RMSNorm of each query/key head before RoPE (Qwen3)
     sliding_window: int | None = None  # Mistral; None = full causal attention
     bos_token_id: int | None = None
     eos_token_id: int | None = None
@@ -79,6 +81,8 @@ class ModelConfig:
         per_layer = E * q + 2 * E * kv + q * E + 3 * E * F + 2 * E
         if self.attention_bias:
             per_layer += q + 2 * kv
+        if self.qk_norm:
+            per_layer += 2 * self.head_dim
         return V * E * (1 if self.tie_word_embeddings else 2) + self.num_layers * per_layer + E
 
     # ------------------------------------------------------------------ HF config.json
@@ -106,7 +110,7 @@ class ModelConfig:
             elif rope_type not in ("default", None):
                 raise ConfigError(f"{source}: rope type {rope_type!r} is not supported (default, llama3)")
             sliding = d.get("sliding_window")
-            if model_type == "qwen2" and not d.get("use_sliding_window", False):
+            if model_type in ("qwen2", "qwen3") and not d.get("use_sliding_window", False):
                 sliding = None
             eos = d.get("eos_token_id")
             if isinstance(eos, list):
@@ -126,6 +130,7 @@ class ModelConfig:
                 max_position_embeddings=int(d.get("max_position_embeddings", 2048)),
                 tie_word_embeddings=bool(d.get("tie_word_embeddings", False)),
                 attention_bias=bool(d.get("attention_bias", model_type == "qwen2")),
+                qk_norm=model_type == "qwen3",
                 sliding_window=int(sliding) if sliding else None,
                 bos_token_id=d.get("bos_token_id"),
                 eos_token_id=eos,
@@ -154,7 +159,8 @@ class ModelConfig:
 
     def to_hf_dict(self) -> dict[str, Any]:
         """The config.json transformers needs to rebuild this model."""
-        arch = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM"}
+        arch = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM",
+                "qwen3": "Qwen3ForCausalLM"}
         rope = {"rope_type": "default", "rope_theta": self.rope_theta}
         if self.rope_scaling:
             rope = {"rope_type": "llama3", "rope_theta": self.rope_theta, **dict(self.rope_scaling)}
@@ -181,12 +187,12 @@ class ModelConfig:
             "torch_dtype": self.param_dtype,
             "dtype": self.param_dtype,
         }
-        if self.model_type == "llama":
+        if self.model_type in ("llama", "qwen3"):
             d["attention_bias"] = self.attention_bias
             d["mlp_bias"] = False
         if self.model_type == "mistral":
             d["sliding_window"] = self.sliding_window
-        if self.model_type == "qwen2":
+        if self.model_type in ("qwen2", "qwen3"):
             d["use_sliding_window"] = False
             d["sliding_window"] = None
         return d

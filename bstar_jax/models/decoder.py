@@ -1,12 +1,16 @@
-"""The Llama-family decoder (Llama 2/3, Mistral, Qwen2, SmolLM2) as one Flax NNX module.
+"""The Llama-family decoder (Llama 2/3/3.2, Mistral, Qwen2, Qwen3, SmolLM2) as one Flax NNX module.
 
 Layers are stacked along a leading `layers` axis and run under `lax.scan`, so compile time does
-not grow with depth and the KV cache is one array per K/V. Every weight declares its logical
-axes once, here, in `nnx.Param(..., logical_axes=...)`; mesh.LOGICAL_RULES maps them to the mesh.
+not grow with depth. Every weight declares its logical axes once, here, in
+`nnx.Param(..., logical_axes=...)`; mesh.LOGICAL_RULES maps them to the mesh.
 
-Positions are absolute token indices. With a KV cache, the key in cache slot s has position s, so
-one masking rule (key position <= query position, within the sliding window if any) serves full
-forwards, prefill and single-token decode with right-padded prompts of different lengths.
+ONE forward (`Decoder.hidden`) serves training (no cache), prefill (L tokens into a cache) and
+decode (1 token). With a cache (models/cache.py) the call writes its K/V at slots
+[slot, slot + L) and attends over every slot; positions are absolute token indices, and one
+masking rule — key position <= query position (and within the sliding window), negative
+positions never attended — serves all three, with right-padded prompts of different lengths.
+The cache is a carry of the scan over layers, updated with dynamic_update_slice, so that XLA
+keeps it in place.
 """
 from __future__ import annotations
 
@@ -14,10 +18,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from bstar_jax.models.cache import KVCache
 from bstar_jax.models.config import ModelConfig, rope_inv_freq
-
-# Logical axes of the KV cache [layers, batch, cache_seq, kv_head, head_dim].
-CACHE_AXES = ("layers", "batch", "cache_seq", "kv_head", "head_dim")
 
 
 def _param(rngs, shape, axes, dtype, scale=0.02, zeros=False, ones=False):
@@ -45,6 +47,9 @@ class Layers(nnx.Module):
             self.q_bias = _param(rngs, (L, Q), ("layers", "heads"), dt, zeros=True)
             self.k_bias = _param(rngs, (L, KV), ("layers", "kv_heads"), dt, zeros=True)
             self.v_bias = _param(rngs, (L, KV), ("layers", "kv_heads"), dt, zeros=True)
+        if cfg.qk_norm:
+            self.q_norm = _param(rngs, (L, cfg.head_dim), ("layers", "norm"), dt, ones=True)
+            self.k_norm = _param(rngs, (L, cfg.head_dim), ("layers", "norm"), dt, ones=True)
         self.o = _param(rngs, (L, Q, E), ("layers", "heads", "embed"), dt)
         self.mlp_norm = _param(rngs, (L, E), ("layers", "norm"), dt, ones=True)
         self.gate = _param(rngs, (L, E, F), ("layers", "embed", "mlp"), dt)
@@ -65,55 +70,65 @@ class Decoder(nnx.Module):
         if not cfg.tie_word_embeddings:
             self.lm_head = _param(rngs, (E, V), ("embed", "vocab"), dt)
 
-    def __call__(self, tokens_BxL, positions_BxL=None, cache=None):
+    def __call__(self, tokens_BxL, positions_BxL=None, cache=None, slot=0, attend=None):
         """Logits float32 [B, L, V] and the updated cache (None without one)."""
-        hidden_BxLxE, cache = self.hidden(tokens_BxL, positions_BxL, cache)
+        hidden_BxLxE, cache = self.hidden(tokens_BxL, positions_BxL, cache, slot, attend)
         return self.logits(hidden_BxLxE), cache
 
     def logits(self, hidden_BxLxE):
-        """LM head on final (normed) hidden states; float32."""
+        """LM head on final (normed) hidden states [..., E]; float32 [..., V]."""
         dt = self.cfg.jnp_dtype
         if self.cfg.tie_word_embeddings:
-            w_ExV = self.embed[...].astype(dt).T
-        else:
-            w_ExV = self.lm_head[...].astype(dt)
-        return jnp.einsum("ble,ev->blv", hidden_BxLxE.astype(dt), w_ExV,
+            w_VxE = self.embed[...].astype(dt)
+            return jnp.einsum("...e,ve->...v", hidden_BxLxE.astype(dt), w_VxE,
+                              preferred_element_type=jnp.float32)
+        return jnp.einsum("...e,ev->...v", hidden_BxLxE.astype(dt), self.lm_head[...].astype(dt),
                           preferred_element_type=jnp.float32)
 
-    def hidden(self, tokens_BxL, positions_BxL=None, cache=None):
-        """Final normed hidden states [B, L, E] (compute dtype) and the updated cache."""
+    def hidden(self, tokens_BxL, positions_BxL=None, cache: KVCache | None = None, slot=0, attend=None):
+        """(final normed hidden states [B, L, E] in compute dtype, updated cache or None).
+
+        positions_BxL: absolute positions (default 0..L-1); a negative position marks padding,
+        which no query attends to. cache/slot: write this call's K/V and positions at cache slots
+        [slot, slot + L) (slot: a traced int32 scalar) and attend over the whole cache, or over
+        its first `attend` slots (static; a prefill needs no more than the prompt's).
+        """
         cfg = self.cfg
         dt = cfg.jnp_dtype
         B, L = tokens_BxL.shape
         if positions_BxL is None:
             positions_BxL = jnp.broadcast_to(jnp.arange(L, dtype=jnp.int32), (B, L))
+        positions_BxL = positions_BxL.astype(jnp.int32)
         # mode="clip": an out-of-range id (e.g. -100 padding) must not turn into NaN and spread.
         x_BxLxE = jnp.take(self.embed[...], tokens_BxL, axis=0, mode="clip").astype(dt)
         cos_BxLxD, sin_BxLxD = rope_tables(cfg, positions_BxL)
-
+        if cache is not None:
+            slot = jnp.asarray(slot, jnp.int32)
+            key_pos_BxS = jax.lax.dynamic_update_slice(cache.pos, positions_BxL, (jnp.int32(0), slot))
+            attend = attend or key_pos_BxS.shape[1]
+            mask_BxLxS = _attention_mask(cfg, positions_BxL, key_pos_BxS[:, :attend])
+        else:
+            mask_BxLxS = _attention_mask(cfg, positions_BxL, positions_BxL)
         layer_params = nnx.to_pure_dict(nnx.state(self.layers, nnx.Param))
-        has_cache = cache is not None
 
-        def block(x_BxLxE, xs):
-            p, k_cache, v_cache = xs
+        def block(carry, xs):
+            x_BxLxE, kv = carry
+            p, layer = xs
             p = jax.tree.map(lambda w: w.astype(dt), p)
             h = rms_norm(x_BxLxE, p["attn_norm"], cfg.rms_norm_eps)
-            attn, k_cache, v_cache = _attention(cfg, p, h, positions_BxL, cos_BxLxD, sin_BxLxD,
-                                                k_cache, v_cache)
+            attn, kv = _attention(cfg, p, h, cos_BxLxD, sin_BxLxD, mask_BxLxS, kv, layer, slot, attend)
             x_BxLxE = x_BxLxE + attn
             h = rms_norm(x_BxLxE, p["mlp_norm"], cfg.rms_norm_eps)
             gate = jnp.einsum("ble,ef->blf", h, p["gate"])
             up = jnp.einsum("ble,ef->blf", h, p["up"])
             x_BxLxE = x_BxLxE + jnp.einsum("blf,fe->ble", jax.nn.silu(gate) * up, p["down"])
-            return x_BxLxE, (k_cache, v_cache)
+            return (x_BxLxE, kv), None
 
-        if has_cache:
-            xs = (layer_params, cache["k"], cache["v"])
-        else:
-            xs = (layer_params, None, None)
-        x_BxLxE, (k_new, v_new) = jax.lax.scan(block, x_BxLxE, xs)
+        kv = (cache.k, cache.v) if cache is not None else None
+        layers = jnp.arange(cfg.num_layers, dtype=jnp.int32)
+        (x_BxLxE, kv), _ = jax.lax.scan(block, (x_BxLxE, kv), (layer_params, layers))
         x_BxLxE = rms_norm(x_BxLxE, self.final_norm[...].astype(dt), cfg.rms_norm_eps)
-        return x_BxLxE, ({"k": k_new, "v": v_new} if has_cache else None)
+        return x_BxLxE, (KVCache(kv[0], kv[1], key_pos_BxS) if cache is not None else None)
 
 
 def rms_norm(x, weight, eps):
@@ -138,37 +153,55 @@ def apply_rope(x_BxLxHxD, cos_BxLxD, sin_BxLxD):
     return x_BxLxHxD * cos_BxLxD[:, :, None, :] + rotated * sin_BxLxD[:, :, None, :]
 
 
-def _attention(cfg, p, h_BxLxE, positions_BxL, cos, sin, k_cache, v_cache):
-    """Grouped-query attention; with a cache, writes this call's K/V at their positions first."""
+def _attention_mask(cfg, q_pos_BxL, k_pos_BxS):
+    """bool [B, L, S]: key visible to query (causal by position, sliding window, padding)."""
+    q_pos, k_pos = q_pos_BxL[:, :, None], k_pos_BxS[:, None, :]
+    mask = (k_pos >= 0) & (k_pos <= q_pos)
+    if cfg.sliding_window:
+        mask &= q_pos - k_pos < cfg.sliding_window
+    return mask
+
+
+def _attention(cfg, p, h_BxLxE, cos, sin, mask_BxLxS, kv, layer, slot, attend):
+    """Grouped-query attention; with a cache (kv = (k, v) of all layers), writes this call's K/V
+    at [layer, :, :, slot:slot + L] first and attends over that layer's first `attend` slots."""
     B, L, _ = h_BxLxE.shape
-    H, K, D = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+    H, G, D = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
     q = jnp.einsum("ble,eq->blq", h_BxLxE, p["q"])
     k = jnp.einsum("ble,ek->blk", h_BxLxE, p["k"])
     v = jnp.einsum("ble,ek->blk", h_BxLxE, p["v"])
     if cfg.attention_bias:
         q, k, v = q + p["q_bias"], k + p["k_bias"], v + p["v_bias"]
-    q_BxLxHxD = apply_rope(q.reshape(B, L, H, D), cos, sin)
-    k_BxLxKxD = apply_rope(k.reshape(B, L, K, D), cos, sin)
-    v_BxLxKxD = v.reshape(B, L, K, D)
+    q_BxLxHxD, k_BxLxGxD = q.reshape(B, L, H, D), k.reshape(B, L, G, D)
+    if cfg.qk_norm:  # Qwen3: per-head RMSNorm before the rotation
+        q_BxLxHxD = rms_norm(q_BxLxHxD, p["q_norm"], cfg.rms_norm_eps)
+        k_BxLxGxD = rms_norm(k_BxLxGxD, p["k_norm"], cfg.rms_norm_eps)
+    q_BxLxHxD = apply_rope(q_BxLxHxD, cos, sin)
+    k_BxGxLxD = apply_rope(k_BxLxGxD, cos, sin).transpose(0, 2, 1, 3)
+    v_BxGxLxD = v.reshape(B, L, G, D).transpose(0, 2, 1, 3)
 
-    if k_cache is not None:
-        rows_BxL = jnp.broadcast_to(jnp.arange(B)[:, None], (B, L))
-        k_cache = k_cache.at[rows_BxL, positions_BxL].set(k_BxLxKxD.astype(k_cache.dtype), mode="drop")
-        v_cache = v_cache.at[rows_BxL, positions_BxL].set(v_BxLxKxD.astype(v_cache.dtype), mode="drop")
-        keys_BxSxKxD, values_BxSxKxD = k_cache.astype(q.dtype), v_cache.astype(q.dtype)
-        key_pos_BxS = jnp.broadcast_to(jnp.arange(k_cache.shape[1], dtype=jnp.int32), (B, k_cache.shape[1]))
+    if kv is not None:
+        k_cache, v_cache = kv
+        at = (layer, jnp.int32(0), jnp.int32(0), slot, jnp.int32(0))
+        k_cache = jax.lax.dynamic_update_slice(k_cache, k_BxGxLxD[None].astype(k_cache.dtype), at)
+        v_cache = jax.lax.dynamic_update_slice(v_cache, v_BxGxLxD[None].astype(v_cache.dtype), at)
+        zero = jnp.int32(0)
+        window = (1, B, G, attend, D)
+        keys_BxGxSxD = jax.lax.dynamic_slice(k_cache, (layer, zero, zero, zero, zero), window)[0]
+        values_BxGxSxD = jax.lax.dynamic_slice(v_cache, (layer, zero, zero, zero, zero), window)[0]
+        kv = (k_cache, v_cache)
     else:
-        keys_BxSxKxD, values_BxSxKxD, key_pos_BxS = k_BxLxKxD, v_BxLxKxD, positions_BxL
+        keys_BxGxSxD, values_BxGxSxD = k_BxGxLxD, v_BxGxLxD
 
-    q_BxLxKxGxD = q_BxLxHxD.reshape(B, L, K, H // K, D)
-    scores = jnp.einsum("blkgd,bskd->bkgls", q_BxLxKxGxD, keys_BxSxKxD,
-                        preferred_element_type=jnp.float32) * (D ** -0.5)
-    q_pos = positions_BxL[:, None, None, :, None]
-    k_pos = key_pos_BxS[:, None, None, None, :]
-    mask = k_pos <= q_pos
-    if cfg.sliding_window:
-        mask &= q_pos - k_pos < cfg.sliding_window
-    scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype)
-    out = jnp.einsum("bkgls,bskd->blkgd", probs, values_BxSxKxD).reshape(B, L, H * D)
-    return jnp.einsum("blq,qe->ble", out, p["o"]), k_cache, v_cache
+    # The H/G query heads of a KV head and the L queries as one axis: prefill and decode are
+    # then the same two batched matmuls over (batch, kv_head), and the compiler picks one cache
+    # layout for both (a layout change between them would copy the whole cache).
+    per, S = H // G, keys_BxGxSxD.shape[2]
+    q_grouped = q_BxLxHxD.reshape(B, L, G, per, D).transpose(0, 2, 3, 1, 4).reshape(B, G, per * L, D)
+    scores = jnp.einsum("bkmd,bksd->bkms", q_grouped, keys_BxGxSxD,
+                        preferred_element_type=jnp.float32).reshape(B, G, per, L, S) * (D ** -0.5)
+    scores = jnp.where(mask_BxLxS[:, None, None], scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype).reshape(B, G, per * L, S)
+    out = jnp.einsum("bkms,bksd->bkmd", probs, values_BxGxSxD).reshape(B, G, per, L, D)
+    out = out.transpose(0, 3, 1, 2, 4).reshape(B, L, H * D)
+    return jnp.einsum("blq,qe->ble", out, p["o"]), kv

@@ -14,7 +14,7 @@ from flax import nnx
 
 from bstar_jax import mesh as mesh_lib
 from bstar_jax.models.config import ModelConfig
-from bstar_jax.models.decoder import CACHE_AXES, Decoder
+from bstar_jax.models.decoder import Decoder
 
 
 @functools.lru_cache(maxsize=32)
@@ -68,29 +68,12 @@ def forward(cfg: ModelConfig, params, tokens_BxL):
     return logits_BxLxV
 
 
-def apply(cfg: ModelConfig, params, tokens_BxL, positions_BxL, cache=None):
-    """(logits float32 [B, L, V], cache): a forward at given positions, writing K/V into `cache`."""
-    return module(cfg, params)(tokens_BxL, positions_BxL, cache)
+def hidden_states(cfg: ModelConfig, params, tokens_BxL, positions_BxL=None, cache=None, slot=0, attend=None):
+    """(final normed hidden states [B, L, E], cache): THE forward — training (no cache), prefill
+    (L tokens written at cache slots [slot, slot + L)) and decode (L = 1); see Decoder.hidden."""
+    return module(cfg, params).hidden(tokens_BxL, positions_BxL, cache, slot, attend)
 
 
-def hidden_states(cfg: ModelConfig, params, tokens_BxL, positions_BxL=None, cache=None):
-    """(final normed hidden states [B, L, E], cache) — the backbone the reward head reads."""
-    return module(cfg, params).hidden(tokens_BxL, positions_BxL, cache)
-
-
-def init_cache(cfg: ModelConfig, batch: int, max_len: int, dtype=None) -> dict:
-    """A zero KV cache {k, v}: [layers, batch, max_len, kv_heads, head_dim]."""
-    shape = (cfg.num_layers, batch, max_len, cfg.num_kv_heads, cfg.head_dim)
-    dtype = dtype or cfg.jnp_dtype
-    return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
-
-
-def cache_sharding(mesh):
-    """NamedSharding of each cache array: batch along the data axes, KV heads by the rules."""
-    return mesh_lib.named_sharding(CACHE_AXES, mesh)
-
-
-def cache_bytes(cfg: ModelConfig, batch: int, max_len: int, dtype=None) -> int:
-    """Bytes held by a KV cache of this size."""
-    itemsize = jnp.dtype(dtype or cfg.jnp_dtype).itemsize
-    return 2 * cfg.num_layers * batch * max_len * cfg.num_kv_heads * cfg.head_dim * itemsize
+def logits(cfg: ModelConfig, params, hidden_xE):
+    """float32 logits [..., V] of final hidden states [..., E] (the LM head)."""
+    return module(cfg, params).logits(hidden_xE)

@@ -1,4 +1,4 @@
-"""GGUF checkpoints in (llama and qwen2 architectures), dequantised with the `gguf` package."""
+"""GGUF checkpoints in (llama, qwen2 and qwen3 architectures), dequantised with the `gguf` package."""
 from __future__ import annotations
 
 import importlib.util
@@ -23,6 +23,8 @@ _GGUF_TO_HF = {
     "attn_q.bias": "self_attn.q_proj.bias",
     "attn_k.bias": "self_attn.k_proj.bias",
     "attn_v.bias": "self_attn.v_proj.bias",
+    "attn_q_norm.weight": "self_attn.q_norm.weight",
+    "attn_k_norm.weight": "self_attn.k_norm.weight",
     "attn_output.weight": "self_attn.o_proj.weight",
     "ffn_norm.weight": "post_attention_layernorm.weight",
     "ffn_gate.weight": "mlp.gate_proj.weight",
@@ -72,8 +74,8 @@ def load_gguf(path: str, *, param_dtype: str | None = None, dtype: str | None = 
     except Exception as e:  # the gguf package raises several kinds on bad files
         raise CheckpointError(f"{path}: not a readable GGUF file ({e})") from None
     arch = _field(reader, "general.architecture")
-    if arch not in ("llama", "qwen2"):
-        raise CheckpointError(f"{path}: GGUF architecture {arch!r} is not supported (llama, qwen2)")
+    if arch not in ("llama", "qwen2", "qwen3"):
+        raise CheckpointError(f"{path}: GGUF architecture {arch!r} is not supported (llama, qwen2, qwen3)")
     names = {t.name for t in reader.tensors}
     n_heads = int(_field(reader, f"{arch}.attention.head_count"))
     n_kv = int(_field(reader, f"{arch}.attention.head_count_kv", n_heads))

@@ -25,6 +25,8 @@ _LAYER_TENSORS = {
     "q_bias": ("self_attn.q_proj.bias", False),
     "k_bias": ("self_attn.k_proj.bias", False),
     "v_bias": ("self_attn.v_proj.bias", False),
+    "q_norm": ("self_attn.q_norm.weight", False),
+    "k_norm": ("self_attn.k_norm.weight", False),
     "o": ("self_attn.o_proj.weight", True),
     "mlp_norm": ("post_attention_layernorm.weight", False),
     "gate": ("mlp.gate_proj.weight", True),
