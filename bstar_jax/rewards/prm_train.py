@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from bstar_jax import batching
+from bstar_jax import batching, distributed
 from bstar_jax import mesh as mesh_lib
 from bstar_jax import models
 from bstar_jax.rewards import prm as prm_lib
@@ -218,6 +218,14 @@ def make_train_step(cfg: models.ModelConfig, optimizer, state: PRMTrainState, me
                    out_shardings=(state_sh, mesh_lib.replicated(mesh)), donate_argnums=0)
 
 
+def device_batch(batch: dict, mesh) -> dict:
+    """Places a host batch on `mesh`, rows along the data-parallel axes (unchanged without a mesh).
+    Every process holds the same global batch (same records, same key) and uploads its own rows."""
+    if mesh is None:
+        return batch
+    return {k: distributed.put_global(v, mesh_lib.batch_sharding(mesh, np.ndim(v))) for k, v in batch.items()}
+
+
 def train_prm(cfg: models.ModelConfig, prm_params, tokenizer, records: Sequence, *, num_steps: int,
               batch_size: int = 8, learning_rate: float = 2e-6, end_learning_rate: float = 2e-7,
               warmup_steps: int | None = None, clip_norm: float = 1.0, max_len: int = 1024,
@@ -247,7 +255,7 @@ def train_prm(cfg: models.ModelConfig, prm_params, tokenizer, records: Sequence,
     batches = iterate_prm_batches(encoded, batch_size, jax.random.key(seed), max_len=max_len, pad_id=pad_id)
     losses: list[float] = []
     for i in range(num_steps):
-        state, loss = train_step(state, next(batches))
+        state, loss = train_step(state, device_batch(next(batches), mesh))
         loss = float(loss)
         if not np.isfinite(loss):
             raise FloatingPointError(f"PRM training: non-finite loss {loss} at step {i}")
