@@ -170,10 +170,12 @@ def _start_watchdog(dead_after_s: float = DEAD_AFTER_S) -> None:
 # ----------------------------------------------------------------------------- arrays
 
 def process_index() -> int:
+    """This process's index, 0 .. process_count() - 1 (0 in a single process)."""
     return jax.process_index()
 
 
 def process_count() -> int:
+    """Number of processes (hosts) running the program together."""
     return jax.process_count()
 
 

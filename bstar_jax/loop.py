@@ -19,7 +19,7 @@ import time
 import jax
 import numpy as np
 
-from bstar_jax import balance, checkpoint, data, metrics, pools, report, sft
+from bstar_jax import balance, checkpoint, data, distributed, metrics, pools, report, sft
 from bstar_jax import mesh as mesh_lib
 from bstar_jax import tokenizer as tok
 from bstar_jax.prm_phase import prepare_prm
@@ -91,7 +91,7 @@ def run(config, mesh, *, command: str | None = None) -> str:
             handler.addFilter(_QuietLibraries())
     validate(config, mesh)
     os.makedirs(config.workdir, exist_ok=True)
-    is_writer = jax.process_index() == 0
+    is_writer = distributed.is_writer()
     splits = load_data(config)
     tokenizer, p0 = load_policy(config, mesh, splits["train"])
     log = report.MetricsLog(config.workdir, enabled=is_writer)
@@ -223,7 +223,7 @@ class Run:
         result = balance.search(pool.correct, pool.reward, pool.valid, pool.text_id, temps, taus,
                                 target_size=dev_target, n_star=self.n_star, mode=c.search.mode,
                                 include_reference=bool(c.search.include_reference), mesh=self.mesh)
-        if jax.process_index() == 0:
+        if distributed.is_writer():
             report.save_search_table(c.workdir, self.name, it, temps, taus, result.balance_score_TxTau)
         return float(result.temperature), float(result.threshold), float(result.balance_score)
 
