@@ -28,6 +28,7 @@ import numpy as np
 from jax import lax
 from jax.sharding import PartitionSpec as P
 
+from bstar_jax import distributed
 from bstar_jax import mesh as mesh_lib
 from bstar_jax import metrics
 
@@ -158,7 +159,7 @@ def with_reference(correct, reward, valid, text_id):
     """Appends the reference solution as an extra candidate per query (the official code's
     rule, docs/algorithm.md#paper-vs-official-code): reward 1.0, correct, valid, and a text id of its own (one above the
     largest id in the pool). Works on [..., Q, K] arrays; returns [..., Q, K + 1] numpy arrays."""
-    correct, reward, valid, text_id = (np.asarray(x) for x in (correct, reward, valid, text_id))
+    correct, reward, valid, text_id = (distributed.to_host(x) for x in (correct, reward, valid, text_id))
     if int(text_id.max()) >= 2**31 - 1:
         raise ValueError("with_reference: no free int32 text id left for the reference solution")
     col = lambda x, v, dt: np.concatenate([x.astype(dt), np.full(x.shape[:-1] + (1,), v, dt)], axis=-1)
@@ -184,7 +185,7 @@ def select(reward, valid, tau, target_size, text_id, *, mesh=None) -> np.ndarray
     padded = [metrics.pad_queries(a[n], multiple, 0, _PAD[n]) for n in a]
     out = _select_fn(mesh)(*padded, np.float32(tau) + np.float32(0.0),
                            np.int32(_target(target_size, "select")))
-    return np.asarray(out)[:q]
+    return distributed.to_host(out)[:q]
 
 
 def _pick(table_TxU, temperatures, thresholds, mode):
@@ -240,8 +241,8 @@ def search(correct, reward, valid, text_id, temperatures, thresholds, *, target_
     multiple = mesh_lib.axis_size(mesh, mesh_lib.BATCH_AXES)
     padded = [metrics.pad_queries(a[n], multiple, 1, _PAD[n]) for n in ("correct", "reward", "valid", "text_id")]
     tau_U = thresholds.astype(np.float32) + np.float32(0.0)
-    cap, s_TxUxB, n_active, n_selected = jax.tree.map(
-        np.asarray, _grid_fn(mesh)(*padded, tau_U, np.int32(target), np.int32(n_star)))
+    cap, s_TxUxB, n_active, n_selected = distributed.to_host(
+        _grid_fn(mesh)(*padded, tau_U, np.int32(target), np.int32(n_star)))
     table = metrics.balance_from_numerators(s_TxUxB, n_star, q if mean_over == "all" else n_active)
     t, u = _pick(table, temperatures, thresholds, mode)
     return SearchResult(temperature=float(temperatures[t]), threshold=float(thresholds[u]),
@@ -266,7 +267,7 @@ def search_threshold(correct, reward, valid, text_id, thresholds, *, temperature
     include_reference=True and mean_over="selected").
     `temperature` only labels the result. Keyword arguments as `search`.
     """
-    pools = [np.asarray(x)[None] for x in (correct, reward, valid, text_id)]
+    pools = [distributed.to_host(x)[None] for x in (correct, reward, valid, text_id)]
     if pools[1].ndim != 3:
         raise ValueError(f"search_threshold: pools must be [Q, K], got shape {np.shape(reward)}")
     result = search(*pools, [1.0 if temperature is None else temperature], thresholds, **kwargs)

@@ -19,7 +19,7 @@ import time
 import jax
 import numpy as np
 
-from bstar_jax import (balance, checkpoint, config_check, data, evaluation, metrics, report, rollout, run_record,
+from bstar_jax import (balance, checkpoint, config_check, data, distributed, evaluation, metrics, report, rollout, run_record,
                        sft, variants)
 from bstar_jax import tokenizer as tok
 from bstar_jax.prm_phase import prepare_prm
@@ -51,7 +51,7 @@ def run(config, mesh, *, command: str | None = None) -> str:
         if not any(isinstance(f, _QuietLibraries) for f in handler.filters):
             handler.addFilter(_QuietLibraries())
     config_check.validate(config, mesh)  # every field, file and the workdir, before any work
-    is_writer = jax.process_index() == 0
+    is_writer = distributed.is_writer()
     run_record.check_and_record(config, is_writer=is_writer)  # a workdir remembers the config that made it
     splits = data.load_splits(config.data, config.seed)
     config_check.validate_examples(splits)
@@ -184,7 +184,7 @@ class Run:
         result = balance.search(pool.correct, pool.reward, pool.valid, pool.text_id, temps, taus,
                                 target_size=dev_target, n_star=self.n_star, mode=c.search.mode,
                                 include_reference=bool(c.search.include_reference), mesh=self.mesh)
-        if jax.process_index() == 0:
+        if distributed.is_writer():
             report.save_search_table(c.workdir, self.name, it, temps, taus, result.balance_score_TxU)
         return float(result.temperature), float(result.threshold), float(result.balance_score)
 

@@ -6,9 +6,7 @@ or of the mesh shape in the config, nothing else.
 """
 from __future__ import annotations
 
-import logging
 import math
-import os
 from typing import Any, Sequence
 
 import jax
@@ -113,9 +111,9 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 
 def initialize_distributed() -> None:
-    """jax.distributed.initialize() when this is one of several processes (Cloud TPU VM pods)."""
-    multi = any(k in os.environ for k in ("JAX_COORDINATOR_ADDRESS", "MEGASCALE_COORDINATOR_ADDRESS"))
-    multi = multi or int(os.environ.get("TPU_WORKER_COUNT", os.environ.get("JAX_NUM_PROCESSES", "1")) or 1) > 1
-    if multi:
-        jax.distributed.initialize()
-        logging.info("jax.distributed: process %d of %d", jax.process_index(), jax.process_count())
+    """Starts multi-process JAX when this is one of several processes (docs/multihost.md):
+    Cloud TPU VM / Slurm / Open MPI auto-detected, else JAX_COORDINATOR_ADDRESS,
+    JAX_NUM_PROCESSES and JAX_PROCESS_ID; nothing for one process. Call before any device use."""
+    from bstar_jax import distributed
+
+    distributed.initialize()

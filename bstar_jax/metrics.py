@@ -22,6 +22,7 @@ import numpy as np
 from jax import lax
 from jax.sharding import PartitionSpec as P
 
+from bstar_jax import distributed
 from bstar_jax import mesh as mesh_lib
 
 _INT32_MAX = 2**31 - 1
@@ -59,7 +60,7 @@ def pool_arrays(who: str, ndim: int = 2, **arrays) -> dict[str, np.ndarray]:
     """
     out, shape = {}, None
     for name, x in arrays.items():
-        x = np.asarray(x)
+        x = distributed.to_host(x)
         if x.ndim != ndim:
             raise ValueError(f"{who}: {name} must have rank {ndim} ([..., Q, K]), got shape {x.shape}")
         if shape is not None and x.shape != shape:
@@ -172,7 +173,7 @@ def _row_call(build, mesh, arrays: dict, fills: dict, extra=()):
     multiple = mesh_lib.axis_size(mesh, mesh_lib.BATCH_AXES)
     padded = [pad_queries(arrays[n], multiple, 0, fills[n]) for n in arrays]
     outs = build(mesh)(*padded, *extra)
-    return jax.tree.map(np.asarray, outs)
+    return distributed.to_host(outs)
 
 
 # ------------------------------------------------------------------ exploration metrics

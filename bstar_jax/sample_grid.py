@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from bstar_jax import sampling
+from bstar_jax import distributed, sampling
 from bstar_jax.tokenizer import encode_prompts
 
 
@@ -75,9 +75,8 @@ def sample_grid(cfg, params, tokenizer, questions: Sequence[str], *, temperature
     out = sampling.generate(cfg, params, prompts_QxP[rows_q], lens_Q[rows_q], rng,
                             max_new_tokens=max_new_tokens, temperature=temperature_R, top_p=top_p,
                             top_k=top_k, eos_id=eos_id, mesh=mesh)
-    tokens_RxN = np.asarray(out.tokens)
-    lengths_R = np.asarray(out.lengths)
-    logprobs_RxN = np.asarray(out.logprobs)
+    # Whole on every process, even when the rows were sharded over several hosts.
+    tokens_RxN, lengths_R, logprobs_RxN = distributed.to_host((out.tokens, out.lengths, out.logprobs))
     last_R = tokens_RxN[np.arange(len(lengths_R)), np.maximum(lengths_R - 1, 0)]
     truncated_R = ~((lengths_R > 0) & (last_R == eos_id))
     # The tokenizer decodes invalid UTF-8 (a response cut mid-character) with U+FFFD.

@@ -17,7 +17,7 @@ import os
 import jax
 import ml_collections
 
-from bstar_jax import models, sft
+from bstar_jax import distributed, models, sft
 from bstar_jax import tokenizer as tok
 from bstar_jax.data import Example, with_alternatives
 
@@ -65,9 +65,9 @@ def _fine_tune_and_save(config, mesh, tokenizer, cfg, params, examples, folder: 
                         description: str, overrides: dict) -> None:
     """`steps` SFT steps (warmup a tenth, cosine to a tenth of the LR) from config.sft with
     `overrides`, then the model and tokenizer saved into <folder>.partial and renamed into place,
-    so that a kill never leaves half a P_0."""
+    so that a kill never leaves half a P_0. Every process trains (the step is one program over
+    the global mesh); process 0 alone writes, the others wait until P_0 is in place."""
     tmp = folder + ".partial"
-    os.makedirs(tmp, exist_ok=True)
     sft_config = ml_collections.ConfigDict(config.sft.to_dict())
     sft_config.update(dict(overrides, pad_id=int(tokenizer.pad_token_id or 0)))
     sft_config.update(dict(min_lr=float(sft_config.lr) / 10, warmup_steps=max(1, steps // 10), decay_steps=steps))
@@ -77,9 +77,13 @@ def _fine_tune_and_save(config, mesh, tokenizer, cfg, params, examples, folder: 
                                progress=bool(config.progress), description=description)
     logging.info("%s: final SFT loss %.4f after %d steps (%.0f tok/s)", description, stats["loss"], stats["steps"],
                  stats["tokens_per_s"])
-    models.save_hf(cfg, state.params, tmp)
-    tokenizer.save_pretrained(tmp)
-    os.replace(tmp, folder)
+    params = distributed.to_host(state.params)  # a collective: every process gathers
+    if distributed.is_writer():
+        os.makedirs(tmp, exist_ok=True)
+        models.save_hf(cfg, params, tmp)
+        tokenizer.save_pretrained(tmp)
+        os.replace(tmp, folder)
+    distributed.barrier(f"p0 saved: {folder}")
 
 
 def sft_examples(tokenizer, examples: list[Example]) -> list[tuple[list[int], list[int]]]:
@@ -91,10 +95,15 @@ def _train_p0(config, mesh, train: list[Example], folder: str) -> None:
     w = config.warm_start
     logging.info("warm start: training a %d-token BPE and a tiny model to P_0 (cached in %s)", w.vocab_size, folder)
     tmp = folder + ".partial"  # renamed into place when complete, so a kill never leaves half a P_0
-    os.makedirs(tmp, exist_ok=True)
     mixed = with_alternatives(train, int(w.orders_per_problem), seed=int(config.seed))
     texts = [tok.format_prompt(e.question) + e.solution for e in mixed]
-    tokenizer = tok.train_bpe(texts, int(w.vocab_size), tmp)
+    # Process 0 trains and writes the tokenizer; the others load that very file.
+    if distributed.is_writer():
+        os.makedirs(tmp, exist_ok=True)
+        tokenizer = tok.train_bpe(texts, int(w.vocab_size), tmp)
+    distributed.barrier(f"p0 tokenizer: {folder}")
+    if not distributed.is_writer():
+        tokenizer = tok.load_tokenizer(tmp)
     cfg = models.ModelConfig(
         model_type="llama", vocab_size=len(tokenizer), hidden_size=int(w.hidden_size),
         intermediate_size=int(w.intermediate_size), num_layers=int(w.num_layers), num_heads=int(w.num_heads),

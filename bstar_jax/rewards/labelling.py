@@ -24,7 +24,7 @@ from typing import NamedTuple, Sequence
 import jax
 import numpy as np
 
-from bstar_jax import models, sampling
+from bstar_jax import distributed, models, sampling
 from bstar_jax.rewards import prm as prm_lib
 from bstar_jax.rewards import verify
 from bstar_jax.rewards.prm_train import PRMRecord
@@ -115,7 +115,7 @@ def label_steps(cfg: models.ModelConfig, params, tokenizer, questions: Sequence[
                                     max_new_tokens=max_new_tokens, temperature=temperature,
                                     top_p=top_p, top_k=top_k, eos_id=int(eos_id), mesh=mesh)
             calls += 1
-            tokens, out_lengths = np.asarray(out.tokens), np.asarray(out.lengths)
+            tokens, out_lengths = distributed.to_host((out.tokens, out.lengths))
             for b, p in enumerate(chunk_rows):
                 ids = tokens[b, :out_lengths[b]]
                 if ids.size and ids[-1] == eos_id:

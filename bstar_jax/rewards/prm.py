@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from bstar_jax import batching
+from bstar_jax import batching, distributed
 from bstar_jax import mesh as mesh_lib
 from bstar_jax import models
 from bstar_jax.tokenizer import ANSWER_MARKER, STEP_SEPARATOR
@@ -314,10 +314,10 @@ def score_responses(cfg: models.ModelConfig, prm_params, tokenizer, prompts: Seq
             ids, pos = encoded[i]
             tokens[r, :ids.size], positions[r, :pos.size] = ids, pos
         if mesh is not None:
-            tokens = jax.device_put(tokens, mesh_lib.batch_sharding(mesh, 2))
-            positions = jax.device_put(positions, mesh_lib.batch_sharding(mesh, 2))
+            tokens = distributed.put_global(tokens, mesh_lib.batch_sharding(mesh, 2))
+            positions = distributed.put_global(positions, mesh_lib.batch_sharding(mesh, 2))
         scores, _ = step_scores(cfg, params, tokens, positions)
-        scores = np.asarray(scores)
+        scores = distributed.to_host(scores)
         for r, i in enumerate(rows):
             step_lists[i] = scores[r, :encoded[i][1].size].copy()
     return PRMScores(prm_reward(step_lists, truncated), step_lists, truncated)
