@@ -135,7 +135,7 @@ def _batch(config, path: str, multiple: int) -> int:
     return v
 
 
-def _fields(config, mesh) -> None:
+def validate_fields(config, mesh) -> None:
     """Range, type and name checks of every field that changes what the run does."""
     multiple = mesh_lib.batch_size_multiple(mesh) if mesh is not None else 1
     workdir = _get(config, "workdir")
@@ -324,7 +324,7 @@ def _workdir(config) -> None:
 
 def validate(config, mesh) -> None:
     """Every check that needs no model: fields, data files, workdir (DESIGN §8 of the docs)."""
-    _fields(config, mesh)
+    validate_fields(config, mesh)
     _data_files(config)
     _workdir(config)
 
