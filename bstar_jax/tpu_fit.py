@@ -374,7 +374,10 @@ def compile_all(programs: list[Program], log: Callable[[str], None] | None = Non
             start = time.perf_counter()
             done[k] = compile_program(p)
             if log:
-                log(f"compiled {p.name} ({p.shape}) in {time.perf_counter() - start:.0f} s")
+                r = done[k]
+                size = r.error or (f"args {r.argument / 1e9:.2f} temps {r.temp / 1e9:.2f} outputs {r.output / 1e9:.2f} "
+                                   f"aliased {r.alias / 1e9:.2f} resident {p.resident / 1e9:.2f} GB")
+                log(f"compiled {p.name} ({p.shape}) in {time.perf_counter() - start:.0f} s: {size}")
         out.append(dataclasses.replace(done[k], program=p))
     return out
 
