@@ -74,9 +74,11 @@ def bytes_per_device(tree) -> int:
     (a leaf without a sharding counts whole)."""
     total = 0
     for x in jax.tree.leaves(tree):
+        if not hasattr(x, "shape") or not hasattr(x, "dtype"):  # static arguments
+            continue
         sharding = getattr(x, "sharding", None)
         shape = sharding.shard_shape(x.shape) if sharding is not None else x.shape
-        total += math.prod(shape) * np.dtype(x.dtype).itemsize
+        total += math.prod(shape) * (x.dtype.itemsize if hasattr(x.dtype, "itemsize") else np.dtype(x.dtype).itemsize)
     return total
 
 

@@ -346,8 +346,12 @@ def _key(p: Program):
     return (id(p.fn), str(jax.tree.map(leaf, p.args)), tuple(sorted(p.kwargs.items())))
 
 
-def compile_program(p: Program) -> Result:
-    """Lowers and compiles `p`; an out-of-memory compile comes back as Result.error."""
+def compile_program(p: Program, hbm_bytes: int | None = None) -> Result:
+    """Lowers and compiles `p`; an out-of-memory compile comes back as Result.error, and so do
+    arguments that alone exceed `hbm_bytes` (not compiled: XLA would search long for a fit)."""
+    args = hbm.bytes_per_device(p.args)
+    if hbm_bytes and args + p.resident > hbm_bytes:
+        return Result(p, argument=args, error=f"arguments alone {args / 1e9:.2f} GB")
     try:
         with p.trace():
             compiled = p.fn.lower(*p.args, **p.kwargs).compile()
@@ -364,7 +368,8 @@ def compile_program(p: Program) -> Result:
                   dict(cost or {}) if p.cost else None)
 
 
-def compile_all(programs: list[Program], log: Callable[[str], None] | None = None) -> list[Result]:
+def compile_all(programs: list[Program], log: Callable[[str], None] | None = None,
+                hbm_bytes: int | None = None) -> list[Result]:
     """Compiles each distinct program once (identical calls share a result)."""
     done: dict[Any, Result] = {}
     out = []
@@ -372,7 +377,7 @@ def compile_all(programs: list[Program], log: Callable[[str], None] | None = Non
         k = _key(p)
         if k not in done:
             start = time.perf_counter()
-            done[k] = compile_program(p)
+            done[k] = compile_program(p, hbm_bytes)
             if log:
                 r = done[k]
                 size = r.error or (f"args {r.argument / 1e9:.2f} temps {r.temp / 1e9:.2f} outputs {r.output / 1e9:.2f} "
@@ -427,7 +432,7 @@ def fit(config, topology: str, prompt_len: int | None = None, log: Callable[[str
     P = int(prompt_len or prompt_bucket(config))
     config = resolve_sizes(config, cfg, mesh, P)
     hbm_bytes = hbm.device_memory_bytes(devices[0])
-    results = compile_all(plan(config, cfg, mesh, P), log)
+    results = compile_all(plan(config, cfg, mesh, P), log, hbm_bytes)
     title = (f"{topology} ({len(devices)} x {chip.name}, {hbm_bytes / 1e9:.1f} GB HBM each), mesh {dict(mesh.shape)}, "
              f"model {config.model.path if not config.warm_start.enabled else 'warm start'} "
              f"({cfg.num_params() / 1e6:.0f}M params, {cfg.param_dtype} weights, {cfg.dtype} compute), "
