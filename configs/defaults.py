@@ -20,6 +20,9 @@ def base_config() -> mlc.ConfigDict:
     c.iterations = 9  # paper §2.3: 9 iterations
 
     c.mesh = mlc.ConfigDict(dict(data=-1, fsdp=1, tensor=1))  # device counts per mesh axis; -1 = the rest
+    # Per-device memory the *.hbm_fraction fields apply to, GB; 0 = the device's own (memory_stats,
+    # else the TPU chip table, else 8 GiB on CPU). docs/memory.md
+    c.device_memory_gb = 0.0
 
     c.model = mlc.ConfigDict()
     c.model.path = "smollm2-135m"  # HF folder, .gguf, embedded alias or hub id (online only)
@@ -57,6 +60,7 @@ def base_config() -> mlc.ConfigDict:
     c.sampling.top_p = 1.0  # the official sampler (vLLM default)
     c.sampling.top_k = 0  # 0 = off (vLLM top_k=-1)
     c.sampling.batch_rows = 512  # rows per sampler call (power of two); bigger grids are chunked
+    c.sampling.hbm_fraction = 0.0  # > 0: batch_rows follows from this fraction of device memory (docs/memory.md)
 
     c.eval = mlc.ConfigDict()
     c.eval.samples_per_query = 32  # K for test Pass@K / Pass@K-S / Reward@K-S (Table 1: K = 32)
@@ -65,6 +69,7 @@ def base_config() -> mlc.ConfigDict:
 
     c.sft = sft.default_config()  # every field documented in bstar_jax/sft.py (paper §2.3, App. A.1)
     c.sft.compute_dtype = "float32"  # "bfloat16" on accelerators (fp32 master weights either way)
+    c.sft.hbm_fraction = 0.0  # > 0: micro_batch_size (and p0_sft's) follow from this fraction of device memory
 
     c.prm = mlc.ConfigDict()
     c.prm.path = ""  # a trained PRM checkpoint folder; "" = train one before iteration 1
@@ -122,6 +127,8 @@ def shrink_to_tiny(c: mlc.ConfigDict) -> mlc.ConfigDict:
     c.sampling.max_new_tokens = 96
     c.data.difficulty = 1
     c.sampling.batch_rows = 128
+    c.sampling.hbm_fraction = c.sft.hbm_fraction = 0.0  # explicit sizes on a CPU
+    c.mesh.data, c.mesh.fsdp, c.mesh.tensor = -1, 1, 1
     c.eval.samples_per_query, c.eval.s_values = 4, (1, 2)
     c.sft.steps_per_iteration, c.sft.batch_size, c.sft.micro_batch_size = 4, 16, 8
     c.sft.warmup_steps, c.sft.decay_steps = 2, 40

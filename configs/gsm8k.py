@@ -32,7 +32,9 @@ def get_config(arg: str | None = None):
     c.target_size = 12_000  # N: n* = ceil(12000 / 2048) = 6, the paper's n* (paper §3.1)
     c.search.samples_per_query = 32
     c.sampling.max_new_tokens = 320  # GSM8K solutions are < 300 tokens
-    c.sampling.batch_rows = 4096  # rows per sampler call on one accelerator host
+    c.sampling.batch_rows = 1024  # rows per sampler call when hbm_fraction = 0 (fits v5e:2x4, docs/memory.md)
+    c.sampling.hbm_fraction = 0.8  # rows per call from device memory (docs/memory.md)
+    c.sft.hbm_fraction = 0.8  # SFT micro-batch from device memory
     c.eval.samples_per_query, c.eval.s_values = 32, (1, 4)  # Table 1: P@32, P@32-4
 
     c.p0_sft.steps = 110  # P_0 = one epoch of SFT on the 7000 reference solutions (paper §2.3)
@@ -46,6 +48,7 @@ def get_config(arg: str | None = None):
     if arg == "cpu":  # 2 iterations on a 2-core CPU in under an hour (README: measured wall time)
         c.workdir = "runs/gsm8k_cpu"
         c.model.dtype = c.sft.compute_dtype = "float32"
+        c.sampling.hbm_fraction = c.sft.hbm_fraction = 0.0  # the explicit sizes below
         c.iterations = 2
         c.data.num_train, c.data.num_dev, c.data.num_test = 400, 16, 32
         c.queries_per_iteration, c.samples_per_query, c.target_size = 64, 4, 192  # n* = 3

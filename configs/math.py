@@ -19,6 +19,8 @@ def get_config(arg: str | None = None):
     c.model.path = "smollm2-135m"  # replace with the SFT'd P_0 (paper §2.3: Mistral-7B, epoch 1)
     c.model.dtype = "bfloat16"
     c.sft.compute_dtype = "bfloat16"
+    c.mesh.data, c.mesh.fsdp = 1, -1  # FSDP: a 7B model's fp32 state is sharded over every chip
+    c.sampling.hbm_fraction = c.sft.hbm_fraction = 0.8  # sizes from device memory (docs/memory.md)
     c.data.name = "math_jsonl"
     c.data.train_path = "data/math_train.jsonl"  # 11,500 problems (paper App. A.1)
     c.data.test_path = "data/math500.jsonl"  # MATH500 (paper §2.3)

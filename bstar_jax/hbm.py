@@ -1,0 +1,190 @@
+"""Device memory: the TPU chip table, per-device bytes of sharded trees, and the sizes that follow
+from a fraction of HBM (rows per sampler call, SFT micro-batch). docs/memory.md explains the model.
+
+Sizing is an estimate, made before anything is compiled: the fixed part (weights, and whatever the
+caller says stays resident, e.g. optimizer state) plus a per-row part (KV cache and temporaries of
+the current sampler, activations of the current SFT step) must fit in `fraction` of the device's
+memory. `python -m bstar_jax.tpu_fit` compiles the real programs and checks the result.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import numpy as np
+
+from bstar_jax import mesh as mesh_lib
+from bstar_jax import models
+from bstar_jax.errors import UserError
+
+GiB = 1 << 30
+# Memory a CPU "device" is assumed to have when a config sizes by fraction on CPU and sets no
+# device_memory_gb (host RAM is shared by every fake device, so memory_stats() means little).
+CPU_BUDGET_BYTES = 8 * GiB
+
+
+@dataclasses.dataclass(frozen=True)
+class Chip:
+    """One TPU chip (one JAX device with megacore on v4/v5p): HBM, peak bf16 FLOP/s, HBM bytes/s."""
+
+    name: str
+    hbm_bytes: int
+    peak_flops: float
+    hbm_bandwidth: float
+
+
+# Cloud TPU system-architecture pages (per chip): v4 32 GiB, 275 TFLOP/s, 1200 GB/s; v5e 16 GB,
+# 197 TFLOP/s, 819 GB/s; v5p 95 GiB, 459 TFLOP/s, 2765 GB/s; v6e 32 GB, 918 TFLOP/s, 1638 GB/s.
+CHIPS = {
+    "v4": Chip("v4", 32 * GiB, 275e12, 1200e9),
+    "v5e": Chip("v5e", 16 * GiB, 197e12, 819e9),
+    "v5p": Chip("v5p", 95 * GiB, 459e12, 2765e9),
+    "v6e": Chip("v6e", 32 * GiB, 918e12, 1638e9),
+}
+# jax Device.device_kind -> chip name.
+DEVICE_KINDS = {"TPU v4": "v4", "TPU v5 lite": "v5e", "TPU v5e": "v5e", "TPU v5": "v5p", "TPU v5p": "v5p",
+                "TPU v6 lite": "v6e", "TPU v6e": "v6e"}
+
+
+def chip_of(device) -> Chip | None:
+    """The chip table entry of a TPU device (a real one or one of a compile-only topology)."""
+    name = DEVICE_KINDS.get(getattr(device, "device_kind", ""))
+    return CHIPS.get(name) if name else None
+
+
+def device_memory_bytes(device, override_gb: float = 0.0) -> int:
+    """Bytes one device offers: `override_gb` if > 0, else memory_stats()["bytes_limit"], else the
+    chip table, else (CPU) CPU_BUDGET_BYTES."""
+    if override_gb and override_gb > 0:
+        return int(override_gb * GiB)
+    if getattr(device, "platform", "cpu") != "cpu":
+        try:
+            stats = device.memory_stats() or {}
+        except Exception:  # compile-only topology devices have no runtime behind them
+            stats = {}
+        if stats.get("bytes_limit"):
+            return int(stats["bytes_limit"])
+    chip = chip_of(device)
+    return chip.hbm_bytes if chip else CPU_BUDGET_BYTES
+
+
+def bytes_per_device(tree) -> int:
+    """Bytes the busiest device holds of a tree of arrays / ShapeDtypeStructs with shardings
+    (a leaf without a sharding counts whole)."""
+    total = 0
+    for x in jax.tree.leaves(tree):
+        if not hasattr(x, "shape") or not hasattr(x, "dtype"):  # static arguments
+            continue
+        sharding = getattr(x, "sharding", None)
+        shape = sharding.shard_shape(x.shape) if sharding is not None else x.shape
+        total += math.prod(shape) * (x.dtype.itemsize if hasattr(x.dtype, "itemsize") else np.dtype(x.dtype).itemsize)
+    return total
+
+
+def param_bytes(cfg: models.ModelConfig, mesh, dtype: str | None = None) -> int:
+    """Per-device bytes of the model's weights sharded by the rules table (in `dtype`, default
+    cfg.param_dtype)."""
+    shapes = models.param_shapes(cfg)
+    if dtype:
+        shapes = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, np.dtype(dtype)), shapes)
+    sh = models.param_shardings(cfg, mesh)
+    return bytes_per_device(jax.tree.map(lambda s, h: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=h), shapes, sh))
+
+
+def _local(n: int, mesh, axis: str) -> int:
+    """n split over a mesh axis when the axis divides it (as mesh.logical_to_spec does), else n."""
+    size = mesh.shape.get(axis, 1)
+    return n // size if size > 1 and n % size == 0 else n
+
+
+def sampler_row_bytes(cfg: models.ModelConfig, mesh, prompt_len: int, max_new_tokens: int) -> int:
+    """Per-device bytes one more row costs today's sampler (sampling._generate_jit).
+
+    The decode cache of P + N slots; the prefill's own cache of P slots and its transposed copy;
+    the larger of one prefill layer's activations (float32 scores and their softmax over P x P per
+    head, SwiGLU and projections) and one decode step's vocabulary-wide float32 temporaries
+    (logits and about eight copies in the sampling strategy); the loop's [N] tokens, log-probs and
+    uniforms. Coefficients are checked against XLA's memory analysis in docs/memory.md.
+    """
+    it = np.dtype(cfg.jnp_dtype).itemsize
+    P, N = int(prompt_len), int(max_new_tokens)
+    K, D, L = _local(cfg.num_kv_heads, mesh, "tensor"), cfg.head_dim, cfg.num_layers
+    H = _local(cfg.num_heads, mesh, "tensor")
+    F, E, V = _local(cfg.intermediate_size, mesh, "tensor"), cfg.hidden_size, _local(cfg.vocab_size, mesh, "tensor")
+    per_slot = 2 * L * K * D * it
+    cache = per_slot * (P + N)
+    prefill_cache = 2 * per_slot * P
+    prefill_layer = H * P * P * (4 + 4 + it) + P * (3 * F * it + 6 * E * 4 + 4 * H * D * it)
+    decode_step = 9 * V * 4 + H * (P + N) * 8
+    loop_state = 12 * N + 64
+    return cache + prefill_cache + max(prefill_layer, decode_step) + loop_state
+
+
+def sft_row_bytes(cfg: models.ModelConfig, mesh, seq_len: int, compute_dtype: str = "bfloat16") -> int:
+    """Per-device bytes one more micro-batch row costs today's SFT step (no rematerialisation):
+    every layer's saved activations for the backward pass (projections, SwiGLU, float32 norms,
+    attention scores and probabilities over L x L per head) and the float32 logits with their
+    softmax and gradient."""
+    it = np.dtype(compute_dtype).itemsize
+    T = int(seq_len)
+    E, D = cfg.hidden_size, cfg.head_dim
+    H, K = _local(cfg.num_heads, mesh, "tensor"), _local(cfg.num_kv_heads, mesh, "tensor")
+    F, V = _local(cfg.intermediate_size, mesh, "tensor"), _local(cfg.vocab_size, mesh, "tensor")
+    per_token_layer = E * (8 * it + 16) + (3 * H + 5 * K) * D * it + 5 * F * it + H * T * (4 + 4 + it)
+    return T * (cfg.num_layers * per_token_layer + 4 * V * 4)
+
+
+def _round_rows(rows_per_device: float, multiple: int) -> int:
+    """multiple x the largest power of two <= rows_per_device (0 when under one row)."""
+    if rows_per_device < 1:
+        return 0
+    return multiple * (1 << int(math.floor(math.log2(rows_per_device))))
+
+
+def _budget(mesh, fraction: float, hbm_bytes: int | None, override_gb: float = 0.0) -> int:
+    if not 0 < fraction <= 1:
+        raise UserError(f"hbm_fraction={fraction} must be in (0, 1] (0 = use the explicit size)")
+    hbm = hbm_bytes or device_memory_bytes(mesh.devices.flat[0], override_gb)
+    return int(fraction * hbm)
+
+
+def rows_per_call(cfg: models.ModelConfig, mesh, prompt_len: int, max_new_tokens: int, fraction: float, *,
+                  weight_bytes: int | None = None, resident_bytes: int = 0, hbm_bytes: int | None = None,
+                  device_memory_gb: float = 0.0) -> int:
+    """Rows per sampler call that fit `fraction` of a device's memory: (weights + `resident_bytes`
+    + rows/device x sampler_row_bytes) <= fraction x HBM, rows/device rounded down to a power of
+    two, times the mesh's data-parallel size. weight_bytes defaults to the params in
+    cfg.param_dtype sharded by the rules table; resident_bytes is what stays on the device outside
+    the call (P_0, optimizer state, PRM). Raises UserError when not even one row per device fits."""
+    budget = _budget(mesh, fraction, hbm_bytes, device_memory_gb)
+    fixed = (param_bytes(cfg, mesh) if weight_bytes is None else int(weight_bytes)) + int(resident_bytes)
+    per_row = sampler_row_bytes(cfg, mesh, prompt_len, max_new_tokens)
+    rows = _round_rows((budget - fixed) / per_row, mesh_lib.batch_size_multiple(mesh))
+    if not rows:
+        raise UserError(f"sampling.hbm_fraction={fraction}: {fixed / GiB:.2f} GiB of weights and resident "
+                        f"state leave no room for one row ({per_row / GiB:.3f} GiB) in {budget / GiB:.2f} GiB "
+                        f"per device; shard the weights (config.mesh.fsdp / tensor) or raise the fraction")
+    return rows
+
+
+def micro_batch_size(cfg: models.ModelConfig, mesh, seq_len: int, batch_size: int, fraction: float, *,
+                     state_bytes: int, trainable_bytes: int, compute_dtype: str = "bfloat16",
+                     resident_bytes: int = 0, hbm_bytes: int | None = None, device_memory_gb: float = 0.0) -> int:
+    """SFT micro-batch (global rows) that fits `fraction` of a device's memory and divides
+    `batch_size`: train state + gradient accumulator and one micro-batch's gradients (2 x
+    trainable_bytes) + a compute-dtype copy of the weights + resident + rows/device x
+    sft_row_bytes. Raises UserError when not even one row per device fits."""
+    budget = _budget(mesh, fraction, hbm_bytes, device_memory_gb)
+    weights_c = param_bytes(cfg, mesh, compute_dtype)
+    fixed = int(state_bytes) + 2 * int(trainable_bytes) + weights_c + int(resident_bytes)
+    per_row = sft_row_bytes(cfg, mesh, seq_len, compute_dtype)
+    multiple = mesh_lib.batch_size_multiple(mesh)
+    micro = min(_round_rows((budget - fixed) / per_row, multiple), int(batch_size))
+    while micro >= multiple and batch_size % micro:
+        micro -= multiple
+    if micro < multiple:
+        raise UserError(f"sft.hbm_fraction={fraction}: {fixed / GiB:.2f} GiB of train state and weights leave no "
+                        f"room for one {seq_len}-token row ({per_row / GiB:.3f} GiB) in {budget / GiB:.2f} GiB "
+                        f"per device; shard the state (config.mesh.fsdp) or shorten sft.max_len")
+    return micro

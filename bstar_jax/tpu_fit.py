@@ -1,0 +1,469 @@
+"""Will it fit on a TPU? Compiles every jitted program a run executes, for a TPU topology, on a CPU.
+
+    JAX_PLATFORMS=cpu python -m bstar_jax.tpu_fit --config=configs/gsm8k.py --topology=v5e:2x4 \\
+        [--config.model.path=qwen2.5-1.5b] [--prompt_len=256]
+
+libtpu compiles for a slice it does not have (`jax.experimental.topologies`); XLA's memory analysis
+gives each program's per-device arguments, temporaries and outputs, to which the tool adds what the
+loop keeps on the device meanwhile (P_0, optimizer state, PRM). One decode step and one SFT
+micro-step are also compiled alone for XLA's cost analysis (a while loop's cost has no trip count).
+Exit status 0 when every program fits, 1 naming those that do not (a RESOURCE_EXHAUSTED compile
+counts as not fitting). docs/memory.md has the model and the shipped configs' tables.
+
+Each program comes from one small adapter (`sampler_call`, `decode_step`, `sft_step`, `prm_score`,
+`prm_train_step`) written against the sampler and trainers' jitted functions; `plan` lists the
+programs of a config.
+"""
+from __future__ import annotations
+
+import os
+
+if __name__ == "__main__":  # before jax is imported: compile for the TPU from the CPU backend
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import contextlib
+import dataclasses
+import functools
+import re
+import sys
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from bstar_jax import hbm, models, sampling, sft
+from bstar_jax import mesh as mesh_lib
+from bstar_jax.errors import UserError
+from bstar_jax.rewards import prm as prm_lib
+from bstar_jax.rewards import prm_train
+
+# Shape-only architectures (HF config.json fields): a fit check needs no weights.
+KNOWN_MODELS = {
+    "smollm2-135m": dict(model_type="llama", vocab_size=49152, hidden_size=576, intermediate_size=1536,
+                         num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
+                         max_position_embeddings=8192, tie_word_embeddings=True, rope_theta=100000.0),
+    "qwen2.5-1.5b": dict(model_type="qwen2", vocab_size=151936, hidden_size=1536, intermediate_size=8960,
+                         num_hidden_layers=28, num_attention_heads=12, num_key_value_heads=2,
+                         max_position_embeddings=32768, tie_word_embeddings=True, rope_theta=1000000.0),
+    "mistral-7b": dict(model_type="mistral", vocab_size=32000, hidden_size=4096, intermediate_size=14336,
+                       num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
+                       max_position_embeddings=32768, tie_word_embeddings=False, rope_theta=10000.0,
+                       sliding_window=4096),
+}
+# v4 and v5p chips are one device each (megacore), as Cloud TPU slices run them.
+_MEGACORE = ("v4", "v5p", "v5")
+
+
+def topology_devices(name: str) -> list:
+    """The devices of a TPU slice, e.g. "v5e:2x4", "v4:2x2x1", "v5p:2x2x1" (needs libtpu)."""
+    from jax.experimental import topologies
+
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")  # other processes may hold libtpu's lock
+    kind = name.split(":")[0]
+    kw = dict(chip_config_name="megacore") if kind in _MEGACORE else {}
+    if kind == "v5p":
+        name = "v5" + name[3:]
+    try:
+        return list(topologies.get_topology_desc(topology_name=name, platform="tpu",
+                                                 chips_per_host_bounds=(2, 2, 1), **kw).devices)
+    except Exception as e:
+        raise UserError(f"--topology={name}: libtpu cannot describe it ({str(e).splitlines()[0]}); "
+                        "use e.g. v5e:2x4, v4:2x2x1, v5p:2x2x1, v6e:2x2") from None
+
+
+def model_config(config) -> models.ModelConfig:
+    """The policy's shapes without loading weights: the warm-start model, a known architecture by
+    name (a hub id's last part, "-instruct" dropped), or a local folder's / file's config.json."""
+    m = config.model
+    if config.warm_start.enabled:
+        w = config.warm_start
+        cfg = models.ModelConfig(model_type="llama", vocab_size=int(w.vocab_size), hidden_size=int(w.hidden_size),
+                                 intermediate_size=int(w.intermediate_size), num_layers=int(w.num_layers),
+                                 num_heads=int(w.num_heads), num_kv_heads=int(w.num_kv_heads),
+                                 head_dim=int(w.hidden_size) // int(w.num_heads),
+                                 max_position_embeddings=int(w.max_len), tie_word_embeddings=True)
+    else:
+        key = str(m.path).rstrip("/").split("/")[-1].lower().removesuffix("-instruct")
+        if key in KNOWN_MODELS:
+            cfg = models.ModelConfig.from_hf_dict(KNOWN_MODELS[key], source=f"known model {key}")
+        elif os.path.exists(m.path) and not str(m.path).endswith(".gguf"):
+            cfg = models.ModelConfig.from_hf_file(m.path)
+        else:
+            raise UserError(f"config.model.path={m.path!r}: no shapes known without loading it; use one of "
+                            f"{', '.join(KNOWN_MODELS)} or a folder / config.json")
+    return cfg.replace(param_dtype=m.param_dtype, dtype=m.dtype)
+
+
+# ----------------------------------------------------------------------------- programs
+
+@dataclasses.dataclass
+class Program:
+    """One jitted call at its real shapes: fn.lower(*args, **kwargs) compiles it."""
+
+    name: str
+    shape: str  # what it processes, for the table
+    fn: Callable
+    args: tuple
+    kwargs: dict = dataclasses.field(default_factory=dict)
+    resident: int = 0  # per-device bytes the run keeps on the device during the call
+    cost: bool = False  # print XLA's cost analysis (one decode step, one SFT micro-step)
+    trace: Callable = contextlib.nullcontext  # context the lowering runs in
+
+
+def _sds(shape, dtype, sharding):
+    dtype = dtype if jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key) else jnp.dtype(dtype)
+    return jax.ShapeDtypeStruct(tuple(shape), dtype, sharding=sharding)
+
+
+def _abstract(shapes, shardings):
+    return jax.tree.map(lambda s, h: _sds(s.shape, s.dtype, h), shapes, shardings)
+
+
+def abstract_params(cfg, mesh, dtype: str | None = None):
+    """Model params as ShapeDtypeStructs sharded by the rules table."""
+    shapes = models.param_shapes(cfg)
+    if dtype:
+        shapes = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, jnp.dtype(dtype)), shapes)
+    return _abstract(shapes, models.param_shardings(cfg, mesh))
+
+
+@contextlib.contextmanager
+def _backend_of(mesh):
+    """Traces with jax.default_backend() answering the mesh's platform: today's sampler chooses its
+    CPU-only weight pre-slicing by the default backend, which is "cpu" while compiling for a TPU."""
+    platform = mesh.devices.flat[0].platform
+    original = jax.default_backend
+    jax.default_backend = lambda: platform
+    try:
+        yield
+    finally:
+        jax.default_backend = original
+
+
+def _rows_bucket(rows: int, mesh) -> int:
+    multiple = mesh_lib.batch_size_multiple(mesh)
+    return -(-sampling.bucket(rows) // multiple) * multiple
+
+
+def sampler_call(name, cfg, mesh, params, rows, prompt_len, max_new_tokens, *, top_k=0, resident=0) -> Program:
+    """sampling._generate_jit (prefill + while-loop decode) at `rows` rows, as sampling.generate
+    buckets them: rows -> power of two (data-axis multiple), prompt -> power of two >= 8."""
+    B, P, N = _rows_bucket(rows, mesh), sampling.bucket(prompt_len, 8), int(max_new_tokens)
+    batch = lambda *shape_dtype: _sds(shape_dtype[:-1], shape_dtype[-1], mesh_lib.batch_sharding(mesh, len(shape_dtype) - 1))
+    repl = mesh_lib.replicated(mesh)
+    key = jax.eval_shape(jax.random.key, 0)
+    cache = _abstract(jax.eval_shape(lambda: sampling.init_decode_cache(cfg, B, P + N)),
+                      sampling.decode_cache_sharding(cfg, mesh))
+    args = (cfg, params, batch(B, P, jnp.int32), batch(B, jnp.int32), batch(B, jnp.bool_), _sds((), key.dtype, repl),
+            batch(B, jnp.float32), batch(B, jnp.float32), _sds((), jnp.int32, repl), cache)
+    return Program(name, f"{B} rows x ({P} prompt + {N} new)", sampling._generate_jit, args,
+                   dict(max_new_tokens=N, top_k=int(top_k), pad_id=0), resident, trace=functools.partial(_backend_of, mesh))
+
+
+def decode_step(cfg, mesh, params, rows, cache_len, *, top_k=0, resident=0) -> Program:
+    """One decode step alone (forward of one token per row over the cache, then the sampling
+    strategy): the body of the sampler's while loop, for XLA's per-step cost."""
+    B = _rows_bucket(rows, mesh)
+    batch_sh = mesh_lib.batch_sharding(mesh, 1)
+    cache = _abstract(jax.eval_shape(lambda: sampling.init_decode_cache(cfg, B, cache_len)),
+                      sampling.decode_cache_sharding(cfg, mesh))
+
+    def step(params, tokens_B, positions_B, u_B, temperature_B, cache):
+        logits, cache = sampling._decode_step(cfg, params, None, tokens_B, positions_B, cache)
+        tokens, _ = sampling._next_token_from_uniform(logits, u_B, temperature_B, jnp.ones_like(u_B), top_k)
+        return tokens, cache
+
+    fn = jax.jit(step, donate_argnames="cache")
+    args = (params, _sds((B,), jnp.int32, batch_sh), _sds((B,), jnp.int32, batch_sh), _sds((B,), jnp.float32, batch_sh),
+            _sds((B,), jnp.float32, batch_sh), cache)
+    return Program("decode step", f"{B} rows, cache {cache_len}", fn, args, resident=resident, cost=True)
+
+
+def sft_step(name, cfg, mesh, sft_config, *, resident=0, cost=False) -> Program:
+    """The SFT optimizer step (sft.make_train_step) on one global batch of max_len tokens per row."""
+    fn = sft.make_train_step(cfg, sft_config, mesh)
+    B, L = int(sft_config.batch_size), int(sft_config.max_len)
+    state = sft.abstract_train_state(cfg, sft_config, mesh)
+    two = mesh_lib.batch_sharding(mesh, 2)
+    batch = {k: _sds((B, L), jnp.int32, two) for k in ("tokens", "loss_mask", "positions")}
+    batch["lengths"] = _sds((B,), jnp.int32, mesh_lib.batch_sharding(mesh, 1))
+    shape = f"{B} rows x {L} tokens, micro-batch {int(sft_config.micro_batch_size)}"
+    return Program(name, shape, fn, (state, batch), resident=resident, cost=cost)
+
+
+def _abstract_prm(cfg, mesh, dtype):
+    shapes = {"backbone": models.param_shapes(cfg), "head": {"w": jax.ShapeDtypeStruct((cfg.hidden_size,), jnp.float32),
+                                                             "b": jax.ShapeDtypeStruct((), jnp.float32)}}
+    shapes["backbone"] = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, jnp.dtype(dtype)), shapes["backbone"])
+    return _abstract(shapes, prm_lib.prm_shardings(cfg, mesh))
+
+
+def prm_score(cfg, mesh, rows, seq_len, steps, *, dtype, resident=0) -> Program:
+    """rewards.prm.step_scores on one scoring batch (rows x seq_len tokens, `steps` positions)."""
+    B, two = _rows_bucket(rows, mesh), mesh_lib.batch_sharding(mesh, 2)
+    args = (cfg, _abstract_prm(cfg, mesh, dtype), _sds((B, seq_len), jnp.int32, two), _sds((B, steps), jnp.int32, two))
+    return Program("PRM scoring", f"{B} rows x {seq_len} tokens", prm_lib.step_scores, args, resident=resident)
+
+
+def prm_train_step(cfg, mesh, batch_size, seq_len, *, dtype, resident=0) -> Program:
+    """rewards.prm_train's jitted step (whole batch at once, no accumulation)."""
+    params = _abstract_prm(cfg, mesh, dtype)
+    optimizer = prm_train.make_prm_optimizer(params, total_steps=2)
+    opt = jax.eval_shape(optimizer.init, params)
+    sh = jax.tree.map(lambda x: x.sharding, params)
+    opt_sh = sft._opt_state_shardings(opt, sh, params, mesh_lib.replicated(mesh))
+    repl = mesh_lib.replicated(mesh)
+    state = prm_train.PRMTrainState(params, _abstract(opt, opt_sh), _sds((), jnp.int32, repl))
+    fn = prm_train.make_train_step(cfg, optimizer, state, mesh)
+    two = mesh_lib.batch_sharding(mesh, 2)
+    batch = {"tokens": _sds((batch_size, seq_len), jnp.int32, two),
+             **{k: _sds((batch_size, seq_len), jnp.float32, two) for k in ("targets", "weights")}}
+    return Program("PRM train step", f"{batch_size} rows x {seq_len} tokens", fn, (state, batch), resident=resident)
+
+
+# ----------------------------------------------------------------------------- a config's programs
+
+def _sft_config(base, **overrides) -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict(base.to_dict())
+    c.update(overrides)
+    return c
+
+
+def resident(config, cfg, mesh) -> dict[str, int]:
+    """Per-device bytes of what the loop keeps on the device: P_0's params, the train state's
+    params and optimizer state, the PRM's params (when any run uses it)."""
+    state = sft.abstract_train_state(cfg, config.sft, mesh)
+    prm = hbm.bytes_per_device(_abstract_prm(cfg, mesh, cfg.param_dtype)) if any(config.use_prm) else 0
+    return dict(p0=hbm.param_bytes(cfg, mesh), params=hbm.bytes_per_device(state.params),
+                opt=hbm.bytes_per_device(state.opt_state), prm=prm)
+
+
+def prompt_bucket(config) -> int:
+    """The prompt width the fit check assumes: the power of two >= sft.max_prompt_len (the longest
+    prompt SFT keeps), an upper bound of the prompts the sampler sees."""
+    return sampling.bucket(int(config.sft.max_prompt_len), 8)
+
+
+def resolve_sizes(config, cfg, mesh, prompt_len: int) -> ml_collections.ConfigDict:
+    """A copy of `config` with sampling.batch_rows and sft / p0_sft micro_batch_size derived from
+    sampling.hbm_fraction and sft.hbm_fraction (each left as set when its fraction is 0).
+
+    prompt_len: the longest prompt the sampler will see (with a PRM, the labelling prompts hold a
+    question and a partial solution: prompt_len + max_new_tokens is used)."""
+    c = ml_collections.ConfigDict(config.to_dict())
+    r = resident(config, cfg, mesh)
+    gb = float(c.get("device_memory_gb", 0.0))
+    N = int(c.sampling.max_new_tokens)
+    if float(c.sampling.get("hbm_fraction", 0.0)) > 0:
+        P = prompt_len + N if any(c.use_prm) else prompt_len
+        c.sampling.batch_rows = hbm.rows_per_call(cfg, mesh, sampling.bucket(P, 8), N, float(c.sampling.hbm_fraction),
+                                                  weight_bytes=r["params"], resident_bytes=r["p0"] + r["opt"] + r["prm"],
+                                                  device_memory_gb=gb)
+    if float(c.sft.get("hbm_fraction", 0.0)) > 0:
+        for section, batch in (("sft", c.sft.batch_size), ("p0_sft", c.p0_sft.batch_size)):
+            c[section].micro_batch_size = hbm.micro_batch_size(
+                cfg, mesh, int(c.sft.max_len), int(batch), float(c.sft.hbm_fraction),
+                state_bytes=r["params"] + r["opt"], trainable_bytes=r["opt"] // 2,
+                compute_dtype=c.sft.compute_dtype or cfg.dtype, resident_bytes=r["p0"] + r["prm"], device_memory_gb=gb)
+    return c
+
+
+def _chunk_rows(n_queries: int, temperatures: int, k: int, batch_rows: int) -> int:
+    """Rows of each pools.sample call: whole queries per chunk, at most batch_rows rows."""
+    per_query = temperatures * k
+    return min(max(1, batch_rows // per_query), n_queries) * per_query
+
+
+def plan(config, cfg, mesh, prompt_len: int) -> list[Program]:
+    """Every jitted program a run of `config` executes, at its shapes (sizes already resolved)."""
+    c, r = config, resident(config, cfg, mesh)
+    N, rows_cap, top_k = int(c.sampling.max_new_tokens), int(c.sampling.batch_rows), int(c.sampling.top_k)
+    policy = abstract_params(cfg, mesh, c.sft.param_dtype or cfg.param_dtype)
+    loop_resident = r["p0"] + r["opt"] + r["prm"]
+    n_train = int(c.queries_per_iteration)
+    if c.data.name in ("synthetic", "gsm_symbolic"):
+        n_train = min(n_train, int(c.data.num_train))
+    calls = []
+    if "bstar" in c.variants:
+        temps = 1 if c.search.restrict == "threshold" else len(c.search.temperatures)
+        calls.append(("sample: dev search (T x K)", _chunk_rows(int(c.data.num_dev), temps,
+                                                               int(c.search.samples_per_query), rows_cap)))
+    calls += [("sample: iteration", _chunk_rows(n_train, 1, int(c.samples_per_query), rows_cap)),
+              ("sample: eval greedy", _chunk_rows(int(c.data.num_test), 1, 1, rows_cap)),
+              ("sample: eval K", _chunk_rows(int(c.data.num_test), 1, int(c.eval.samples_per_query), rows_cap))]
+    progs = [sampler_call(n, cfg, mesh, policy, rows, prompt_len, N, top_k=top_k, resident=loop_resident)
+             for n, rows in calls]
+    iteration_rows = dict(calls)["sample: iteration"]
+    progs.append(decode_step(cfg, mesh, policy, iteration_rows, sampling.bucket(prompt_len, 8) + N, top_k=top_k,
+                             resident=loop_resident))
+    progs.append(sft_step("SFT step", cfg, mesh, c.sft, resident=r["p0"] + r["prm"]))
+    progs.append(sft_step("SFT micro-step", cfg, mesh, _sft_config(c.sft, batch_size=int(c.sft.micro_batch_size)),
+                          resident=r["p0"] + r["prm"], cost=True))
+    if c.warm_start.enabled:
+        w = c.warm_start
+        warm = _sft_config(c.sft, batch_size=int(w.batch_size), micro_batch_size=int(w.batch_size), freeze_embeddings=False,
+                           freeze_lm_head=False, freeze_norms=False, lr=float(w.lr))
+        progs.append(sft_step("warm-start SFT step", cfg, mesh, warm, resident=r["p0"]))
+    elif int(c.p0_sft.steps) > 0:
+        p = c.p0_sft
+        p0 = _sft_config(c.sft, batch_size=int(p.batch_size), micro_batch_size=int(p.micro_batch_size), lr=float(p.lr))
+        progs.append(sft_step("P_0 SFT step", cfg, mesh, p0, resident=r["p0"]))
+    if any(c.use_prm):
+        p, L = c.prm, int(c.sft.max_len)
+        model = abstract_params(cfg, mesh)
+        progs += [sampler_call("sample: PRM solutions", cfg, mesh, model,
+                               _chunk_rows(int(p.num_queries), 1, int(p.samples_per_query), rows_cap), prompt_len, N),
+                  sampler_call("sample: PRM completions", cfg, mesh, model, rows_cap, prompt_len + N, N),
+                  prm_train_step(cfg, mesh, int(p.batch_size), L, dtype=cfg.param_dtype, resident=r["p0"]),
+                  prm_score(cfg, mesh, 128, L, 32, dtype=cfg.param_dtype, resident=r["p0"] + r["params"] + r["opt"])]
+    return progs
+
+
+# ----------------------------------------------------------------------------- compile and report
+
+@dataclasses.dataclass
+class Result:
+    """Per-device bytes of one compiled program (XLA's memory analysis) plus the run's resident."""
+
+    program: Program
+    argument: int = 0
+    output: int = 0
+    temp: int = 0
+    alias: int = 0
+    cost: dict | None = None
+    error: str | None = None  # RESOURCE_EXHAUSTED at compile time
+
+    @property
+    def total(self) -> int:
+        return self.argument + self.output + self.temp - self.alias + self.program.resident
+
+
+def _key(p: Program):
+    leaf = lambda x: (x.shape, str(x.dtype), str(getattr(x, "sharding", None))) if hasattr(x, "shape") else repr(x)
+    return (id(p.fn), str(jax.tree.map(leaf, p.args)), tuple(sorted(p.kwargs.items())))
+
+
+def compile_program(p: Program, hbm_bytes: int | None = None) -> Result:
+    """Lowers and compiles `p`; an out-of-memory compile comes back as Result.error, and so do
+    arguments that alone exceed `hbm_bytes` (not compiled: XLA would search long for a fit)."""
+    args = hbm.bytes_per_device(p.args)
+    if hbm_bytes and args + p.resident > hbm_bytes:
+        return Result(p, argument=args, error=f"arguments alone {args / 1e9:.2f} GB")
+    try:
+        with p.trace():
+            compiled = p.fn.lower(*p.args, **p.kwargs).compile()
+    except Exception as e:  # XLA raises its runtime error type; only memory exhaustion is a verdict
+        text = str(e)
+        if "RESOURCE_EXHAUSTED" not in text and "Ran out of memory" not in text:
+            raise
+        used = re.search(r"Used ([\d.]+\w?) of ([\d.]+\w?) hbm", text)
+        return Result(p, error="RESOURCE_EXHAUSTED" + (f" (used {used[1]} of {used[2]} HBM)" if used else ""))
+    m = compiled.memory_analysis()
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return Result(p, m.argument_size_in_bytes, m.output_size_in_bytes, m.temp_size_in_bytes, m.alias_size_in_bytes,
+                  dict(cost or {}) if p.cost else None)
+
+
+def compile_all(programs: list[Program], log: Callable[[str], None] | None = None,
+                hbm_bytes: int | None = None) -> list[Result]:
+    """Compiles each distinct program once (identical calls share a result)."""
+    done: dict[Any, Result] = {}
+    out = []
+    for p in programs:
+        k = _key(p)
+        if k not in done:
+            start = time.perf_counter()
+            done[k] = compile_program(p, hbm_bytes)
+            if log:
+                r = done[k]
+                size = r.error or (f"args {r.argument / 1e9:.2f} temps {r.temp / 1e9:.2f} outputs {r.output / 1e9:.2f} "
+                                   f"aliased {r.alias / 1e9:.2f} resident {p.resident / 1e9:.2f} GB")
+                log(f"compiled {p.name} ({p.shape}) in {time.perf_counter() - start:.0f} s: {size}")
+        out.append(dataclasses.replace(done[k], program=p))
+    return out
+
+
+def fits(result: Result, hbm_bytes: int) -> bool:
+    return result.error is None and result.total <= hbm_bytes
+
+
+def format_tables(results: list[Result], chip: hbm.Chip, hbm_bytes: int, title: str) -> str:
+    """The memory table (GB = 1e9 bytes, per device) and the cost table of the cost programs."""
+    gb = lambda b: f"{b / 1e9:.2f}"
+    lines = [title, "", "| program | shape | args GB | temps GB | outputs GB | aliased GB | resident GB | total GB "
+             f"| HBM GB | fits |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        p = r.program
+        if r.error:
+            lines.append(f"| {p.name} | {p.shape} | | | | | {gb(p.resident)} | {r.error} | {gb(hbm_bytes)} | no |")
+        else:
+            lines.append(f"| {p.name} | {p.shape} | {gb(r.argument)} | {gb(r.temp)} | {gb(r.output)} | {gb(r.alias)} "
+                         f"| {gb(p.resident)} | {gb(r.total)} | {gb(hbm_bytes)} | {'yes' if fits(r, hbm_bytes) else 'NO'} |")
+    costs = [r for r in results if r.cost]
+    if costs:
+        lines += ["", f"XLA cost per device ({chip.name}: {chip.peak_flops / 1e12:.0f} TFLOP/s bf16, "
+                  f"{chip.hbm_bandwidth / 1e9:.0f} GB/s HBM)", "",
+                  "| program | GFLOP | GB accessed | FLOP/byte | XLA est. ms | roofline ms | % peak FLOP/s | % HBM BW | bound |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for r in costs:
+            f, b = float(r.cost.get("flops", 0.0)), float(r.cost.get("bytes accessed", 0.0))
+            t_f, t_b = f / chip.peak_flops, b / chip.hbm_bandwidth
+            est = float(r.cost.get("optimal_seconds", 0.0)) or max(t_f, t_b)
+            lines.append(f"| {r.program.name} | {f / 1e9:.1f} | {b / 1e9:.2f} | {f / max(b, 1):.1f} | {est * 1e3:.2f} "
+                         f"| {max(t_f, t_b) * 1e3:.2f} | {100 * t_f / est:.0f} | {100 * t_b / est:.0f} "
+                         f"| {'compute' if t_f >= t_b else 'memory'} |")
+    return "\n".join(lines)
+
+
+def fit(config, topology: str, prompt_len: int | None = None, log: Callable[[str], None] | None = None):
+    """(results, table text, names not fitting) of every program of `config` on `topology`."""
+    devices = topology_devices(topology)
+    chip = hbm.chip_of(devices[0])
+    m = config.mesh
+    try:
+        mesh = mesh_lib.make_mesh(int(m.data), int(m.fsdp), int(m.tensor), devices=devices)
+    except ValueError as e:
+        raise UserError(f"config.mesh on {topology} ({len(devices)} devices): {e}") from None
+    cfg = model_config(config)
+    P = int(prompt_len or prompt_bucket(config))
+    config = resolve_sizes(config, cfg, mesh, P)
+    hbm_bytes = hbm.device_memory_bytes(devices[0])
+    results = compile_all(plan(config, cfg, mesh, P), log, hbm_bytes)
+    title = (f"{topology} ({len(devices)} x {chip.name}, {hbm_bytes / 1e9:.1f} GB HBM each), mesh {dict(mesh.shape)}, "
+             f"model {config.model.path if not config.warm_start.enabled else 'warm start'} "
+             f"({cfg.num_params() / 1e6:.0f}M params, {cfg.param_dtype} weights, {cfg.dtype} compute), "
+             f"sampling.batch_rows={config.sampling.batch_rows}, sft.micro_batch_size={config.sft.micro_batch_size}")
+    bad = [r.program.name for r in results if not fits(r, hbm_bytes)]
+    return results, format_tables(results, chip, hbm_bytes, title), bad
+
+
+def main(argv) -> None:
+    del argv
+    from absl import flags
+
+    f = flags.FLAGS
+    try:
+        _, text, bad = fit(f.config, f.topology, f.prompt_len or None, log=lambda m: print(m, file=sys.stderr, flush=True))
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    print(text)
+    if bad:
+        print(f"\ndoes not fit: {', '.join(bad)}", file=sys.stderr)
+        sys.exit(1)
+    print("\nevery program fits")
+
+
+if __name__ == "__main__":
+    from absl import app, flags
+    from ml_collections import config_flags
+
+    config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file (optionally :arg).")
+    flags.DEFINE_string("topology", None, "TPU slice, e.g. v5e:2x4, v4:2x2x1, v5p:2x2x1, v5e:4x4.")
+    flags.DEFINE_integer("prompt_len", 0, "prompt tokens the sampler sees (0 = sft.max_prompt_len's power of two)")
+    flags.mark_flags_as_required(["config", "topology"])
+    app.run(main)

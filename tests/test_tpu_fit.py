@@ -1,0 +1,106 @@
+"""tpu_fit: every program of a config compiled for a TPU slice on this CPU (libtpu, no TPU), and the
+HBM sizing. Skipped when libtpu is not installed."""
+import importlib.util
+import os
+import subprocess
+import sys
+
+import pytest
+
+from bstar_jax import hbm, mesh as mesh_lib
+from configs import demo
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("libtpu") is None, reason="libtpu is not installed")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PROGRAMS = ["sample: dev search (T x K)", "sample: iteration", "sample: eval greedy", "sample: eval K", "decode step",
+            "SFT step", "SFT micro-step", "warm-start SFT step", "sample: PRM solutions", "sample: PRM completions",
+            "PRM train step", "PRM scoring"]
+
+
+@pytest.fixture(scope="module")
+def tiny_fit():
+    from bstar_jax import tpu_fit
+
+    return tpu_fit.fit(demo.get_config("tiny"), "v5e:2x2")
+
+
+def test_tiny_demo_fits_v5e(tiny_fit):
+    results, text, bad = tiny_fit
+    assert bad == []
+    assert [r.program.name for r in results] == PROGRAMS
+    for name in PROGRAMS:
+        assert f"| {name} |" in text
+    for r in results:
+        assert r.error is None and r.argument > 0 and r.total <= 16 * hbm.GiB
+    costs = {r.program.name: r.cost for r in results if r.cost}
+    assert set(costs) == {"decode step", "SFT micro-step"}
+    assert all(c["flops"] > 0 and c["bytes accessed"] > 0 for c in costs.values())
+    assert "XLA cost per device (v5e" in text
+
+
+def test_absurd_rows_do_not_fit_and_exit_nonzero():
+    """4M rows per sampler call cannot fit 16 GB: the compile's RESOURCE_EXHAUSTED is the verdict."""
+    cmd = [sys.executable, "-m", "bstar_jax.tpu_fit", "--config=configs/demo.py:tiny", "--topology=v5e:2x2",
+           "--config.use_prm=(False,)", "--config.variants=('online_rft',)", "--config.queries_per_iteration=1048576",
+           "--config.data.num_train=1048576", "--config.sampling.batch_rows=4194304"]
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env.pop("XLA_FLAGS", None)
+    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 1, out.stderr[-2000:]
+    assert "does not fit: " in out.stderr and "sample: iteration" in out.stderr.splitlines()[-1]
+    assert "Traceback" not in out.stderr
+    assert "| sample: iteration | 4194304 rows" in out.stdout
+
+
+def test_rows_per_call_follows_memory(mesh8):
+    """Rows are a power of two per device times the data axes, and grow with the budget."""
+    from bstar_jax import tpu_fit
+
+    cfg = tpu_fit.model_config(_config("smollm2-135m"))
+    small = hbm.rows_per_call(cfg, mesh8, 256, 320, 0.8, hbm_bytes=16 * hbm.GiB)
+    big = hbm.rows_per_call(cfg, mesh8, 256, 320, 0.8, hbm_bytes=32 * hbm.GiB)
+    per_device = small // mesh_lib.batch_size_multiple(mesh8)
+    assert per_device & (per_device - 1) == 0 and big == 2 * small
+    weights = hbm.param_bytes(cfg, mesh8)
+    used = weights + per_device * hbm.sampler_row_bytes(cfg, mesh8, 256, 320)
+    assert used <= 0.8 * 16 * hbm.GiB < weights + 2 * per_device * hbm.sampler_row_bytes(cfg, mesh8, 256, 320)
+    with pytest.raises(hbm.UserError):
+        hbm.rows_per_call(cfg, mesh8, 256, 320, 0.8, hbm_bytes=hbm.GiB // 4)
+
+
+def test_resolve_sizes_keeps_explicit_sizes_when_off(mesh8):
+    from bstar_jax import tpu_fit
+
+    config = _config("smollm2-135m")
+    config.sampling.hbm_fraction = config.sft.hbm_fraction = 0.0
+    cfg = tpu_fit.model_config(config)
+    same = tpu_fit.resolve_sizes(config, cfg, mesh8, 256)
+    assert same.sampling.batch_rows == config.sampling.batch_rows
+    assert same.sft.micro_batch_size == config.sft.micro_batch_size
+    config.sampling.hbm_fraction = config.sft.hbm_fraction = 0.5
+    config.device_memory_gb, config.sampling.batch_rows = 16.0, 8
+    sized = tpu_fit.resolve_sizes(config, cfg, mesh8, 256)
+    assert sized.sampling.batch_rows % 8 == 0 and sized.sampling.batch_rows > 8
+    assert config.sft.batch_size % sized.sft.micro_batch_size == 0
+
+
+def test_chip_table_and_known_models():
+    assert {k: round(c.hbm_bytes / hbm.GiB) for k, c in hbm.CHIPS.items()} == {"v4": 32, "v5e": 16, "v5p": 95, "v6e": 32}
+    from bstar_jax import tpu_fit
+
+    qwen = tpu_fit.model_config(_config("Qwen/Qwen2.5-1.5B-Instruct"))
+    assert (qwen.num_layers, qwen.hidden_size, qwen.num_heads, qwen.num_kv_heads, qwen.head_dim) == (28, 1536, 12, 2, 128)
+    assert qwen.attention_bias and qwen.tie_word_embeddings and qwen.vocab_size == 151936
+    assert abs(qwen.num_params() / 1e9 - 1.54) < 0.01  # Qwen2.5-1.5B: 1.54B parameters
+    mistral = tpu_fit.model_config(_config("mistral-7b"))
+    assert abs(mistral.num_params() / 1e9 - 7.24) < 0.01  # Mistral-7B: 7.24B parameters
+    assert tpu_fit.prompt_bucket(_config("mistral-7b")) == 512  # gsm8k keeps prompts <= 320 tokens
+
+
+def _config(path):
+    from configs import gsm8k
+
+    c = gsm8k.get_config()
+    c.model.path = path
+    return c
