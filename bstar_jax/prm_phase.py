@@ -12,7 +12,7 @@ import os
 import jax
 import numpy as np
 
-from bstar_jax import checkpoint, rollout
+from bstar_jax import checkpoint, rollout, streams
 from bstar_jax import tokenizer as tok
 from bstar_jax.rewards import prm as prm_lib
 from bstar_jax.rewards.labelling import label_steps
@@ -20,7 +20,7 @@ from bstar_jax.rewards.prm_train import train_prm
 
 
 def prepare_prm(config, mesh, tokenizer, p0, splits, key):
-    """A function GridSamples -> float32 [T, Q, K] of min step score / 5, for Eq. 2."""
+    """A function GridSamples -> float32 [T, Q, K] of raw min step scores (Eq. 2 divides them by 5)."""
     cfg, p0_params = p0
     p = config.prm
     folder = os.path.join(config.workdir, "prm")
@@ -43,16 +43,17 @@ def prepare_prm(config, mesh, tokenizer, p0, splits, key):
 def _train(config, mesh, tokenizer, p0, init_params, train, key):
     cfg, p0_params = p0
     p = config.prm
-    order = np.asarray(jax.random.permutation(jax.random.fold_in(key, 0), len(train)))
+    query_key, sample_key, label_key = streams.split(key, 3)
+    order = np.asarray(jax.random.permutation(query_key, len(train)))
     queries = [train[i] for i in order[: int(p.num_queries)]]
     samples = rollout.sample(p0, tokenizer, [e.question for e in queries], temperatures=[float(p.temperature)],
-                           num_samples=int(p.samples_per_query), rng=jax.random.fold_in(key, 1),
+                           num_samples=int(p.samples_per_query), rng=sample_key,
                            sampling_config=config.sampling, mesh=mesh)
     texts = samples.texts[0].reshape(-1)
     questions = [e.question for e in queries for _ in range(int(p.samples_per_query))]
     golds = [e.solution for e in queries for _ in range(int(p.samples_per_query))]
     labelled = label_steps(cfg, p0_params, tokenizer, questions, list(texts), golds, task=config.task,
-                           rng=jax.random.fold_in(key, 2), n_completions=int(p.completions),
+                           rng=label_key, n_completions=int(p.completions),
                            max_new_tokens=int(config.sampling.max_new_tokens), temperature=float(p.temperature),
                            max_batch=int(config.sampling.batch_rows), grade_mode=config.answer_check, mesh=mesh)
     records = labelled.records
@@ -70,10 +71,10 @@ def _train(config, mesh, tokenizer, p0, init_params, train, key):
 
 
 def score_grid(cfg, prm_params, tokenizer, samples, questions, *, mesh=None, max_len=None) -> np.ndarray:
-    """float32 [T, Q, K]: min step score / 5 of every sampled response (−1 when truncated)."""
+    """float32 [T, Q, K]: raw min step score of every sampled response (−5 when truncated)."""
     T, Q, K = samples.texts.shape
     prompts = [tok.format_prompt(questions[q]) for _ in range(T) for q in range(Q) for _ in range(K)]
     scores = prm_lib.score_responses(cfg, prm_params, tokenizer, prompts, list(samples.texts.reshape(-1)),
                                      finished=~samples.truncated.reshape(-1), mesh=mesh, max_len=max_len,
                                      batch_size=128)
-    return (scores.prm_min / prm_lib.PRM_SCALE).reshape(T, Q, K).astype(np.float32)
+    return scores.prm_min.reshape(T, Q, K).astype(np.float32)

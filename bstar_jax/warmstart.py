@@ -14,10 +14,9 @@ from __future__ import annotations
 import logging
 import os
 
-import jax
 import ml_collections
 
-from bstar_jax import distributed, models, sft
+from bstar_jax import distributed, models, sft, streams
 from bstar_jax import tokenizer as tok
 from bstar_jax.data import Example, with_alternatives
 
@@ -56,12 +55,12 @@ def _sft_p0(config, mesh, tokenizer, cfg, params, train: list[Example], folder: 
     logging.info("P_0: %d SFT steps of %s on reference solutions (cached in %s)", int(p.steps), config.model.path,
                  folder)
     _fine_tune_and_save(config, mesh, tokenizer, cfg, params, sft_examples(tokenizer, train), folder,
-                        steps=int(p.steps), key_salt=10_001, description="SFT to P_0",
+                        steps=int(p.steps), stream="p0", description="SFT to P_0",
                         overrides=dict(lr=float(p.lr), batch_size=int(p.batch_size),
                                        micro_batch_size=int(p.micro_batch_size)))
 
 
-def _fine_tune_and_save(config, mesh, tokenizer, cfg, params, examples, folder: str, *, steps: int, key_salt: int,
+def _fine_tune_and_save(config, mesh, tokenizer, cfg, params, examples, folder: str, *, steps: int, stream: str,
                         description: str, overrides: dict) -> None:
     """`steps` SFT steps (warmup a tenth, cosine to a tenth of the LR) from config.sft with
     `overrides`, then the model and tokenizer saved into <folder>.partial and renamed into place,
@@ -72,7 +71,7 @@ def _fine_tune_and_save(config, mesh, tokenizer, cfg, params, examples, folder: 
     sft_config.update(dict(overrides, pad_id=int(tokenizer.pad_token_id or 0)))
     sft_config.update(dict(min_lr=float(sft_config.lr) / 10, warmup_steps=max(1, steps // 10), decay_steps=steps))
     state = sft.init_train_state(cfg, params, sft_config, mesh)
-    key = jax.random.fold_in(jax.random.key(int(config.seed)), key_salt)
+    key = streams.Streams(config.seed).key(stream)  # SFT batch order of this fine-tune
     state, stats = sft.run_sft(state, examples, cfg, sft_config, mesh, key, num_steps=steps,
                                progress=bool(config.progress), description=description)
     logging.info("%s: final SFT loss %.4f after %d steps (%.0f tok/s)", description, stats["loss"], stats["steps"],
@@ -113,7 +112,7 @@ def _train_p0(config, mesh, train: list[Example], folder: str) -> None:
         pad_token_id=tokenizer.pad_token_id)
     params = models.init(cfg, int(config.seed))
     _fine_tune_and_save(config, mesh, tokenizer, cfg, params, sft_examples(tokenizer, mixed), folder,
-                        steps=int(w.steps), key_salt=10_000, description="warm start P_0",
+                        steps=int(w.steps), stream="warm_start", description="warm start P_0",
                         overrides=dict(lr=float(w.lr), freeze_embeddings=False, freeze_lm_head=False,
                                        freeze_norms=False, batch_size=int(w.batch_size),
                                        micro_batch_size=int(w.batch_size), weight_decay=0.0))
