@@ -1,4 +1,4 @@
-"""Tokenizer loading, local BPE training and the prompt / response format (PAPER.md §2.4)."""
+"""Tokenizer loading, local BPE training and the prompt / response format (docs/algorithm.md#prompt-and-response-format)."""
 import pytest
 from transformers import AutoTokenizer
 

@@ -1,4 +1,4 @@
-"""Final-answer verification (PAPER.md §2.4, §6.1, §6.3): one table of (response, gold) pairs."""
+"""Final-answer verification (the official graders): one table of (response, gold) pairs."""
 import random
 
 import pytest
@@ -17,7 +17,7 @@ STEPS = "First we add the numbers.\n\nThen we simplify."
 
 
 def R(answer: str) -> str:
-    """A response in the PRM800K step format (PAPER.md §2.4)."""
+    """A response in the PRM800K step format (docs/algorithm.md)."""
     return STEPS + "\n\n# Answer\n\n" + answer
 
 
@@ -46,7 +46,7 @@ CASES = [
     (R("2/0"), "2", "gsm8k", False, False),
     (STEPS + "\n#### 72", GSM_SOLUTION, "gsm8k", True, False),  # no "# Answer" block: exact fails
     (R("72"), GSM_SOLUTION, "gsm8k", True, True),
-    # math: the two normalisations of PAPER.md §6.1
+    # math: the two normalisations of the PRM800K grader
     (R("0.5"), "\\frac12", "math", True, False),
     (R("0.5"), "\\frac{1}{2}", "math", True, False),
     (R("0.5"), "\\frac{1}{3}", "math", False, False),
@@ -78,7 +78,7 @@ CASES = [
     (R("5</s>"), "5", "math", True, True),  # cut at EOS
     (R("5  \n"), "5", "math", True, True),  # trailing whitespace only
     (R("5.0"), "5", "math", True, False),
-    # arc: PAPER.md §6.3 regex, "# Answer" blocks, case-insensitive
+    # arc: the official regex, "# Answer" blocks, case-insensitive
     (STEPS + " Final answer: (B)", "B", "arc", True, True),
     (STEPS + " Final answer: b", "(B)", "arc", True, True),
     (STEPS + " Final answer: [D]", "A", "arc", False, False),

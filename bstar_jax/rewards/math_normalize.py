@@ -1,4 +1,4 @@
-"""MATH answer equivalence: the two normalisations of the PRM800K grader (PAPER.md §6.1).
+"""MATH answer equivalence: the two normalisations of the PRM800K grader (the paper's evaluation, App. A).
 
 The official evaluation grades a MATH answer as correct when either
 
@@ -11,7 +11,7 @@ stand-in that handles what final answers contain (fractions, roots, formatting m
 Both sides of a comparison go through the same function, so it only has to be deterministic and
 keep different answers apart, not reproduce pylatexenc character for character.
 
-Sympy equivalence is switched off in the B-STaR grader (PAPER.md §6.1), and so it is here: `0.25`
+Sympy equivalence is switched off in the official B-STaR grader, and so it is here: `0.25`
 and `\\frac14` are different answers, as they are in the reported MATH500 numbers. Inside tuples
 the element check that replaces sympy accepts only equal canonical integers and elements equal
 under (a); unreduced fractions never match reduced ones (`2/4` vs `1/2`), as in PRM800K.
@@ -329,7 +329,7 @@ def _elements_equal(gold: str, given: str) -> bool:
 
 @functools.lru_cache(maxsize=_CACHE)
 def math_answers_equal(given: str, gold: str) -> bool:
-    """True iff a predicted MATH answer matches the gold answer (PAPER.md §6.1 grader).
+    """True iff a predicted MATH answer matches the gold answer (the official grader).
 
     Answers over MAX_ANSWER_CHARS (a runaway sample, not a final answer) are compared as exact
     strings, so that grading time stays bounded whatever the text."""

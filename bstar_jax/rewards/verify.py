@@ -1,9 +1,10 @@
 """Final-answer reward: answer extraction and equivalence for gsm8k, math and arc.
 
-PAPER.md §2.4 fixes the response format (reasoning steps, then `"\\n\\n# Answer\\n\\n{answer}"`),
-§6.1 the math graders and §6.3 the ARC letter match. Two modes:
+A response is reasoning steps, then `"\\n\\n# Answer\\n\\n{answer}"`
+(docs/algorithm.md#prompt-and-response-format); MATH is graded as PRM800K grades it and ARC by
+the choice letter, as in the official code. Two modes:
 
-- `"normalized"` (default, PAPER.md §10 "use the normalized grader"): the answer after the last
+- `"normalized"` (default; docs/algorithm.md#paper-vs-official-code): the answer after the last
   `# Answer` heading (or `####` for gsm8k, or the last `\\boxed{}`) compared after normalisation:
   MATH by the PRM800K grader (`math_normalize`), GSM8K numerically, ARC by the choice letter.
 - `"exact"`: the official training-time check, exact string equality of the text after the last
@@ -32,7 +33,7 @@ from bstar_jax.rewards.math_normalize import MAX_ANSWER_CHARS, math_answers_equa
 
 TASKS = ("gsm8k", "math", "arc")
 MODES = ("normalized", "exact")
-ANSWER_SEP = "\n\n# Answer\n\n"  # PAPER.md §2.4: every official extraction splits on this
+ANSWER_SEP = "\n\n# Answer\n\n"  # every extraction in the official code splits on this
 EOS_STRINGS = ("</s>", "<|endoftext|>", "<|im_end|>", "<|eot_id|>", "<|end_of_text|>",
                "<eos>", "<|end|>")
 
@@ -49,7 +50,7 @@ _TEX_FRAC_RE = re.compile(r"\\[dtc]?frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}")
 _NUMBER = r"[-+]?(?:\d+(?:\.\d+)?|\.\d+)"
 _GSM_NUM_RE = re.compile(rf"({_NUMBER})(?:\s*/\s*({_NUMBER}))?")
 
-# PAPER.md §6.3, verbatim (exact mode), and a stricter variant that wants a standalone letter
+# the official code's ARC answer pattern, verbatim (exact mode), and a stricter variant that wants a standalone letter
 # (or digit: a few ARC items are keyed 1-4) so that "Final answer: The ..." does not read as T.
 _ARC_OFFICIAL_RE = re.compile(r"Final answer:\s*[\[\(]?([A-Za-z])[\]\)]?")
 _ARC_RE = re.compile(
@@ -275,7 +276,7 @@ def _exact_correct(text: str, gold: str, task: str) -> bool:
 
 
 def is_correct(response, gold, task: str, *, mode: str = "normalized") -> bool:
-    """True iff the response's final answer matches the gold (PAPER.md §6.1, §6.3).
+    """True iff the response's final answer matches the gold (the official graders; docs/algorithm.md#rewards).
 
     `gold` is a reference solution or a bare answer (see `answer_of_reference`). `mode` is
     "normalized" (the grader) or "exact" (the official training-time string match). A response
@@ -297,7 +298,7 @@ def is_correct(response, gold, task: str, *, mode: str = "normalized") -> bool:
 def has_answer_format(text, task: str = "math") -> bool:
     """True iff the response carries an answer block, i.e. counts as a valid sample.
 
-    PAPER.md §2.4: samples without `"\\n\\n# Answer\\n\\n"` are dropped before scoring. For
+    As in the official code, samples without `"\\n\\n# Answer\\n\\n"` are dropped before scoring. For
     gsm8k a `####` line also counts; for arc (whose sampler stops at a blank line) the official
     `Final answer:` pattern does.
     """
