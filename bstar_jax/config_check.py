@@ -27,7 +27,7 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model"
 MAX_TEXT_CHARS = 100_000
 
 
-class ConfigValueError(UserError):
+class ConfigValueError(UserError, ValueError):
     """A config field out of range, of the wrong type or naming something unknown."""
 
 

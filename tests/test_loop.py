@@ -230,12 +230,12 @@ def test_malformed_jsonl_line_names_file_and_line(tmp_path):
 
 
 def test_empty_threshold_grid(tmp_path):
-    with pytest.raises(ValueError, match="empty grid"):
+    with pytest.raises(ValueError, match=r"config\.search\.thresholds=\(\): must not be empty"):
         loop.run(tiny(tmp_path, **{"search.thresholds": ()}), mesh_lib.make_mesh())
 
 
 def test_batch_not_divisible_by_data_axis(tmp_path, n_devices):
-    with pytest.raises(ValueError, match=r"sft\.batch_size=12 does not divide"):
+    with pytest.raises(ValueError, match=r"sft\.batch_size=12: must be a multiple of 8"):
         loop.run(tiny(tmp_path, **{"sft.batch_size": 12}), mesh_lib.make_mesh(data=8))
     assert not (tmp_path / "metrics.jsonl").exists()  # refused before any work
 
