@@ -54,18 +54,22 @@ def align(ids_a: Sequence, values_a, ids_b: Sequence, values_b) -> tuple[np.ndar
 
 
 def standard_error(diffs: Sequence[np.ndarray]) -> float:
-    """Standard error of the mean over seeds of per-seed mean differences.
+    """Standard error of the mean over seeds of per-seed mean differences: the larger of
 
-    With two or more seeds: the sample sd of the per-seed means over sqrt(seeds) (it carries the
-    problem-level noise of each seed too). With one seed: the sample sd of the per-problem
-    differences over sqrt(problems).
+    - the problem-level SE, sqrt(sum_s var_s / Q_s) / S (finite test set; var_s is the sample
+      variance of seed s's per-problem differences), and
+    - with two or more seeds, the seed-level SE, sd(per-seed means) / sqrt(S).
+
+    Seed means already carry problem noise, but with few seeds their sd is itself noisy and can
+    come out near 0 by chance (seeds that happen to agree); the problem-level SE is the floor.
     """
     diffs = [np.asarray(d, np.float64) for d in diffs]
-    if len(diffs) >= 2:
-        per_seed = np.array([d.mean() for d in diffs])
-        return float(per_seed.std(ddof=1) / np.sqrt(len(per_seed)))
-    d = diffs[0]
-    return float(d.std(ddof=1) / np.sqrt(d.size)) if d.size > 1 else 0.0
+    S = len(diffs)
+    problem = np.sqrt(sum(d.var(ddof=1) / d.size if d.size > 1 else 0.0 for d in diffs)) / S
+    if S < 2:
+        return float(problem)
+    seed = np.array([d.mean() for d in diffs]).std(ddof=1) / np.sqrt(S)
+    return float(max(problem, seed))
 
 
 def bootstrap_means(diffs: Sequence[np.ndarray], *, num_resamples: int = 10_000, seed: int = 0) -> np.ndarray:
