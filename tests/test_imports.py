@@ -13,7 +13,7 @@ LAYERS = [
     ("rewards", ["rewards"]),
     ("metrics", ["metrics", "balance"]),
     ("training", ["batching", "trainer", "sft", "variants", "rewards.prm_train"]),
-    ("outputs", ["checkpoint", "report"]),
+    ("outputs", ["checkpoint", "report", "stats", "comparisons", "export"]),
     ("algorithm", ["warmstart", "prm_phase", "rollout", "evaluation", "streams", "loop", "pools"]),
 ]
 
