@@ -4,7 +4,7 @@ Generates the task, trains a BPE tokenizer and a tiny Llama-family model to a wa
 (cached in <workdir>/p0), then runs B-STaR and online RFT, each with the answer-only reward and
 with answer+PRM, from the same P_0, and writes one report comparing them.
 
-    python run.py --config=configs/demo.py          # about 10 minutes on a 2-core CPU
+    python run.py --config=configs/demo.py          # about 15 minutes on a 2-core CPU (docs/results.md)
     python run.py --config=configs/demo.py:tiny     # about a minute (tests, quick checks)
 """
 from configs.defaults import base_config, shrink_to_tiny

@@ -242,6 +242,16 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, p0_dir):
 
     strip = lambda rows: [{k: v for k, v in r.items() if k not in ("seconds", "sft_tokens_per_s")} for r in rows]
     assert strip(rows_of(killed)) == strip(rows_of(straight))
+    # Per-problem results and the exported final policies agree too.
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    for run in ("bstar", "online_rft"):
+        for it in range(4):
+            a, b = (comparisons.load_results(str(w), run, it) for w in (killed, straight))
+            assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a), (run, it)
+        a, b = (load_file(str(w / "policies" / run / "final" / "model.safetensors")) for w in (killed, straight))
+        assert a.keys() == b.keys() and all(np.allclose(a[k], b[k], atol=1e-6) for k in a), run
 
 
 # ----------------------------------------------------------------------------- bad input
