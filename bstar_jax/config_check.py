@@ -150,6 +150,8 @@ def validate_fields(config, mesh) -> None:
     _choice(config, "on_config_change", ON_CONFIG_CHANGE)
     _bool(config, "progress")
     _int(config, "checkpoint.keep", 1)
+    _bool(config, "export.final")
+    _bool(config, "export.every_iteration")
 
     _choice(config, "model.param_dtype", DTYPES)
     _choice(config, "model.dtype", DTYPES)

@@ -14,6 +14,14 @@ from bstar_jax import metrics, rollout
 
 def evaluate(policy, tokenizer, examples, *, rng, config, mesh=None, prm_scorer=None) -> dict:
     """The test metrics of `policy` on `examples`; `rng` is the iteration's evaluation key."""
+    return evaluate_per_problem(policy, tokenizer, examples, rng=rng, config=config, mesh=mesh,
+                                prm_scorer=prm_scorer)[0]
+
+
+def evaluate_per_problem(policy, tokenizer, examples, *, rng, config, mesh=None, prm_scorer=None):
+    """(metrics row as `evaluate`, per-problem results): the latter maps problem_id (str [Q]),
+    greedy_correct (bool [Q]), sample_correct (int32 [Q]: correct among the K samples) and
+    num_samples (K), the inputs of paired comparisons between runs (docs/results.md)."""
     greedy_key, sample_key = jax.random.split(rng)
     greedy = rollout.rollout(policy, tokenizer, examples, temperatures=[0.0], num_samples=1, rng=greedy_key,
                              config=config, mesh=mesh)
@@ -39,4 +47,7 @@ def evaluate(policy, tokenizer, examples, *, rng, config, mesh=None, prm_scorer=
     }
     if pool.prm_min is not None:
         out["reward_at_k_s_prm"] = reward_at(pool.prm_min[0])
-    return out
+    per_problem = {"problem_id": np.array([str(e.id) for e in examples]),
+                   "greedy_correct": np.asarray(greedy.correct[0, :, 0], bool),
+                   "sample_correct": correct.sum(1).astype(np.int32), "num_samples": np.int32(K)}
+    return out, per_problem

@@ -19,8 +19,8 @@ import time
 import jax
 import numpy as np
 
-from bstar_jax import (balance, checkpoint, config_check, data, distributed, evaluation, metrics, report, rollout, run_record,
-                       sft, variants)
+from bstar_jax import (balance, checkpoint, comparisons, config_check, data, distributed, evaluation, export, metrics, report,
+                       rollout, run_record, sft, variants)
 from bstar_jax import tokenizer as tok
 from bstar_jax.prm_phase import prepare_prm
 from bstar_jax.streams import Streams
@@ -100,13 +100,17 @@ class Run:
         else:
             t0 = time.time()
             use_prm = self.prm_scorer is not None
-            if use_prm not in self.p0_rows:
-                self.p0_rows[use_prm] = self._evaluate(state.params, 0)
-            self._log_row(0, dict(self.p0_rows[use_prm]), temperature=None, threshold=None, t0=t0)
+            if use_prm not in self.p0_rows:  # (row, per-problem results), shared by the runs of this reward
+                self.p0_rows[use_prm] = self._evaluate_per_problem(state.params, 0)
+            p0_row, p0_per_problem = self.p0_rows[use_prm]
+            self._keep_per_problem(0, p0_per_problem)
+            self._log_row(0, dict(p0_row), temperature=None, threshold=None, t0=t0)
             self.ckpt.save(0, state, metrics={"iteration": 0})
         self.log.drop_after(self.name, start)
         for it in range(start + 1, int(c.iterations) + 1):
             state = self.iteration(it, state)
+        if bool(c.export.final):
+            self._export(state.params, int(c.iterations), final=True)
         self.ckpt.close()
 
     # ------------------------------------------------------------------ one iteration
@@ -154,6 +158,8 @@ class Run:
         self._log_row(it, row, temperature=temperature, threshold=threshold, t0=t0)
         self.ckpt.save(it, state, temperature=temperature, threshold=threshold,
                        metrics={"iteration": it, "n_selected": int(selected.sum())})
+        if bool(c.export.every_iteration):
+            self._export(state.params, it, final=False)
         return state
 
     def _key(self, stream: str, it: int):
@@ -197,10 +203,27 @@ class Run:
         return [train[i] for i in order[:m]]
 
     def _evaluate(self, params, it) -> dict:
-        """Held-out metrics of `params`; the key depends on the iteration only (shared by all runs)."""
-        return evaluation.evaluate((self.cfg, params), self.tokenizer, self.splits["test"],
-                                   rng=self.streams.key("eval", iteration=it), config=self.config,
-                                   mesh=self.mesh, prm_scorer=self.prm_scorer)
+        """Held-out metrics of `params` (per-problem results kept in eval/<run>/)."""
+        row, per_problem = self._evaluate_per_problem(params, it)
+        self._keep_per_problem(it, per_problem)
+        return row
+
+    def _evaluate_per_problem(self, params, it):
+        """(metrics row, per-problem results) of `params`; the key depends on the iteration only
+        (shared by all runs), so runs pair up problem by problem."""
+        return evaluation.evaluate_per_problem((self.cfg, params), self.tokenizer, self.splits["test"],
+                                               rng=self.streams.key("eval", iteration=it), config=self.config,
+                                               mesh=self.mesh, prm_scorer=self.prm_scorer)
+
+    def _keep_per_problem(self, it, per_problem) -> None:
+        if distributed.is_writer():
+            comparisons.save_results(self.config.workdir, self.name, it, per_problem)
+
+    def _export(self, params, it, *, final: bool) -> None:
+        """The policy as an HF folder under policies/<run>/ (skipped when already there)."""
+        folder = export.policy_dir(self.config.workdir, self.name, None if final else it)
+        if export.export_policy(self.cfg, params, self.tokenizer, folder, run=self.name, iteration=it):
+            logging.info("%s: policy of iteration %d exported to %s", self.name, it, folder)
 
     def _log_row(self, it, row, *, temperature, threshold, t0) -> None:
         base = dict(iteration=it, variant=self.name, temperature=temperature, threshold=threshold,

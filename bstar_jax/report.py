@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from bstar_jax import comparisons
+
 # Keys every metrics.jsonl row carries (docs/algorithm.md#evaluation).
 REQUIRED_KEYS = ("iteration", "variant", "temperature", "threshold", "balance_score", "pass_at_1",
                  "pass_at_k", "pass_at_k_s", "reward_at_k_s", "diversity", "n_selected",
@@ -257,7 +259,8 @@ def write_report(workdir: str, *, title: str = "B-STaR run", command: str | None
 def summarize_seeds(workdirs: list[str]) -> str:
     """Markdown table over runs of one config with different seeds: P_0 and each variant's last
     iteration, mean ± sample standard deviation of greedy Pass@1, Pass@K, Pass@K-S, Reward@K-1 and
-    diversity, then the chosen (T, τ) per iteration of each searched run."""
+    diversity, then the chosen (T, τ) per iteration of each searched run, then paired differences
+    with confidence intervals (`comparisons.paired_table`, docs/results.md)."""
     per_dir = [read_metrics(w) for w in workdirs]
     if not all(per_dir):
         raise ValueError(f"no metrics.jsonl rows in {[w for w, r in zip(workdirs, per_dir) if not r]}")
@@ -286,7 +289,10 @@ def summarize_seeds(workdirs: list[str]) -> str:
         for w, rows in zip(workdirs, per_dir):
             chosen = [(r["temperature"], r["threshold"]) for r in rows if r["variant"] == v and r["iteration"] > 0]
             lines.append(f"- {v}, {w}: " + " ".join(f"({t:g}, {tau:g})" for t, tau in chosen))
-    return "\n".join(lines)
+    last_its = {(w, v): pick(rows, v, last=True)["iteration"] for w, rows in zip(workdirs, per_dir) for v in variants
+                if any(r["variant"] == v for r in rows)}
+    paired = comparisons.paired_table(workdirs, variants, last=last_its)  # reads eval/<run>/iteration_<i>.npz
+    return "\n".join(lines + (["", paired] if paired else []))
 
 
 if __name__ == "__main__":  # python -m bstar_jax.report runs/demo_seed0 runs/demo_seed1 ...

@@ -19,7 +19,8 @@ from bstar_jax.errors import UserError
 
 FILENAME = "run_config.json"
 # Fields that change where or how visibly a run goes, not what it computes.
-NEUTRAL = ("workdir", "progress", "on_config_change", "checkpoint.keep", "mesh.data", "mesh.fsdp", "mesh.tensor")
+NEUTRAL = ("workdir", "progress", "on_config_change", "checkpoint.keep", "mesh.data", "mesh.fsdp", "mesh.tensor",
+           "export.final", "export.every_iteration")
 GROWABLE = ("iterations",)
 _HASH_WHOLE = 64 << 20  # files up to this size are hashed whole; larger: size + head and tail
 

@@ -102,6 +102,9 @@ def base_config() -> mlc.ConfigDict:
     c.warm_start.lr = 3e-3  # peak LR of the from-scratch SFT
     c.warm_start.steps = 400  # optimizer steps to P_0
     c.warm_start.batch_size = 32
+    c.export = mlc.ConfigDict()  # policies as HF folders under <workdir>/policies/<run>/ (docs/results.md)
+    c.export.final = True  # the last iteration's policy as .../final
+    c.export.every_iteration = False  # also each iteration i >= 1 as .../iteration_<i>
     c.checkpoint = mlc.ConfigDict(dict(keep=2))  # keep the last N >= 1 checkpoints (and the last sane one)
     c.progress = True  # tqdm bars
     return c

@@ -248,10 +248,15 @@ def test_a_damaged_run_record_is_named(finished, tmp_path):
 def test_rerun_resumes_without_a_second_row(finished, tmp_path):
     work = copy_of(finished, tmp_path)
     rows = metric_rows(work)
+    final = os.path.join(work, "policies", "bstar", "final")
+    stamp = os.path.getmtime(os.path.join(final, "model.safetensors"))
     res = run_cli(FINISHED, work)
     assert res.returncode == 0, res.stderr[-3000:]
     assert [(r["variant"], r["iteration"]) for r in metric_rows(work)] == [(r["variant"], r["iteration"]) for r in rows]
     assert metric_rows(work) == rows
+    # The exported policy already holds the last iteration: not written again.
+    assert os.path.getmtime(os.path.join(final, "model.safetensors")) == stamp
+    assert sorted(os.listdir(os.path.dirname(final))) == ["final"]
 
 
 def test_truncated_model_file_is_named(finished, tmp_path):

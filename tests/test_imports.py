@@ -13,7 +13,7 @@ LAYERS = [
     ("rewards", ["rewards"]),
     ("metrics", ["metrics", "balance"]),
     ("training", ["trainer", "sft", "variants", "rewards.prm_train"]),
-    ("outputs", ["checkpoint", "report", "run_record", "config_check"]),
+    ("outputs", ["checkpoint", "report", "stats", "comparisons", "export", "run_record", "config_check"]),
     ("algorithm", ["warmstart", "prm_phase", "rollout", "evaluation", "streams", "loop", "tpu_fit", "cli"]),
 ]
 

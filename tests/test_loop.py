@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from bstar_jax import config_check, loop, mesh as mesh_lib, report
+from bstar_jax import comparisons, config_check, loop, mesh as mesh_lib, report
 from configs import demo
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -81,7 +81,7 @@ def test_p0_sft_fine_tunes_a_loaded_model_once(tmp_path, p0_dir):
 
 def test_bstar_and_online_rft_with_and_without_prm(tmp_path, p0_dir):
     work = with_p0(tmp_path, p0_dir)
-    path = loop.run(tiny(work), mesh_lib.make_mesh())
+    path = loop.run(tiny(work, **{"export.every_iteration": True}), mesh_lib.make_mesh())
     rows = rows_of(work)
     c = tiny(work)
     runs = {"bstar", "online_rft", "bstar+prm", "online_rft+prm"}
@@ -114,6 +114,44 @@ def test_bstar_and_online_rft_with_and_without_prm(tmp_path, p0_dir):
         assert f"## {name}" in text
     for png in ("pass_at_1.png", "balance_score.png", "temperature.png", "balance_heatmap.png"):
         assert (work / "plots" / png).exists(), png
+    # Per-problem results of every evaluation, consistent with the logged means.
+    for r in rows:
+        kept = comparisons.load_results(str(work), r["variant"], r["iteration"])
+        assert kept is not None and kept["problem_id"].shape == (c.data.num_test,)
+        assert kept["greedy_correct"].mean() == pytest.approx(r["pass_at_1"])
+        assert int(kept["num_samples"]) == c.eval.samples_per_query
+        assert (kept["sample_correct"] / c.eval.samples_per_query).mean() == pytest.approx(r["eval_accuracy"])
+    # Exported policies: final and every iteration's, one folder each.
+    for name in runs:
+        assert sorted(os.listdir(work / "policies" / name)) == ["final", "iteration_1", "iteration_2"]
+    assert not list((work / "policies").glob("*/*.partial"))
+    check_exported_policy(work / "policies" / "bstar" / "final", work)
+    table = report.summarize_seeds([str(work)])
+    assert "| bstar − online_rft | greedy Pass@1 |" in table and "| online_rft+prm − P_0+prm | Pass@K |" in table
+
+
+def check_exported_policy(folder, work):
+    """transformers (torch) loads the exported folder and its tokenizer; its logits equal ours."""
+    import numpy as np
+    import torch
+    import transformers
+
+    from bstar_jax import data, models
+    from bstar_jax import tokenizer as tok
+
+    cfg, params = models.load(str(folder))
+    model = transformers.AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
+    theirs_tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder))
+    ours_tokenizer = tok.load_tokenizer(str(work / "p0"))
+    questions = [e.question for e in data.load_splits(tiny(work).data, 0)["test"][:3]]
+    for q, ids in zip(questions, tok.encode_prompts(ours_tokenizer, questions)):
+        prompt = tok.format_prompt(q)
+        assert theirs_tokenizer(prompt, add_special_tokens=False)["input_ids"] == \
+            ours_tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            theirs = model(torch.tensor([ids])).logits[0].numpy()
+        ours = np.asarray(models.forward(cfg, params, np.asarray([ids], np.int32))[0])
+        np.testing.assert_allclose(ours, theirs, atol=1e-4, rtol=0)
 
 
 @pytest.mark.parametrize("variant", ["iterative_rft", "rest_em"])
@@ -204,6 +242,16 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, p0_dir):
 
     strip = lambda rows: [{k: v for k, v in r.items() if k not in ("seconds", "sft_tokens_per_s")} for r in rows]
     assert strip(rows_of(killed)) == strip(rows_of(straight))
+    # Per-problem results and the exported final policies agree too.
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    for run in ("bstar", "online_rft"):
+        for it in range(4):
+            a, b = (comparisons.load_results(str(w), run, it) for w in (killed, straight))
+            assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a), (run, it)
+        a, b = (load_file(str(w / "policies" / run / "final" / "model.safetensors")) for w in (killed, straight))
+        assert a.keys() == b.keys() and all(np.allclose(a[k], b[k], atol=1e-6) for k in a), run
 
 
 # ----------------------------------------------------------------------------- bad input

@@ -36,3 +36,40 @@ def test_summarize_seeds_names_an_empty_workdir(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="empty"):
         report.summarize_seeds([str(tmp_path / "s0"), str(tmp_path / "empty")])
+
+
+def test_summarize_seeds_pairs_runs_by_problem(tmp_path):
+    """Per-problem results give paired differences: B-STaR solves 64 more of 512 problems greedily
+    than online RFT in every seed; P_0 and online RFT tie on every problem (a zero-width CI)."""
+    import numpy as np
+
+    from bstar_jax import comparisons
+
+    rng = np.random.default_rng(0)
+    ids = np.array([f"p{i}" for i in range(512)])
+    workdirs = []
+    for seed in range(2):
+        work = tmp_path / f"s{seed}"
+        _write(work, {"bstar": [0.1, 0.2], "online_rft": [0.1, 0.15]})
+        p0 = rng.random(512) < 0.2
+        rft = p0.copy()
+        bstar = rft.copy()
+        bstar[np.flatnonzero(~rft)[:64]] = True
+        for run, it, greedy in [("bstar", 0, p0), ("online_rft", 0, p0), ("bstar", 1, bstar), ("online_rft", 1, rft)]:
+            order = rng.permutation(512)  # rows in any order: pairs are matched by id
+            comparisons.save_results(str(work), run, it, {
+                "problem_id": ids[order], "greedy_correct": greedy[order],
+                "sample_correct": (greedy[order] * 3).astype(np.int32), "num_samples": np.int32(4)})
+        workdirs.append(str(work))
+    table = report.summarize_seeds(workdirs)
+    row = next(line for line in table.splitlines() if line.startswith("| bstar − online_rft | greedy Pass@1 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[2:4] == ["+0.125 +0.125", "+0.125"]
+    low, high = (float(x) for x in cells[4].strip("[]").split(","))
+    assert 0 < low < 0.125 < high
+    # Problem-level SE: sqrt(2 * var / 512) / 2 with var = 0.125 * 0.875 * 512 / 511.
+    assert float(cells[5]) == pytest.approx((2 * 0.125 * 0.875 / 511) ** 0.5 / 2, abs=1e-3)
+    assert cells[6] == "yes"
+    row = next(line for line in table.splitlines() if line.startswith("| online_rft − P_0 | Pass@K |"))
+    assert "| +0.000 | [+0.000, +0.000] |" in row and row.endswith("| no |")
+    assert "| bstar − P_0 | greedy Pass@1 |" in table
