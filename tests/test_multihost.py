@@ -149,7 +149,10 @@ def test_dead_process_stops_the_other(tmp_path, victim):
 # reference solution is a selection candidate, so SFT has examples even from a barely trained P_0.
 DEMO_ARGS = ("--config=configs/demo.py:tiny", "--config.iterations=1", "--config.variants=('bstar',)",
              "--config.use_prm=(False,)", "--config.warm_start.steps=8", "--config.sft.steps_per_iteration=2",
-             "--config.search.include_reference=True", "--config.progress=False")
+             "--config.search.include_reference=True", "--config.progress=False", "--config.data.num_test=8",
+             "--config.samples_per_query=2", "--config.search.samples_per_query=2", "--config.eval.samples_per_query=2",
+             "--config.sampling.max_new_tokens=32")
+DEMO_TIMEOUT_S = 900  # one run of run.py, compiles included, on a busy 2-core machine
 ROOT = os.path.dirname(HERE)
 
 
@@ -166,7 +169,7 @@ def _run_py(workdir, *, devices: int, process_id: int | None = None, port: int |
 def _wait_all(procs, logs):
     try:
         for p in procs:
-            p.wait(timeout=TIMEOUT_S)
+            p.wait(timeout=DEMO_TIMEOUT_S)
     finally:
         _stop(procs)
     for i, (p, log) in enumerate(zip(procs, logs)):
