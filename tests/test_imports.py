@@ -7,14 +7,15 @@ PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "bstar_jax"
 
 # Lowest first. A module belongs to the longest prefix listed; imports within a layer are free.
 LAYERS = [
-    ("ground", ["errors", "mesh", "models", "tokenizer"]),
+    ("ground", ["errors", "distributed", "mesh", "models", "tokenizer"]),
     ("data", ["data"]),
     ("sampling", ["sampling", "sample_grid"]),
     ("rewards", ["rewards"]),
     ("metrics", ["metrics", "balance"]),
     ("training", ["batching", "trainer", "sft", "variants", "rewards.prm_train"]),
-    ("outputs", ["checkpoint", "report"]),
-    ("algorithm", ["warmstart", "prm_phase", "rollout", "evaluation", "streams", "loop", "pools"]),
+    ("outputs", ["checkpoint", "report", "run_record"]),
+    ("algorithm", ["warmstart", "prm_phase", "rollout", "evaluation", "streams", "config_check", "loop", "pools",
+                   "cli"]),
 ]
 
 # Known upward edges in modules being rewritten elsewhere; each one is to be removed, not added to.
