@@ -179,7 +179,7 @@ def _wait_all(procs, logs):
 @pytest.mark.slow
 def test_demo_two_processes_equal_one_process(tmp_path):
     """demo.py:tiny as 2 processes x 2 devices: one set of files on the shared workdir, written
-    once; then one process on 4 devices (the same data=4 mesh), from the two-process run's P_0,
+    once; the same command again resumes from the checkpoints; then one process on 4 devices (the same data=4 mesh), from the two-process run's P_0,
     takes the same decisions, with floats to rtol 1e-4."""
     import json
     import shutil
@@ -188,6 +188,14 @@ def test_demo_two_processes_equal_one_process(tmp_path):
     port = _free_port()
     logs = [str(tmp_path / f"two.{i}.log") for i in range(2)]
     _wait_all([_run_py(two, devices=2, process_id=i, port=port, log=open(logs[i], "w")) for i in range(2)], logs)
+    # The same command again resumes from the checkpoints (every process restores) and changes nothing.
+    before = (two / "metrics.jsonl").read_text()
+    logs_again = [str(tmp_path / f"again.{i}.log") for i in range(2)]
+    port = _free_port()
+    _wait_all([_run_py(two, devices=2, process_id=i, port=port, log=open(logs_again[i], "w")) for i in range(2)],
+              logs_again)
+    assert "bstar: resuming after iteration 1" in open(logs_again[0]).read()
+    assert (two / "metrics.jsonl").read_text() == before
     shutil.copytree(two / "p0", one / "p0")  # a from-scratch P_0 differs by float summation order
     log1 = str(tmp_path / "one.log")
     _wait_all([_run_py(one, devices=4, log=open(log1, "w"))], [log1])
