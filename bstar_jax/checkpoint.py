@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from bstar_jax import distributed
 from bstar_jax.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ def _fingerprint(tree):
 
 
 def _fingerprint_dict(tree) -> dict[str, int]:
-    prints = jax.device_get(_fingerprint(tree))
+    prints = distributed.to_host(_fingerprint(tree))  # replicated scalars: read without a gather
     return {jax.tree_util.keystr(path): int(v) for path, v in jax.tree_util.tree_flatten_with_path(prints)[0]}
 
 
@@ -129,7 +130,8 @@ class Checkpointer:
     checkpoint per iteration."""
 
     def __init__(self, directory: str | os.PathLike, *, max_to_keep: int = 3, async_save: bool = True):
-        self.directory = os.path.abspath(os.fspath(directory))
+        directory = os.fspath(directory)  # a local folder or a gs:// URL (orbax takes both)
+        self.directory = directory if "://" in directory else os.path.abspath(directory)
         if int(max_to_keep) < 1:
             raise CheckpointError(f"checkpoint.keep={max_to_keep}: keep at least 1 checkpoint, or a rerun "
                                   f"cannot resume; set --config.checkpoint.keep=1 or more")
@@ -176,7 +178,7 @@ class Checkpointer:
                 "fingerprint": _fingerprint_dict(tree), **_jsonable(extra or {})}
         if dataclasses.is_dataclass(state) and hasattr(state, "step"):
             meta["step"] = int(state.step)
-        meta["sane"] = bool(sane and _finite_numbers(metrics or {}) and bool(_all_finite(tree)))
+        meta["sane"] = bool(sane and _finite_numbers(metrics or {}) and bool(distributed.to_host(_all_finite(tree))))
         saved = self._manager.save(iteration, args=ocp.args.Composite(
             state=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta)),
             metrics={"sane": float(meta["sane"])}, force=True)

@@ -13,7 +13,7 @@ import math
 import os
 import uuid
 
-from bstar_jax import balance, data, variants as variants_lib
+from bstar_jax import balance, data, distributed, variants as variants_lib
 from bstar_jax import mesh as mesh_lib
 from bstar_jax.errors import UserError
 from bstar_jax.rewards import prm, verify
@@ -303,25 +303,31 @@ def _data_files(config) -> None:
         p = _get(config, f"data.{f}")
         if not isinstance(p, str) or not p:
             _fail(f"data.{f}", p, f"{d.name} needs a JSONL file")
-        if os.path.isdir(p):
+        if distributed.path(p).is_dir():  # local or gs://
             _fail(f"data.{f}", p, "is a folder; give the JSONL file inside it")
-        if not os.path.isfile(p):
+        if not distributed.path(p).is_file():
             _fail(f"data.{f}", p, "no such file")
         data.load_split(d.name, f.split("_")[0], path=p)  # DataError names file:line
 
 
 def _workdir(config) -> None:
-    path = config.workdir
-    if os.path.exists(path) and not os.path.isdir(path):
-        _fail("workdir", path, "is a file; give a folder")
-    try:
-        os.makedirs(path, exist_ok=True)
-        probe = os.path.join(path, f".write-test-{uuid.uuid4().hex}")
-        with open(probe, "w") as f:
-            f.write("ok")
-        os.remove(probe)
-    except OSError as e:
-        _fail("workdir", path, f"is not writable ({e.strerror or e}); choose a folder you can write to")
+    """The writer creates the workdir and probes that it can write there; every other process
+    then checks that it sees the folder (the workdir must be storage all hosts share)."""
+    path = distributed.path(config.workdir)
+    if distributed.is_writer():
+        if path.exists() and not path.is_dir():
+            _fail("workdir", config.workdir, "is a file; give a folder")
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            probe = path / f".write-test-{uuid.uuid4().hex}"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as e:
+            _fail("workdir", config.workdir, f"is not writable ({e.strerror or e}); choose a folder you can write to")
+    distributed.barrier("workdir probed")
+    if not path.is_dir():
+        _fail("workdir", config.workdir, f"is not visible from process {distributed.process_index()}: with several "
+                               "hosts it must be storage they all share (gs://, NFS; docs/multihost.md)")
 
 
 def validate(config, mesh) -> None:

@@ -251,3 +251,31 @@ def one_writer(name: str):
 def path(p) -> epath.Path:
     """An `epath.Path`: local paths and gs:// (or other fsspec) URLs alike."""
     return epath.Path(p)
+
+
+def is_local(p) -> bool:
+    """True for a path of this machine's file system (not gs:// or another fsspec URL)."""
+    return "://" not in os.fspath(p)
+
+
+def copy_tree(src, dst) -> None:
+    """Copies the files of folder `src` (recursively) into `dst`; either may be gs://."""
+    src, dst = epath.Path(src), epath.Path(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in src.iterdir():
+        if f.is_dir():
+            copy_tree(f, dst / f.name)
+        else:
+            f.copy(dst / f.name, overwrite=True)
+
+
+def local_folder(p) -> str:
+    """A local path holding folder `p`'s files, for libraries that read only local files
+    (transformers, safetensors): `p` itself when local, else a copy in a fresh temp folder."""
+    if is_local(p):
+        return os.fspath(p)
+    import tempfile
+
+    local = tempfile.mkdtemp(prefix="bstar_")
+    copy_tree(p, local)
+    return local

@@ -13,7 +13,6 @@ runs differ by their policies, not by test-sampling noise), so P_0 is evaluated 
 from __future__ import annotations
 
 import logging
-import os
 import time
 
 import jax
@@ -39,10 +38,13 @@ def run_index(variant: str, use_prm: bool) -> int:
 
 
 class _QuietLibraries(logging.Filter):
-    """Drops the INFO chatter of orbax (a dozen lines per checkpoint); warnings still pass."""
+    """Drops the INFO chatter of orbax (a dozen lines per checkpoint), and in every process but
+    the writer all INFO lines (they would repeat the writer's); warnings still pass."""
 
     def filter(self, record):
-        return record.levelno >= logging.WARNING or "/orbax/" not in record.pathname
+        if record.levelno >= logging.WARNING:
+            return True
+        return "/orbax/" not in record.pathname and distributed.is_writer()
 
 
 def run(config, mesh, *, command: str | None = None) -> str:
@@ -85,7 +87,8 @@ class Run:
         self.index = run_index(variant, prm_scorer is not None)
         self.n_star = int(config.n_star) or metrics.n_star_rule(int(config.target_size),
                                                                  int(config.queries_per_iteration))
-        self.ckpt = checkpoint.Checkpointer(os.path.join(config.workdir, "checkpoints", self.name.replace("+", "_")),
+        folder = distributed.path(config.workdir) / "checkpoints" / self.name.replace("+", "_")
+        self.ckpt = checkpoint.Checkpointer(folder,
                                             max_to_keep=int(config.checkpoint.keep), async_save=False)
 
     def go(self) -> None:

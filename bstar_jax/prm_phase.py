@@ -7,12 +7,11 @@ at once, and the trained PRM is cached in <workdir>/prm so that every run and a 
 from __future__ import annotations
 
 import logging
-import os
 
 import jax
 import numpy as np
 
-from bstar_jax import checkpoint, rollout, streams
+from bstar_jax import checkpoint, distributed, rollout, streams
 from bstar_jax import tokenizer as tok
 from bstar_jax.rewards import prm as prm_lib
 from bstar_jax.rewards.labelling import label_steps
@@ -23,7 +22,7 @@ def prepare_prm(config, mesh, tokenizer, p0, splits, key):
     """A function GridSamples -> float32 [T, Q, K] of raw min step scores (Eq. 2 divides them by 5)."""
     cfg, p0_params = p0
     p = config.prm
-    folder = os.path.join(config.workdir, "prm")
+    folder = distributed.path(config.workdir) / "prm"
     init = prm_lib.init_prm(cfg, p0_params, init=p.head_init)
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
                             prm_lib.shard_prm(cfg, init, mesh))

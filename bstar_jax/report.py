@@ -1,13 +1,16 @@
 """Run outputs: metrics.jsonl + TensorBoard events as the run goes, and at the end
-report.md with one table per variant and the paper's monitoring curves as PNGs."""
+report.md with one table per variant and the paper's monitoring curves as PNGs. The workdir
+may be a local folder or a gs:// URL (every file goes through etils.epath)."""
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
 from typing import Any
 
 import numpy as np
+from etils import epath
 
 from bstar_jax import comparisons
 
@@ -36,7 +39,7 @@ class MetricsLog:
     """Appends one JSON object per iteration to metrics.jsonl and mirrors scalars to TensorBoard."""
 
     def __init__(self, workdir: str, *, enabled: bool = True):
-        self.path = os.path.join(workdir, "metrics.jsonl")
+        self.path = epath.Path(workdir) / "metrics.jsonl"
         self.workdir = workdir
         self.enabled = enabled
         self._writers: dict[str, Any] = {}
@@ -46,15 +49,13 @@ class MetricsLog:
 
     def drop_after(self, variant: str, iteration: int) -> None:
         """Forgets rows of `variant` past `iteration` (a resumed run rewrites them identically)."""
-        if not self.enabled or not os.path.exists(self.path):
+        if not self.enabled or not self.path.exists():
             return
         keep = [r for r in read_metrics(self.workdir)
                 if not (r["variant"] == variant and r["iteration"] > iteration)]
-        tmp = self.path + ".tmp"
-        with open(tmp, "w") as f:
-            for r in keep:
-                f.write(json.dumps(r) + "\n")
-        os.replace(tmp, self.path)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in keep))
+        tmp.replace(self.path)
 
     def write(self, row: dict) -> None:
         missing = [k for k in REQUIRED_KEYS if k not in row]
@@ -67,10 +68,14 @@ class MetricsLog:
             # A rerun that redoes an iteration (killed after its row, before its checkpoint)
             # replaces the row instead of appending a second one.
             self.drop_after(row["variant"], row["iteration"] - 1)
-        with open(self.path, "a") as f:
-            f.write(json.dumps(row) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        line = json.dumps(row) + "\n"
+        if "://" in str(self.path):  # object stores cannot append: rewrite the file
+            self.path.write_text((self.path.read_text() if self.path.exists() else "") + line)
+        else:
+            with self.path.open("a") as f:
+                f.write(line)
+                f.flush()
+                os.fsync(f.fileno())
         self._tensorboard(row)
 
     def _tensorboard(self, row: dict) -> None:
@@ -80,7 +85,7 @@ class MetricsLog:
             return
         variant = row["variant"]
         if variant not in self._writers:
-            self._writers[variant] = SummaryWriter(os.path.join(self.workdir, "tensorboard", variant))
+            self._writers[variant] = SummaryWriter(str(epath.Path(self.workdir) / "tensorboard" / variant))
         w, step = self._writers[variant], row["iteration"]
         for key, value in _flat_scalars(row).items():
             w.add_scalar(key, value, step)
@@ -105,11 +110,11 @@ def _flat_scalars(row: dict, prefix: str = "") -> dict[str, float]:
 
 def read_metrics(workdir: str) -> list[dict]:
     """All rows of <workdir>/metrics.jsonl (an unfinished last line, from a kill, is ignored)."""
-    path = os.path.join(workdir, "metrics.jsonl")
-    if not os.path.exists(path):
+    path = epath.Path(workdir) / "metrics.jsonl"
+    if not path.exists():
         return []
     rows = []
-    with open(path) as f:
+    with path.open() as f:
         for line in f:
             line = line.strip()
             if not line:
@@ -123,12 +128,12 @@ def read_metrics(workdir: str) -> list[dict]:
 
 def save_search_table(workdir: str, variant: str, iteration: int, temperatures, thresholds, table) -> str:
     """Stores one iteration's BS(T, τ) table for the heat map."""
-    os.makedirs(os.path.join(workdir, "searches"), exist_ok=True)
-    path = os.path.join(workdir, "searches", f"{variant}_iter{iteration:03d}.json")
-    with open(path, "w") as f:
-        json.dump(_jsonable({"temperatures": list(temperatures), "thresholds": list(thresholds),
-                             "balance_score": np.asarray(table).tolist()}), f)
-    return path
+    folder = epath.Path(workdir) / "searches"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{variant}_iter{iteration:03d}.json"
+    path.write_text(json.dumps(_jsonable({"temperatures": list(temperatures), "thresholds": list(thresholds),
+                                          "balance_score": np.asarray(table).tolist()})))
+    return str(path)
 
 
 def _series(rows, variant, key, sub=None):
@@ -174,24 +179,23 @@ def _plot_curves(rows, variants, out_dir) -> list[str]:
             ax.legend(fontsize=7)
         name = f"{key}{'' if sub is None else '_' + str(sub)}.png"
         fig.tight_layout()
-        fig.savefig(os.path.join(out_dir, name), dpi=90)
+        _save_png(fig, out_dir / name)
         plt.close(fig)
         written.append(name)
     return written
 
 
 def _plot_heatmap(workdir, out_dir) -> str | None:
-    folder = os.path.join(workdir, "searches")
-    if not os.path.isdir(folder) or not os.listdir(folder):
+    folder = epath.Path(workdir) / "searches"
+    if not folder.is_dir() or not list(folder.iterdir()):
         return None
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    last = sorted(os.listdir(folder))[-1]
-    with open(os.path.join(folder, last)) as f:
-        s = json.load(f)
+    last = sorted(f.name for f in folder.iterdir())[-1]
+    s = json.loads((folder / last).read_text())
     table = np.asarray(s["balance_score"], dtype=float)
     fig, ax = plt.subplots(figsize=(7, 3.6))
     im = ax.imshow(table, aspect="auto", origin="lower", cmap="viridis")
@@ -204,9 +208,16 @@ def _plot_heatmap(workdir, out_dir) -> str | None:
     fig.colorbar(im, ax=ax)
     fig.tight_layout()
     name = "balance_heatmap.png"
-    fig.savefig(os.path.join(out_dir, name), dpi=90)
+    _save_png(fig, out_dir / name)
     plt.close(fig)
     return name
+
+
+def _save_png(fig, path: epath.Path) -> None:
+    """The figure as PNG bytes, written through epath (matplotlib writes local files only)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90)
+    path.write_bytes(buffer.getvalue())
 
 
 def _fmt(v, digits=3):
@@ -220,8 +231,8 @@ def _fmt(v, digits=3):
 def write_report(workdir: str, *, title: str = "B-STaR run", command: str | None = None) -> str:
     """Writes <workdir>/report.md and <workdir>/plots/*.png from metrics.jsonl; returns the path."""
     rows = read_metrics(workdir)
-    plots = os.path.join(workdir, "plots")
-    os.makedirs(plots, exist_ok=True)
+    plots = epath.Path(workdir) / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
     variants = list(dict.fromkeys(r["variant"] for r in rows))
     names = _plot_curves(rows, variants, plots) if rows else []
     heat = _plot_heatmap(workdir, plots)
@@ -250,10 +261,9 @@ def write_report(workdir: str, *, title: str = "B-STaR run", command: str | None
         lines += ["## Curves", ""] + [f"![{n[:-4]}](plots/{n})" for n in names] + [""]
     if heat:
         lines += ["## Last search", "", f"![balance heat map](plots/{heat})", ""]
-    path = os.path.join(workdir, "report.md")
-    with open(path, "w") as f:
-        f.write("\n".join(lines))
-    return path
+    path = epath.Path(workdir) / "report.md"
+    path.write_text("\n".join(lines))
+    return str(path)
 
 
 def summarize_seeds(workdirs: list[str]) -> str:

@@ -5,7 +5,7 @@ and content hashes) atomically. A later start in a workdir that already holds re
 (checkpoints, P_0, metrics rows) compares: a field that changes results refuses the run with the
 list of differing fields, unless `config.on_config_change="continue"`; fields that do not change
 results (`NEUTRAL`) may differ, and `iterations` may grow (a run extends exactly: every iteration
-draws its own random numbers). Only process 0 writes.
+draws its own random numbers). Only process 0 writes; paths go through etils.epath (gs:// works).
 """
 from __future__ import annotations
 
@@ -15,6 +15,9 @@ import logging
 import os
 import time
 
+from etils import epath
+
+from bstar_jax import distributed
 from bstar_jax.errors import UserError
 
 FILENAME = "run_config.json"
@@ -87,13 +90,14 @@ def describe(config) -> dict:
     return {"config": flat, "resolved": resolved}
 
 
-def _has_results(workdir: str) -> bool:
+def _has_results(workdir) -> bool:
+    workdir = epath.Path(workdir)
     for sub in ("checkpoints", "p0"):
-        p = os.path.join(workdir, sub)
-        if os.path.isdir(p) and os.listdir(p):
+        p = workdir / sub
+        if p.is_dir() and any(True for _ in p.iterdir()):
             return True
-    metrics = os.path.join(workdir, "metrics.jsonl")
-    return os.path.isfile(metrics) and os.path.getsize(metrics) > 0
+    metrics = workdir / "metrics.jsonl"
+    return metrics.is_file() and metrics.stat().length > 0
 
 
 def differences(old: dict, new: dict) -> list[str]:
@@ -113,13 +117,10 @@ def differences(old: dict, new: dict) -> list[str]:
     return out
 
 
-def _write(path: str, record: dict) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(record, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def _write(path: epath.Path, record: dict) -> None:
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
+    tmp.replace(path)
 
 
 def check_and_record(config, *, is_writer: bool = True) -> None:
@@ -130,18 +131,20 @@ def check_and_record(config, *, is_writer: bool = True) -> None:
     appends it to the record's history.
     """
     workdir = config.workdir
-    path = os.path.join(workdir, FILENAME)
+    path = epath.Path(workdir) / FILENAME
     new = describe(config)
     new["written"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     old = None
-    if os.path.exists(path):
+    if path.exists():
         try:
-            with open(path) as f:
-                old = json.load(f)
+            old = json.loads(path.read_text())
         except (OSError, ValueError) as e:
             raise ConfigChangedError(f"{path}: unreadable run record ({e}); restore it, or delete it to "
                                      f"record this config as the workdir's") from None
-    if old is not None and _has_results(workdir):
+    has_results = _has_results(workdir)
+    # Every process has read the record before the writer replaces it: all take the same decision.
+    distributed.barrier("run record read")
+    if old is not None and has_results:
         diff = differences(old, new)
         if not diff:
             if is_writer and old.get("config") != new["config"]:  # neutral fields, or more iterations
@@ -153,7 +156,7 @@ def check_and_record(config, *, is_writer: bool = True) -> None:
                 f"--config.workdir, or pass --config.on_config_change=continue to resume with this config")
         logging.warning("%s: continuing with a changed config: %s", workdir, "; ".join(diff))
         new["history"] = old.get("history", []) + [{"written": old.get("written"), "changes": diff}]
-    elif old is None and _has_results(workdir):
+    elif old is None and has_results:
         logging.warning("%s: results without a %s (an older version made them); recording this config",
                         workdir, FILENAME)
     if is_writer:

@@ -23,6 +23,7 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from bstar_jax import distributed
 from bstar_jax import mesh as mesh_lib
 from bstar_jax.errors import UserError
 
@@ -365,7 +366,7 @@ def fit(state: TrainState, step_fn, batches: Iterator[dict], spec: TrainSpec, me
     monitor = Monitor(spec, float(_weight_norm(state.params)) if num_steps else 0.0, what, num_steps)
     losses, gnorms, lr, totals = [], [], float("nan"), {}
     bar = None
-    if progress:
+    if progress and distributed.is_writer():  # one bar per run, not one per host
         from tqdm.auto import tqdm
         bar = tqdm(total=num_steps, desc=description or what, unit="step")
     start = time.perf_counter()

@@ -12,7 +12,7 @@ fine-tunes run on the shared trainer (docs/training.md). The result is saved as 
 from __future__ import annotations
 
 import logging
-import os
+import tempfile
 
 import ml_collections
 
@@ -25,18 +25,20 @@ def load_policy(config, mesh, train: list[Example]):
     """(tokenizer, (cfg, params)) of P_0 on `mesh`; builds and caches it when warm_start.enabled."""
     m = config.model
     if config.warm_start.enabled:
-        folder = os.path.join(config.workdir, "p0")
-        if not os.path.exists(os.path.join(folder, "config.json")):
+        folder = distributed.path(config.workdir) / "p0"
+        if not (folder / "config.json").exists():
             _train_p0(config, mesh, train, folder)
-        tokenizer = tok.load_tokenizer(folder)
-        cfg, params = models.load(folder, mesh=mesh, param_dtype=m.param_dtype, dtype=m.dtype)
+        local = distributed.local_folder(folder)  # transformers and safetensors read local files
+        tokenizer = tok.load_tokenizer(local)
+        cfg, params = models.load(local, mesh=mesh, param_dtype=m.param_dtype, dtype=m.dtype)
         return tokenizer, (cfg, params)
     if int(config.p0_sft.steps) > 0:
-        folder = os.path.join(config.workdir, "p0")
-        if not os.path.exists(os.path.join(folder, "config.json")):
+        folder = distributed.path(config.workdir) / "p0"
+        if not (folder / "config.json").exists():
             tokenizer, (cfg, params) = _load_model(config, mesh, m.tokenizer or m.path, m.path)
             _sft_p0(config, mesh, tokenizer, cfg, params, train, folder)
-        return _load_model(config, mesh, folder, folder)
+        local = distributed.local_folder(folder)
+        return _load_model(config, mesh, local, local)
     return _load_model(config, mesh, m.tokenizer or m.path, m.path)
 
 
@@ -49,7 +51,7 @@ def _load_model(config, mesh, tokenizer_path: str, model_path: str):
     return tokenizer, (cfg, params)
 
 
-def _sft_p0(config, mesh, tokenizer, cfg, params, train: list[Example], folder: str) -> None:
+def _sft_p0(config, mesh, tokenizer, cfg, params, train: list[Example], folder) -> None:
     """SFT on the reference solutions of `train` for p0_sft.steps steps; saved as an HF folder."""
     p = config.p0_sft
     logging.info("P_0: %d SFT steps of %s on reference solutions (cached in %s)", int(p.steps), config.model.path,
@@ -60,13 +62,13 @@ def _sft_p0(config, mesh, tokenizer, cfg, params, train: list[Example], folder: 
                                        micro_batch_size=int(p.micro_batch_size)))
 
 
-def _fine_tune_and_save(config, mesh, tokenizer, cfg, params, examples, folder: str, *, steps: int, stream: str,
+def _fine_tune_and_save(config, mesh, tokenizer, cfg, params, examples, folder, *, steps: int, stream: str,
                         description: str, overrides: dict) -> None:
     """`steps` SFT steps (warmup a tenth, cosine to a tenth of the LR) from config.sft with
     `overrides`, then the model and tokenizer saved into <folder>.partial and renamed into place,
     so that a kill never leaves half a P_0. Every process trains (the step is one program over
     the global mesh); process 0 alone writes, the others wait until P_0 is in place."""
-    tmp = folder + ".partial"
+    tmp = folder.with_name(folder.name + ".partial")
     sft_config = ml_collections.ConfigDict(config.sft.to_dict())
     sft_config.update(dict(overrides, pad_id=int(tokenizer.pad_token_id or 0)))
     sft_config.update(dict(min_lr=float(sft_config.lr) / 10, warmup_steps=max(1, steps // 10), decay_steps=steps))
@@ -78,10 +80,11 @@ def _fine_tune_and_save(config, mesh, tokenizer, cfg, params, examples, folder: 
                  stats["tokens_per_s"])
     params = distributed.to_host(state.params)  # a collective: every process gathers
     if distributed.is_writer():
-        os.makedirs(tmp, exist_ok=True)
         models.save_hf(cfg, params, tmp)
-        tokenizer.save_pretrained(tmp)
-        os.replace(tmp, folder)
+        with tempfile.TemporaryDirectory() as local:  # save_pretrained writes local files only
+            tokenizer.save_pretrained(local)
+            distributed.copy_tree(local, tmp)
+        tmp.rename(folder)
     distributed.barrier(f"p0 saved: {folder}")
 
 
@@ -90,19 +93,21 @@ def sft_examples(tokenizer, examples: list[Example]) -> list[tuple[list[int], li
     return [tok.encode_example(tokenizer, tok.format_prompt(e.question), e.solution) for e in examples]
 
 
-def _train_p0(config, mesh, train: list[Example], folder: str) -> None:
+def _train_p0(config, mesh, train: list[Example], folder) -> None:
     w = config.warm_start
     logging.info("warm start: training a %d-token BPE and a tiny model to P_0 (cached in %s)", w.vocab_size, folder)
-    tmp = folder + ".partial"  # renamed into place when complete, so a kill never leaves half a P_0
+    # Renamed into place when complete, so a kill never leaves half a P_0.
+    tmp = folder.with_name(folder.name + ".partial")
     mixed = with_alternatives(train, int(w.orders_per_problem), seed=int(config.seed))
     texts = [tok.format_prompt(e.question) + e.solution for e in mixed]
     # Process 0 trains and writes the tokenizer; the others load that very file.
     if distributed.is_writer():
-        os.makedirs(tmp, exist_ok=True)
-        tokenizer = tok.train_bpe(texts, int(w.vocab_size), tmp)
+        with tempfile.TemporaryDirectory() as local:  # the tokenizers library writes local files only
+            tokenizer = tok.train_bpe(texts, int(w.vocab_size), local)
+            distributed.copy_tree(local, tmp)
     distributed.barrier(f"p0 tokenizer: {folder}")
     if not distributed.is_writer():
-        tokenizer = tok.load_tokenizer(tmp)
+        tokenizer = tok.load_tokenizer(distributed.local_folder(tmp))
     cfg = models.ModelConfig(
         model_type="llama", vocab_size=len(tokenizer), hidden_size=int(w.hidden_size),
         intermediate_size=int(w.intermediate_size), num_layers=int(w.num_layers), num_heads=int(w.num_heads),

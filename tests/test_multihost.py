@@ -141,3 +141,80 @@ def test_dead_process_stops_the_other(tmp_path, victim):
         # The coordinator's loss is detected by jax itself, at once (its fatal log, then abort).
         assert ("bstar-jax: the coordinator (process 0" in err
                 or "Terminating process because the JAX distributed service detected fatal errors" in err), err[-3000:]
+
+
+# ----------------------------------------------------------------------------- the demo, end to end
+
+# configs/demo.py:tiny cut to one B-STaR iteration (search, selection, SFT, evaluation); the
+# reference solution is a selection candidate, so SFT has examples even from a barely trained P_0.
+DEMO_ARGS = ("--config=configs/demo.py:tiny", "--config.iterations=1", "--config.variants=('bstar',)",
+             "--config.use_prm=(False,)", "--config.warm_start.steps=8", "--config.sft.steps_per_iteration=2",
+             "--config.search.include_reference=True", "--config.progress=False", "--config.data.num_test=8",
+             "--config.samples_per_query=2", "--config.search.samples_per_query=2", "--config.eval.samples_per_query=2",
+             "--config.sampling.max_new_tokens=32")
+DEMO_TIMEOUT_S = 900  # one run of run.py, compiles included, on a busy 2-core machine
+ROOT = os.path.dirname(HERE)
+
+
+def _run_py(workdir, *, devices: int, process_id: int | None = None, port: int | None = None, log) -> subprocess.Popen:
+    """`python run.py` as a user starts it: only XLA_FLAGS / JAX_PLATFORMS and the three launch variables."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("XLA_", "JAX_"))}
+    env.update(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu")
+    if process_id is not None:
+        env.update(JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(process_id))
+    return subprocess.Popen([sys.executable, "run.py", *DEMO_ARGS, f"--config.workdir={workdir}"], cwd=ROOT, env=env,
+                            stdout=log, stderr=subprocess.STDOUT, text=True)
+
+
+def _wait_all(procs, logs):
+    try:
+        for p in procs:
+            p.wait(timeout=DEMO_TIMEOUT_S)
+    finally:
+        _stop(procs)
+    for i, (p, log) in enumerate(zip(procs, logs)):
+        assert p.returncode == 0, f"process {i}: rc {p.returncode}\n{open(log).read()[-3000:]}"
+
+
+@pytest.mark.slow
+def test_demo_two_processes_equal_one_process(tmp_path):
+    """demo.py:tiny as 2 processes x 2 devices: one set of files on the shared workdir, written
+    once; the same command again resumes from the checkpoints; then one process on 4 devices (the same data=4 mesh), from the two-process run's P_0,
+    takes the same decisions, with floats to rtol 1e-4."""
+    import json
+    import shutil
+
+    two, one = tmp_path / "two", tmp_path / "one"
+    port = _free_port()
+    logs = [str(tmp_path / f"two.{i}.log") for i in range(2)]
+    _wait_all([_run_py(two, devices=2, process_id=i, port=port, log=open(logs[i], "w")) for i in range(2)], logs)
+    # The same command again resumes from the checkpoints (every process restores) and changes nothing.
+    before = (two / "metrics.jsonl").read_text()
+    logs_again = [str(tmp_path / f"again.{i}.log") for i in range(2)]
+    port = _free_port()
+    _wait_all([_run_py(two, devices=2, process_id=i, port=port, log=open(logs_again[i], "w")) for i in range(2)],
+              logs_again)
+    assert "bstar: resuming after iteration 1" in open(logs_again[0]).read()
+    assert (two / "metrics.jsonl").read_text() == before
+    shutil.copytree(two / "p0", one / "p0")  # a from-scratch P_0 differs by float summation order
+    log1 = str(tmp_path / "one.log")
+    _wait_all([_run_py(one, devices=4, log=open(log1, "w"))], [log1])
+
+    for name in ("metrics.jsonl", "report.md", "run_config.json", "p0/config.json"):
+        assert (two / name).is_file(), name
+    assert sorted(os.listdir(two / "checkpoints" / "bstar")) == ["0", "1"]
+    assert not [f for f in os.listdir(two) if ".partial" in f or ".tmp" in f or ".write-test" in f]
+    text = [open(log).read() for log in logs]
+    assert "bstar it1:" in text[0] and "bstar it1:" not in text[1]  # INFO lines on the writer only
+    rows = {w: [json.loads(line) for line in open(w / "metrics.jsonl")] for w in (two, one)}
+    assert [r["iteration"] for r in rows[two]] == [0, 1]
+    assert rows[two][1]["sft_loss"] is not None and rows[two][1]["n_selected"] > 0
+    exact = ("iteration", "variant", "temperature", "threshold", "n_selected", "n_star", "pass_at_1", "pass_at_k",
+             "pass_at_k_s", "train_accuracy", "train_valid", "eval_accuracy", "eval_truncated",
+             "selection_precision", "selection_recall", "balance_score", "search_balance_score")
+    for a, b in zip(rows[two], rows[one], strict=True):
+        for k in exact:  # decisions and counts (as fractions of fixed totals)
+            assert a.get(k) == b.get(k), (k, a.get(k), b.get(k))
+        for k in ("sft_loss", "diversity"):  # float sums in another order
+            if a.get(k) is not None:
+                np.testing.assert_allclose(a[k], b[k], rtol=1e-4, err_msg=k)

@@ -7,8 +7,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import pathlib
 from typing import Any, Iterator, Mapping
+
+from etils import epath
 
 from bstar_jax.errors import UserError
 
@@ -51,7 +52,7 @@ def read_records(path: str | os.PathLike) -> Iterator[tuple[str, dict[str, Any]]
     lines are skipped. A missing file, an empty file, a line that is not JSON or not an object
     raises `DataError`.
     """
-    path = pathlib.Path(path)
+    path = epath.Path(path)  # a local file or a gs:// URL
     if path.is_dir():
         raise DataError(f"{path}: is a folder; give the JSONL file inside it")
     if not path.is_file():

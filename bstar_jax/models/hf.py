@@ -11,7 +11,8 @@ import os
 import jax
 import numpy as np
 from safetensors import safe_open
-from safetensors.numpy import save_file
+from etils import epath
+from safetensors.numpy import save as save_safetensors
 
 from bstar_jax.errors import UserError
 from bstar_jax.models.config import ModelConfig
@@ -165,12 +166,13 @@ def to_torch_layout(cfg: ModelConfig, params) -> dict[str, np.ndarray]:
     return out
 
 
-def save_hf(cfg: ModelConfig, params, out_dir: str, *, max_shard_bytes: int = 4 << 30) -> None:
-    """Writes config.json + safetensors (sharded with an index above `max_shard_bytes`)."""
-    os.makedirs(out_dir, exist_ok=True)
+def save_hf(cfg: ModelConfig, params, out_dir, *, max_shard_bytes: int = 4 << 30) -> None:
+    """Writes config.json + safetensors (sharded with an index above `max_shard_bytes`) into
+    `out_dir`, a local path or a gs:// URL (files are serialised in memory, then written)."""
+    out_dir = epath.Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     tensors = to_torch_layout(cfg, params)
-    with open(os.path.join(out_dir, "config.json"), "w") as f:
-        json.dump(cfg.to_hf_dict(), f, indent=2)
+    (out_dir / "config.json").write_text(json.dumps(cfg.to_hf_dict(), indent=2))
     shards, current, size = [], {}, 0
     for name, t in tensors.items():
         if current and size + t.nbytes > max_shard_bytes:
@@ -181,13 +183,13 @@ def save_hf(cfg: ModelConfig, params, out_dir: str, *, max_shard_bytes: int = 4 
     shards.append(current)
     meta = {"format": "pt"}
     if len(shards) == 1:
-        save_file(shards[0], os.path.join(out_dir, "model.safetensors"), metadata=meta)
+        (out_dir / "model.safetensors").write_bytes(save_safetensors(shards[0], metadata=meta))
         return
     weight_map = {}
     for i, shard in enumerate(shards):
         fname = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
-        save_file(shard, os.path.join(out_dir, fname), metadata=meta)
+        (out_dir / fname).write_bytes(save_safetensors(shard, metadata=meta))
         weight_map.update({k: fname for k in shard})
     total = sum(t.nbytes for t in tensors.values())
-    with open(os.path.join(out_dir, "model.safetensors.index.json"), "w") as f:
-        json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
+    (out_dir / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
