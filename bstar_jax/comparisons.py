@@ -7,12 +7,12 @@ evaluation key) and summarise the last iteration's differences with `stats.paire
 """
 from __future__ import annotations
 
-import os
+import io
 import re
 
 import numpy as np
 
-from bstar_jax import stats
+from bstar_jax import distributed, stats
 
 _FILE = re.compile(r"iteration_(\d+)\.npz$")
 METRICS = (("greedy Pass@1", lambda d: d["greedy_correct"].astype(float)),
@@ -20,34 +20,36 @@ METRICS = (("greedy Pass@1", lambda d: d["greedy_correct"].astype(float)),
            ("Pass@K", lambda d: (d["sample_correct"] > 0).astype(float)))
 
 
-def results_path(workdir: str, run: str, iteration: int) -> str:
-    """<workdir>/eval/<run>/iteration_<i>.npz."""
-    return os.path.join(workdir, "eval", run, f"iteration_{int(iteration)}.npz")
+def results_path(workdir, run: str, iteration: int):
+    """<workdir>/eval/<run>/iteration_<i>.npz (an `epath.Path`; the workdir may be gs://)."""
+    return distributed.path(workdir) / "eval" / run / f"iteration_{int(iteration)}.npz"
 
 
-def save_results(workdir: str, run: str, iteration: int, per_problem: dict) -> str:
+def save_results(workdir, run: str, iteration: int, per_problem: dict):
     """Writes one evaluation's per-problem arrays (atomically: temp file + rename); returns the path."""
     path = results_path(workdir, run, iteration)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path[:-len(".npz")] + ".partial.npz"
-    np.savez(tmp, **{k: np.asarray(v) for k, v in per_problem.items()})
-    os.replace(tmp, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    np.savez(buffer, **{k: np.asarray(v) for k, v in per_problem.items()})
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_bytes(buffer.getvalue())
+    tmp.rename(path)
     return path
 
 
 def load_results(workdir: str, run: str, iteration: int) -> dict[str, np.ndarray] | None:
     """The per-problem arrays of (run, iteration), or None when that evaluation was not kept."""
     path = results_path(workdir, run, iteration)
-    if not os.path.exists(path):
+    if not path.exists():
         return None
-    with np.load(path) as f:
+    with np.load(io.BytesIO(path.read_bytes())) as f:
         return {k: f[k] for k in f.files}
 
 
 def last_iteration(workdir: str, run: str) -> int | None:
     """The highest iteration with per-problem results of `run`, or None."""
-    folder = os.path.join(workdir, "eval", run)
-    its = [int(m.group(1)) for n in (os.listdir(folder) if os.path.isdir(folder) else ()) if (m := _FILE.match(n))]
+    folder = distributed.path(workdir) / "eval" / run
+    its = [int(m.group(1)) for f in (folder.iterdir() if folder.is_dir() else ()) if (m := _FILE.match(f.name))]
     return max(its) if its else None
 
 

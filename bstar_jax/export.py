@@ -10,30 +10,29 @@ already hold what it would write.
 from __future__ import annotations
 
 import json
-import os
-import shutil
+import tempfile
 
 from bstar_jax import distributed, models
 
 MARKER = "bstar_export.json"
 
 
-def policy_dir(workdir: str, run: str, iteration: int | None = None) -> str:
-    """<workdir>/policies/<run>/final, or .../iteration_<i> when `iteration` is given."""
+def policy_dir(workdir, run: str, iteration: int | None = None):
+    """<workdir>/policies/<run>/final, or .../iteration_<i> when `iteration` is given (an
+    `epath.Path`: the workdir may be local or gs://)."""
     leaf = "final" if iteration is None else f"iteration_{int(iteration)}"
-    return os.path.join(workdir, "policies", run, leaf)
+    return distributed.path(workdir) / "policies" / run / leaf
 
 
-def exported_iteration(folder: str) -> int | None:
+def exported_iteration(folder) -> int | None:
     """The iteration a complete exported folder holds, or None (absent, partial or foreign)."""
     try:
-        with open(os.path.join(folder, MARKER)) as f:
-            return int(json.load(f)["iteration"])
+        return int(json.loads((distributed.path(folder) / MARKER).read_text())["iteration"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
-def export_policy(cfg, params, tokenizer, folder: str, *, run: str, iteration: int) -> bool:
+def export_policy(cfg, params, tokenizer, folder, *, run: str, iteration: int) -> bool:
     """Writes the policy (`cfg`, `params`) and `tokenizer` as an HF folder at `folder`.
 
     Returns False (and writes nothing) when `folder` already holds this run's `iteration`: a
@@ -45,17 +44,20 @@ def export_policy(cfg, params, tokenizer, folder: str, *, run: str, iteration: i
         return False
     host = distributed.to_host(params)  # a collective: every process gathers
     if distributed.is_writer():
-        tmp, old = folder + ".partial", folder + ".old"
+        folder = distributed.path(folder)
+        tmp, old = folder.with_name(folder.name + ".partial"), folder.with_name(folder.name + ".old")
         for stale in (tmp, old):
-            shutil.rmtree(stale, ignore_errors=True)
-        os.makedirs(tmp)
+            if stale.exists():
+                stale.rmtree()
         models.save_hf(cfg, host, tmp)
-        tokenizer.save_pretrained(tmp)
-        with open(os.path.join(tmp, MARKER), "w") as f:
-            json.dump({"run": run, "iteration": int(iteration)}, f)
-        if os.path.exists(folder):  # an older iteration's final: swap, then drop it
-            os.replace(folder, old)
-        os.replace(tmp, folder)
-        shutil.rmtree(old, ignore_errors=True)
+        with tempfile.TemporaryDirectory() as local:  # save_pretrained writes local files only
+            tokenizer.save_pretrained(local)
+            distributed.copy_tree(local, tmp)
+        (tmp / MARKER).write_text(json.dumps({"run": run, "iteration": int(iteration)}))
+        if folder.exists():  # an older iteration's final: swap, then drop it
+            folder.rename(old)
+        tmp.rename(folder)
+        if old.exists():
+            old.rmtree()
     distributed.barrier(f"export: {folder}")
     return True
