@@ -13,10 +13,11 @@ Two layouts (docs/training.md, "Packing"):
 * padded (`pad_rows`): one example per row, right-padded to the smallest power of two >= the
   longest (at least `min_bucket`, at most `max_len`);
 * packed (`pack_step`): a step's examples first-fit-decreasing into rows of L tokens, several per
-  row; the decoder's segment mask keeps attention inside each example and positions restart per
+  row, L and the row count chosen from a short list of sizes to minimise the step's estimated cost; the decoder's segment mask keeps attention inside each example and positions restart per
   example, so every example's logits are those of its own padded row. Examples stay in the
   micro-batch and loss group they would have in the padded layout, so the loss is unchanged.
-Row lengths and row counts are powers of two, so a run compiles the step a bounded number of times.
+Row lengths and row counts come from {2^k, 3 * 2^(k-1)}, so a run compiles the step a bounded
+number of times.
 
 SFT length policy (the official code): with `truncate=True` the prompt keeps its LAST
 `max_prompt_len` tokens, the target its FIRST `max_target_len`, and the pair is capped at
@@ -114,23 +115,57 @@ def _first_fit_decreasing(sizes: Sequence[int], capacity: int) -> list[list[int]
     return [sorted(b) for b in bins]
 
 
+def _half_steps(lo: int, hi: int) -> list[int]:
+    """2^k and 3 * 2^(k-1) in [lo, hi] (and hi itself): sizes at most 1.5x apart, few of them."""
+    out, k = set(), 1
+    while k <= hi:
+        out.update(x for x in (k, 3 * k // 2) if lo <= x <= hi)
+        k *= 2
+    return sorted(out | {hi})
+
+
+def _round_rows(n: int, multiple: int) -> int:
+    """n rounded up to the next 2^k or 3 * 2^(k-1), then to a multiple of `multiple`."""
+    r = next(x for x in _half_steps(n, 2 * n + 2) if x >= n)
+    return -(-r // multiple) * multiple
+
+
+def attention_key_cost(cfg) -> float:
+    """The row length at which a token's attention (scores and weighted sum, 2 H D multiply-adds
+    per key per layer) costs as much as its matmuls (projections, MLP, LM head): `key_cost` of
+    `pack_units` for a model config."""
+    E, F, V = cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size
+    Q, KV = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
+    per_token = cfg.num_layers * (E * (2 * Q + 2 * KV) + 3 * E * F) + E * V
+    return per_token / (cfg.num_layers * 2 * Q)
+
+
 def pack_units(units: Sequence[Sequence[Mapping[str, np.ndarray]]], *, max_len: int, pack_len: int,
-               min_bucket: int = 16, pad_id: int = 0, row_multiple: int = 1) -> list[dict[str, np.ndarray]]:
+               min_bucket: int = 16, pad_id: int = 0, row_multiple: int = 1,
+               key_cost: float = 0.0) -> list[dict[str, np.ndarray]]:
     """Packs each unit (a list of rows) into its own R rows of L tokens; returns one batch per unit.
 
-    L: the smallest power of two >= the longest example and >= min(pack_len, the largest unit's
-    tokens), capped at max_len. R: the most rows any unit needs, rounded up to a power of two and
-    then to a multiple of `row_multiple` (a unit with fewer gets empty rows: segment 0, no loss).
+    L is chosen among 2^k and 3 * 2^(k-1) from the longest example (at least `min_bucket`) up to
+    min(pack_len, max_len); R is the most rows any unit needs (first-fit decreasing), rounded up
+    the same way and then to a multiple of `row_multiple` (a unit with fewer gets empty rows:
+    segment 0, no loss). The pair minimises the estimated step cost R * L * (1 + L / key_cost):
+    every token costs the same in the matmuls, and attention adds a cost per key in its row
+    (key_cost: row length at which attention costs as much as the rest of the model; 0 = count
+    tokens only). So shapes stay bounded and the step compiles a few times per run.
     In a packed row, the first token of each example gets loss_mask 0: it follows another
     example, and in a padded row position 0 predicts nothing either.
     """
     sizes = [[row["tokens"].size for row in unit] for unit in units]
     longest = max(max(s) for s in sizes)
-    pack_len = min(int(pack_len), int(max_len))
-    L = bucket_length(max(longest, min(pack_len, max(sum(s) for s in sizes))), max_len, min_bucket)
-    bins = [_first_fit_decreasing(s, L) for s in sizes]
-    R = 1 << (max(len(b) for b in bins) - 1).bit_length()
-    R = -(-R // row_multiple) * row_multiple
+    hi = max(min(int(pack_len), int(max_len), max(sum(s) for s in sizes)), longest)
+    best = None
+    for L in _half_steps(max(longest, min(min_bucket, int(max_len))), hi):
+        bins = [_first_fit_decreasing(s, L) for s in sizes]
+        R = _round_rows(max(len(b) for b in bins), row_multiple)
+        cost = R * L * (1.0 + (L / key_cost if key_cost else 0.0))
+        if best is None or cost < best[0]:
+            best = (cost, L, R, bins)
+    _, L, R, bins = best
     template = units[0][0]
     out = []
     for unit, unit_bins in zip(units, bins):
@@ -155,7 +190,8 @@ def pack_units(units: Sequence[Sequence[Mapping[str, np.ndarray]]], *, max_len: 
 
 
 def pack_step(rows: Sequence[Mapping[str, np.ndarray]], *, max_len: int, pack_len: int, accum: int = 1,
-              groups: int = 1, min_bucket: int = 16, pad_id: int = 0, row_multiple: int = 1) -> dict[str, np.ndarray]:
+              groups: int = 1, min_bucket: int = 16, pad_id: int = 0, row_multiple: int = 1,
+              key_cost: float = 0.0) -> dict[str, np.ndarray]:
     """One step's `rows` (batch_size examples) packed, examples kept in their padded micro-batch
     and loss group.
 
@@ -174,7 +210,7 @@ def pack_step(rows: Sequence[Mapping[str, np.ndarray]], *, max_len: int, pack_le
              for i in range(accum) for j in range(groups)]
     multiple = row_multiple // math.gcd(groups, row_multiple)
     packed = pack_units(units, max_len=max_len, pack_len=pack_len, min_bucket=min_bucket, pad_id=pad_id,
-                        row_multiple=multiple)
+                        row_multiple=multiple, key_cost=key_cost)
     micro = [{k: np.concatenate([packed[i * groups + j][k] for j in range(groups)]) for k in packed[0]}
              for i in range(accum)]
     # Interleave: batch row k * accum + i = row k of micro-batch i.
@@ -196,14 +232,14 @@ def pad_batch(encoded: Sequence[tuple[np.ndarray, int]], *, max_len: int, min_bu
 
 def iterate_rows(rows: Sequence[Mapping[str, np.ndarray]], batch_size: int, key, *, max_len: int,
                  min_bucket: int = 16, pad_id: int = 0, mesh=None, pack: bool = False, pack_len: int = 0,
-                 accum: int = 1, groups: int = 1) -> Iterator[dict[str, np.ndarray]]:
+                 accum: int = 1, groups: int = 1, key_cost: float = 0.0) -> Iterator[dict[str, np.ndarray]]:
     """Endless shuffled batches of `rows` (`batch_size` examples each), epoch after epoch.
 
     Each epoch is a fresh permutation drawn from `fold_in(key, epoch)`; batches are consecutive
     slices of the concatenated permutations, so a set smaller than one batch still trains and
     no row is dropped. pack=True packs each batch (`pack_step`; rows of up to `pack_len` tokens,
-    0 = max_len; `accum` micro-batches of `groups` loss groups); the packed row count is a
-    multiple of the mesh's data-parallel size.
+    0 = max_len; `accum` micro-batches of `groups` loss groups; `key_cost` see `pack_units`); the
+    packed row count is a multiple of the mesh's data-parallel size.
     """
     if mesh is not None:
         check_batch_size(batch_size, mesh)
@@ -222,7 +258,8 @@ def iterate_rows(rows: Sequence[Mapping[str, np.ndarray]], batch_size: int, key,
         take, order = order[:batch_size], order[batch_size:]
         if pack:
             yield pack_step([rows[i] for i in take], max_len=max_len, pack_len=pack_len or max_len, accum=accum,
-                            groups=groups, min_bucket=min_bucket, pad_id=pad_id, row_multiple=row_multiple)
+                            groups=groups, min_bucket=min_bucket, pad_id=pad_id, row_multiple=row_multiple,
+                            key_cost=key_cost)
         else:
             yield pad_rows([rows[i] for i in take], max_len=max_len, min_bucket=min_bucket, pad_id=pad_id)
 
@@ -230,8 +267,8 @@ def iterate_rows(rows: Sequence[Mapping[str, np.ndarray]], batch_size: int, key,
 def iterate_batches(examples: Sequence[tuple[Sequence[int], Sequence[int]]], batch_size: int, key, *,
                     max_len: int, max_prompt_len: int | None = None, max_target_len: int | None = None,
                     truncate: bool = True, min_bucket: int = 16, pad_id: int = 0, mesh=None,
-                    pack: bool = False, pack_len: int = 0, accum: int = 1,
-                    groups: int = 1) -> Iterator[dict[str, np.ndarray]]:
+                    pack: bool = False, pack_len: int = 0, accum: int = 1, groups: int = 1,
+                    key_cost: float = 0.0) -> Iterator[dict[str, np.ndarray]]:
     """Endless shuffled SFT batches over (prompt ids, target ids + EOS) pairs (`iterate_rows`,
     padded or packed).
 
@@ -252,4 +289,4 @@ def iterate_batches(examples: Sequence[tuple[Sequence[int], Sequence[int]]], bat
                      cut, len(encoded), max_len, max_prompt_len, max_target_len)
     return iterate_rows([sft_row(ids, n) for ids, n in encoded], batch_size, key, max_len=max_len,
                         min_bucket=min_bucket, pad_id=pad_id, mesh=mesh, pack=pack, pack_len=pack_len,
-                        accum=accum, groups=groups)
+                        accum=accum, groups=groups, key_cost=key_cost)

@@ -205,7 +205,8 @@ def run_sft(state: trainer.TrainState, examples, cfg, sft_config, mesh, key, *, 
         examples, c.batch_size, key, max_len=c.max_len, max_prompt_len=c.max_prompt_len,
         max_target_len=c.max_target_len, truncate=c.truncate, min_bucket=c.min_bucket, pad_id=c.pad_id,
         mesh=mesh, pack=bool(c.get("pack", False)), pack_len=int(c.get("pack_len", 0)),
-        accum=int(c.batch_size) // int(c.micro_batch_size), groups=int(c.loss_groups))
+        accum=int(c.batch_size) // int(c.micro_batch_size), groups=int(c.loss_groups),
+        key_cost=batching.attention_key_cost(cfg))
     state, summary = trainer.fit(state, step_fn, batches, train_spec(c), mesh, num_steps, what=description,
                                  progress=progress, batch_stats=_batch_stats)
     summary.pop("losses")

@@ -62,7 +62,7 @@ def test_pack_step_layout_keeps_micro_batches_and_groups():
     accum, groups, multiple = 2, 2, 4
     batch = batching.pack_step(rows, max_len=64, pack_len=48, accum=accum, groups=groups, row_multiple=multiple)
     B, L = batch["tokens"].shape
-    assert L in (32, 64) and B % (accum * multiple) == 0 and B < 16
+    assert L <= 48 and B % (accum * multiple) == 0 and B < 16
     padded = batching.pad_rows(rows, max_len=64)
     per_group = 16 // accum // groups
     for i in range(accum):
@@ -88,7 +88,7 @@ def _accumulated(loss_fn, params, batch, accum):
     """The trainer's objective: mean over micro-batches (rows i, i + accum, ...) of loss_fn."""
     def total(p):
         return sum(loss_fn(p, {k: v[i::accum] for k, v in batch.items()}) for i in range(accum)) / accum
-    return jax.value_and_grad(total)(params)
+    return jax.jit(jax.value_and_grad(total))(params)
 
 
 def _assert_close(a, b, atol=1e-5):
@@ -125,7 +125,7 @@ def test_run_sft_packed_equals_padded():
     for pack in (False, True):
         c.pack = pack
         state = sft.init_train_state(CFG, params, c, mesh)
-        state, stats = sft.run_sft(state, examples, CFG, c, mesh, jax.random.key(0), num_steps=3)
+        state, stats = sft.run_sft(state, examples, CFG, c, mesh, jax.random.key(0), num_steps=2)
         out[pack] = (stats, jax.device_get(state.params))
     assert out[False][0]["target_tokens"] == out[True][0]["target_tokens"]
     np.testing.assert_allclose(out[True][0]["loss"], out[False][0]["loss"], atol=1e-5)

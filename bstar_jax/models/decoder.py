@@ -9,6 +9,8 @@ decode (1 token). With a cache (models/cache.py) the call writes its K/V at slot
 [slot, slot + L) and attends over every slot; positions are absolute token indices, and one
 masking rule — key position <= query position (and within the sliding window), negative
 positions never attended — serves all three, with right-padded prompts of different lengths.
+Packed training rows (several examples per row) pass segment ids instead: attention stays within
+each example, ordered by index in the row (docs/training.md, "Packing").
 The cache is a carry of the scan over layers, updated with dynamic_update_slice, so that XLA
 keeps it in place.
 """

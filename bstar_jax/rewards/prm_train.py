@@ -174,6 +174,7 @@ def train_prm(cfg: models.ModelConfig, prm_params, tokenizer, records: Sequence,
                                 _BATCH_NDIMS, mesh)
     pad_id = int(cfg.pad_token_id) if cfg.pad_token_id is not None and cfg.pad_token_id >= 0 else 0
     batches = batching.iterate_rows([prm_row(e) for e in encoded], batch_size, jax.random.key(seed),
-                                    max_len=max_len, pad_id=pad_id, mesh=mesh, pack=pack, pack_len=pack_len)
+                                    max_len=max_len, pad_id=pad_id, mesh=mesh, pack=pack, pack_len=pack_len,
+                                    key_cost=batching.attention_key_cost(cfg))
     state, summary = trainer.fit(state, step_fn, batches, spec, mesh, num_steps, what="PRM training")
     return state.params, summary["losses"]
