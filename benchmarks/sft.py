@@ -84,7 +84,7 @@ def bench(name, steps, rounds):
     loss_mask[:, L // 2:] = 1
     batch = {"tokens": tokens, "loss_mask": loss_mask,
              "positions": np.broadcast_to(np.arange(L, dtype=np.int32), (B, L)).copy(),
-             "lengths": np.full((B,), L, np.int32)}
+             "segment_ids": np.ones((B, L), np.int32), "lengths": np.full((B,), L, np.int32)}
 
     # ours
     c = sft.default_config()

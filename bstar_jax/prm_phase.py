@@ -64,7 +64,8 @@ def _train(config, mesh, tokenizer, p0, init_params, train, key):
     params, losses = train_prm(cfg, init_params, tokenizer, records, num_steps=int(p.steps),
                                batch_size=int(p.batch_size), learning_rate=float(p.lr),
                                end_learning_rate=float(p.min_lr), max_len=int(config.sft.max_len),
-                               seed=int(config.seed), mesh=mesh)
+                               seed=int(config.seed), mesh=mesh, pack=bool(config.sft.pack),
+                               pack_len=int(config.sft.pack_len))
     logging.info("PRM: loss %.4f -> %.4f", float(np.mean(losses[:10])), float(np.mean(losses[-10:])))
     return params
 

@@ -21,7 +21,7 @@ from bstar_jax import models
 from bstar_jax import trainer
 
 _NORMS = ("attn_norm", "mlp_norm", "final_norm")
-_BATCH_NDIMS = {"tokens": 2, "loss_mask": 2, "positions": 2, "lengths": 1}
+_BATCH_NDIMS = {"tokens": 2, "loss_mask": 2, "positions": 2, "segment_ids": 2, "lengths": 1}
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -37,9 +37,11 @@ def default_config() -> ml_collections.ConfigDict:
     c.b2 = 0.999  # Adam beta2
     c.eps = 1e-8  # Adam epsilon
     c.clip_norm = 1.0  # global gradient-norm clip
-    c.batch_size = 128  # sequences per optimizer step (global, all devices)
-    c.micro_batch_size = 64  # sequences per accumulation step (global): 8 per GPU x 8 GPUs (official)
+    c.batch_size = 128  # examples per optimizer step (global, all devices), packed or not
+    c.micro_batch_size = 64  # examples per accumulation step (global): 8 per GPU x 8 GPUs (official)
     c.loss_groups = 1  # token means per micro-batch, averaged; official = one per GPU (8)
+    c.pack = True  # several examples per row, attention kept within each (docs/training.md, Packing)
+    c.pack_len = 0  # tokens per packed row (0 = max_len); rows are shorter when a step has fewer tokens
     c.max_len = 1024  # tokens per sequence, prompt + target
     c.max_prompt_len = 768  # prompt tokens kept (left-truncated)
     c.max_target_len = 768  # target tokens kept incl. EOS (right-truncated)
@@ -125,6 +127,8 @@ def completion_loss(logits_BxLxV, tokens_BxL, loss_mask_BxL, groups: int = 1):
     Position t's logits predict token t+1, so logits may cover positions 0..L-1 or 0..L-2. With
     `groups` > 1 the rows split into that many equal groups, each averaged over its own target
     tokens, and the group means are averaged (the official per-GPU mean, docs/training.md).
+    Packed rows (batching.pack_step) keep each group's examples in that group's rows, so a
+    group's mean is over the same target tokens as without packing.
     """
     B, L = tokens_BxL.shape
     logits = logits_BxLxV[:, :L - 1].astype(jnp.float32)
@@ -138,7 +142,7 @@ def completion_loss(logits_BxLxV, tokens_BxL, loss_mask_BxL, groups: int = 1):
 def sft_loss(params, batch, *, cfg, groups: int = 1):
     """The trainer's loss_fn for SFT: completion_loss of the decoder on one micro-batch."""
     decoder = models.module(cfg, params)
-    hidden_BxLxE, _ = decoder.hidden(batch["tokens"], batch["positions"])
+    hidden_BxLxE, _ = decoder.hidden(batch["tokens"], batch["positions"], segment_ids_BxL=batch.get("segment_ids"))
     logits = decoder.logits(hidden_BxLxE[:, :-1])  # the last position predicts nothing
     return completion_loss(logits, batch["tokens"], batch["loss_mask"], groups)
 
@@ -158,15 +162,16 @@ def _compiled_step(cfg, sft_config_items: tuple, mesh):
 def _key(sft_config) -> tuple:
     """The hashable config fields that shape the step (the rest never reach the device)."""
     fields = {f for f in sft_config.keys()} - {"steps_per_iteration", "max_prompt_len", "max_target_len",
-                                                "truncate", "min_bucket", "pad_id", "max_len"}
+                                                "truncate", "min_bucket", "pad_id", "max_len", "pack",
+                                                "pack_len"}
     return tuple(sorted((k, sft_config[k]) for k in fields))
 
 
 def make_train_step(cfg, sft_config, mesh):
     """The jitted step `(state, batch) -> (state, metrics)`; `state` is donated (trainer.make_step).
 
-    batch: the dict of batching.iterate_batches (tokens, loss_mask, positions, lengths), global,
-    batch_size rows. metrics: loss (mean over micro-batches of the per-micro-batch token mean),
+    batch: the dict of batching.iterate_batches (tokens, loss_mask, positions, segment_ids,
+    lengths), global: batch_size rows, or packed rows holding batch_size examples. metrics: loss (mean over micro-batches of the per-micro-batch token mean),
     grad_norm (before clipping), lr (used by this update), finite, weight_norm.
     Cached: the same (cfg, config, mesh) returns the same compiled function.
     """
@@ -199,7 +204,9 @@ def run_sft(state: trainer.TrainState, examples, cfg, sft_config, mesh, key, *, 
     batches = batching.iterate_batches(
         examples, c.batch_size, key, max_len=c.max_len, max_prompt_len=c.max_prompt_len,
         max_target_len=c.max_target_len, truncate=c.truncate, min_bucket=c.min_bucket, pad_id=c.pad_id,
-        mesh=mesh)
+        mesh=mesh, pack=bool(c.get("pack", False)), pack_len=int(c.get("pack_len", 0)),
+        accum=int(c.batch_size) // int(c.micro_batch_size), groups=int(c.loss_groups),
+        key_cost=batching.attention_key_cost(cfg))
     state, summary = trainer.fit(state, step_fn, batches, train_spec(c), mesh, num_steps, what=description,
                                  progress=progress, batch_stats=_batch_stats)
     summary.pop("losses")

@@ -262,8 +262,9 @@ def device_batch(batch, mesh) -> dict:
 def make_step(loss_fn: Callable, mask, spec: TrainSpec, state_shardings: TrainState, batch_ndims: dict, mesh):
     """The jitted `step(state, batch) -> (state, metrics)`; `state` is donated.
 
-    The global batch (batch_size rows) is split into batch_size / micro_batch_size micro-batches
-    (micro-batch i = rows i, i + accum, ..., so each device keeps its own rows) that a `lax.scan`
+    The global batch (batch_size rows, or any multiple of accum rows: packed batches hold several
+    examples per row, docs/training.md) is split into accum = batch_size / micro_batch_size
+    micro-batches (micro-batch i = rows i, i + accum, ..., so each device keeps its own rows) that a `lax.scan`
     runs in turn; the loss of each is loss_fn(...) / accum and their gradients are summed. Only the
     trainable weights are differentiated and updated. A step whose loss or gradient norm is not
     finite applies no update (params, optimizer state and step stay as they were).
@@ -283,7 +284,7 @@ def make_step(loss_fn: Callable, mask, spec: TrainSpec, state_shardings: TrainSt
             loss, grads = micro(batch)
         else:
             mbs = {k: jax.lax.with_sharding_constraint(
-                jnp.swapaxes(x.reshape(spec.micro_batch_size, accum, *x.shape[1:]), 0, 1),
+                jnp.swapaxes(x.reshape(-1, accum, *x.shape[1:]), 0, 1),
                 NamedSharding(mesh, P(None, mesh_lib.BATCH_AXES, *([None] * (x.ndim - 1)))))
                 for k, x in batch.items()}
 

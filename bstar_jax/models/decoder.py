@@ -9,6 +9,8 @@ decode (1 token). With a cache (models/cache.py) the call writes its K/V at slot
 [slot, slot + L) and attends over every slot; positions are absolute token indices, and one
 masking rule — key position <= query position (and within the sliding window), negative
 positions never attended — serves all three, with right-padded prompts of different lengths.
+Packed training rows (several examples per row) pass segment ids instead: attention stays within
+each example, ordered by index in the row (docs/training.md, "Packing").
 The cache is a carry of the scan over layers, updated with dynamic_update_slice, so that XLA
 keeps it in place.
 """
@@ -70,9 +72,9 @@ class Decoder(nnx.Module):
         if not cfg.tie_word_embeddings:
             self.lm_head = _param(rngs, (E, V), ("embed", "vocab"), dt)
 
-    def __call__(self, tokens_BxL, positions_BxL=None, cache=None, slot=0, attend=None):
+    def __call__(self, tokens_BxL, positions_BxL=None, cache=None, slot=0, attend=None, segment_ids_BxL=None):
         """Logits float32 [B, L, V] and the updated cache (None without one)."""
-        hidden_BxLxE, cache = self.hidden(tokens_BxL, positions_BxL, cache, slot, attend)
+        hidden_BxLxE, cache = self.hidden(tokens_BxL, positions_BxL, cache, slot, attend, segment_ids_BxL)
         return self.logits(hidden_BxLxE), cache
 
     def logits(self, hidden_BxLxE):
@@ -85,13 +87,17 @@ class Decoder(nnx.Module):
         return jnp.einsum("...e,ev->...v", hidden_BxLxE.astype(dt), self.lm_head[...].astype(dt),
                           preferred_element_type=jnp.float32)
 
-    def hidden(self, tokens_BxL, positions_BxL=None, cache: KVCache | None = None, slot=0, attend=None):
+    def hidden(self, tokens_BxL, positions_BxL=None, cache: KVCache | None = None, slot=0, attend=None,
+               segment_ids_BxL=None):
         """(final normed hidden states [B, L, E] in compute dtype, updated cache or None).
 
         positions_BxL: absolute positions (default 0..L-1); a negative position marks padding,
         which no query attends to. cache/slot: write this call's K/V and positions at cache slots
         [slot, slot + L) (slot: a traced int32 scalar) and attend over the whole cache, or over
         its first `attend` slots (static; a prefill needs no more than the prompt's).
+        segment_ids_BxL: packed rows (training only, no cache): int32, 0 = padding; a token
+        attends only to earlier tokens (by index in the row) of its own segment, and positions
+        restart at 0 in each segment (docs/training.md, "Packing").
         """
         cfg = self.cfg
         dt = cfg.jnp_dtype
@@ -102,11 +108,15 @@ class Decoder(nnx.Module):
         # mode="clip": an out-of-range id (e.g. -100 padding) must not turn into NaN and spread.
         x_BxLxE = jnp.take(self.embed[...], tokens_BxL, axis=0, mode="clip").astype(dt)
         cos_BxLxD, sin_BxLxD = rope_tables(cfg, positions_BxL)
+        if cache is not None and segment_ids_BxL is not None:
+            raise ValueError("segment_ids_BxL is for packed training rows; a cached call takes none")
         if cache is not None:
             slot = jnp.asarray(slot, jnp.int32)
             key_pos_BxS = jax.lax.dynamic_update_slice(cache.pos, positions_BxL, (jnp.int32(0), slot))
             attend = attend or key_pos_BxS.shape[1]
             mask_BxLxS = _attention_mask(cfg, positions_BxL, key_pos_BxS[:, :attend])
+        elif segment_ids_BxL is not None:
+            mask_BxLxS = _segment_mask(cfg, positions_BxL, segment_ids_BxL)
         else:
             mask_BxLxS = _attention_mask(cfg, positions_BxL, positions_BxL)
         layer_params = nnx.to_pure_dict(nnx.state(self.layers, nnx.Param))
@@ -159,6 +169,19 @@ def _attention_mask(cfg, q_pos_BxL, k_pos_BxS):
     mask = (k_pos >= 0) & (k_pos <= q_pos)
     if cfg.sliding_window:
         mask &= q_pos - k_pos < cfg.sliding_window
+    return mask
+
+
+def _segment_mask(cfg, pos_BxL, seg_BxL):
+    """bool [B, L, L] of a packed row: same segment, not padding (segment 0), causal by token
+    index (positions restart per segment, so they cannot order two segments), sliding window by
+    position."""
+    L = seg_BxL.shape[1]
+    seg_q, seg_k = seg_BxL[:, :, None], seg_BxL[:, None, :]
+    index = jnp.arange(L, dtype=jnp.int32)
+    mask = (seg_q == seg_k) & (seg_q > 0) & (index[None, None, :] <= index[None, :, None])
+    if cfg.sliding_window:
+        mask &= pos_BxL[:, :, None] - pos_BxL[:, None, :] < cfg.sliding_window
     return mask
 
 

@@ -120,8 +120,10 @@ def prm_row(encoded) -> dict[str, np.ndarray]:
 # ----------------------------------------------------------------------------- loss and optimizer
 
 def prm_loss(cfg: models.ModelConfig, prm_params, batch) -> jax.Array:
-    """Σ w·BCE(logit, target) / Σ w over every token (`--train_on_every_token`)."""
-    logits_BxL = prm_lib.token_logits(cfg, prm_params, batch["tokens"])
+    """Σ w·BCE(logit, target) / Σ w over every token (`--train_on_every_token`); the same sum over
+    the same tokens whether the batch is padded or packed (each token's logit sees only its record)."""
+    logits_BxL = prm_lib.token_logits(cfg, prm_params, batch["tokens"], batch.get("positions"),
+                                      batch.get("segment_ids"))
     bce_BxL = optax.sigmoid_binary_cross_entropy(logits_BxL, batch["targets"])
     w_BxL = batch["weights"]
     return jnp.sum(w_BxL * bce_BxL) / jnp.maximum(jnp.sum(w_BxL), 1.0)
@@ -140,20 +142,21 @@ def trainable_mask(prm_params) -> dict:
     return {"backbone": backbone, "head": {k: True for k in prm_params["head"]}}
 
 
-_BATCH_NDIMS = {"tokens": 2, "targets": 2, "weights": 2, "positions": 2, "lengths": 1}
+_BATCH_NDIMS = {"tokens": 2, "targets": 2, "weights": 2, "positions": 2, "segment_ids": 2, "lengths": 1}
 
 
 def train_prm(cfg: models.ModelConfig, prm_params, tokenizer, records: Sequence, *, num_steps: int,
               batch_size: int = 8, learning_rate: float = 2e-6, end_learning_rate: float = 2e-7,
               warmup_steps: int | None = None, clip_norm: float = 1.0, max_len: int = 1024,
-              seed: int = 0, mesh=None) -> tuple[dict, list[float]]:
+              seed: int = 0, mesh=None, pack: bool = True, pack_len: int = 0) -> tuple[dict, list[float]]:
     """Runs `num_steps` PRM updates over shuffled `records`; returns (new params, loss per step).
 
     records: PRMRecords, (question, steps, labels) tuples or prm-v4 dicts; every record is
     checked and tokenised before the first step, so a bad one fails with its index first.
     warmup_steps defaults to 10% of num_steps (the official 0.2 epoch of a 2-epoch run).
     A non-finite loss or gradient norm, or a diverging run, raises a trainer.TrainingError (the
-    input params are left as they were). mesh=None trains on one device.
+    input params are left as they were). mesh=None trains on one device. pack: several records per
+    row (batching.pack_step; rows of pack_len tokens, 0 = max_len); batch_size stays records per step.
     """
     if num_steps < 1:
         raise ValueError(f"num_steps must be >= 1, got {num_steps}")
@@ -171,6 +174,7 @@ def train_prm(cfg: models.ModelConfig, prm_params, tokenizer, records: Sequence,
                                 _BATCH_NDIMS, mesh)
     pad_id = int(cfg.pad_token_id) if cfg.pad_token_id is not None and cfg.pad_token_id >= 0 else 0
     batches = batching.iterate_rows([prm_row(e) for e in encoded], batch_size, jax.random.key(seed),
-                                    max_len=max_len, pad_id=pad_id)
+                                    max_len=max_len, pad_id=pad_id, mesh=mesh, pack=pack, pack_len=pack_len,
+                                    key_cost=batching.attention_key_cost(cfg))
     state, summary = trainer.fit(state, step_fn, batches, spec, mesh, num_steps, what="PRM training")
     return state.params, summary["losses"]
