@@ -61,21 +61,25 @@ def _refill(state: SlotState, done_S, num_requests, prompt_index_R, store: model
     P = store.pos.shape[1]
 
     def copy(cache):
+        # One slot at a time, as the decode step writes the cache: dynamic_update_slice in place.
+        order_S = jnp.argsort(~take_S)  # taken slots first
         u_S = prompt_index_R[jnp.clip(new_S, 0, prompt_index_R.shape[0] - 1)]
-        sel = take_S[None, :, None, None, None]
-        # A masked select over the prompt columns (not a per-slot dynamic_update_slice): with the
-        # slots sharded over devices it stays local, and its temporary is the prompt columns only.
-        k = jnp.where(sel, store.k[:, u_S], cache.k[:, :, :, :P])
-        v = jnp.where(sel, store.v[:, u_S], cache.v[:, :, :, :P])
-        pos_SxP = jnp.where(take_S[:, None], store.pos[u_S], cache.pos[:, :P])
-        pos_SxN = jnp.where(take_S[:, None], -1, cache.pos[:, P:])
         zero = jnp.int32(0)
-        at = (zero,) * 5
-        return models.KVCache(jax.lax.dynamic_update_slice(cache.k, k, at),
-                              jax.lax.dynamic_update_slice(cache.v, v, at),
-                              jnp.concatenate([pos_SxP, pos_SxN], axis=1))
 
-    cache = jax.lax.cond(jnp.any(take_S), copy, lambda c: c, state.cache)
+        def one(i, c):
+            b = order_S[i]
+            u = u_S[b]
+            at = (zero, b, zero, zero, zero)
+            k = jax.lax.dynamic_slice_in_dim(store.k, u, 1, axis=1)
+            v = jax.lax.dynamic_slice_in_dim(store.v, u, 1, axis=1)
+            pos = jnp.concatenate([jax.lax.dynamic_slice_in_dim(store.pos, u, 1, axis=0),
+                                   jnp.full((1, c.pos.shape[1] - P), -1, jnp.int32)], axis=1)
+            return models.KVCache(jax.lax.dynamic_update_slice(c.k, k, at), jax.lax.dynamic_update_slice(c.v, v, at),
+                                  jax.lax.dynamic_update_slice(c.pos, pos, (b, zero)))
+
+        return jax.lax.fori_loop(0, jnp.sum(take_S.astype(jnp.int32)), one, cache)
+
+    cache = copy(state.cache)
     return state.replace(
         next_request=state.next_request + jnp.sum(take_S.astype(jnp.int32)),
         request_S=request_S,
@@ -138,20 +142,24 @@ def lower_generate_requests(cfg: models.ModelConfig, mesh, requests: int, prompt
                             prompt_len: int, max_new_tokens: int, *, top_k: int = 0):
     """The `jax.stages.Lowered` of the continuous sampler for abstract inputs: `requests` requests
     over `prompts` distinct prompts of bucket `prompt_len`, `slots` cache slots (a multiple of the
-    mesh's batch axes; the cache is split along them, the prompts and requests replicated)."""
+    mesh's batch axes; the cache and the results are split along them, the prompts and request
+    settings replicated)."""
     max_len = prompt_len + max_new_tokens
     if mesh is None:
         one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
         param_sh, cache_sh, rep = jax.tree.map(lambda _: one, models.param_shapes(cfg)), models.KVCache(
             one, one, one), one
+        out_sh = SampleOutput(one, one, one)
     else:
         param_sh = models.param_shardings(cfg, mesh)
         cache_sh = models.cache_shardings(cfg, mesh, slots, max_len)
         rep = mesh_lib.replicated(mesh)
+        # Results split by request along the batch axes, as the static sampler's by row.
+        out_sh = SampleOutput(*(mesh_lib.batch_sharding(mesh, n) for n in (2, 1, 2)))
     cache_sh = models.KVCache(*(Format(Layout.AUTO, sh) for sh in cache_sh))
     fn = jax.jit(functools.partial(_generate_requests, cfg, int(max_new_tokens), int(top_k), _pad_id(cfg)),
                  in_shardings=(param_sh,) + (rep,) * 9 + (cache_sh,),
-                 out_shardings=(SampleOutput(rep, rep, rep), cache_sh), donate_argnums=(10,))
+                 out_shardings=(out_sh, cache_sh), donate_argnums=(10,))
     S = jax.ShapeDtypeStruct
     return fn.lower(models.param_shapes(cfg), S((prompts, prompt_len), jnp.int32), S((prompts,), jnp.int32),
                     S((requests,), jnp.int32), S((requests,), jnp.int32), S((), jnp.int32),
@@ -211,7 +219,7 @@ def generate_requests(cfg: models.ModelConfig, params, prompts, prompt_lengths, 
         raise ValueError(f"request_max_new_tokens must be [{R}] ints in [1, {N}], got {caps}")
 
     multiple = mesh_lib.batch_size_multiple(mesh) if mesh is not None else 1
-    Rb, Ub, Pb = bucket(R), bucket(U, minimum=multiple), bucket(int(lengths.max()), minimum=8)
+    Rb, Ub, Pb = bucket(R, minimum=multiple), bucket(U, minimum=multiple), bucket(int(lengths.max()), minimum=8)
     Sb = bucket(min(R, int(slots)) if slots else R, minimum=multiple)
     Sb = -(-Sb // multiple) * multiple
     pad_id = _pad_id(cfg)
