@@ -1,6 +1,6 @@
 """Questions in, responses out: K samples per query at every temperature of a grid, in ONE call.
 
-The string-level layer over `sampling.generate` that B-STaR's search needs (the paper's
+The string-level layer over `continuous.generate_requests` that B-STaR's search needs (the paper's
 §3.2-3.3 and Algorithm 1: BS(T, τ) for every T of the grid on the dev subset). Rows are expanded query-major,
 
     row = (q * T + t) * K + k     (query q, temperature index t, sample k; k fastest)
@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from bstar_jax import distributed, sampling
+from bstar_jax import continuous, distributed
 from bstar_jax.tokenizer import encode_prompts
 
 
@@ -44,8 +44,10 @@ def encode_questions(tokenizer, questions: Sequence[str]) -> list[list[int]]:
 
 def sample_grid(cfg, params, tokenizer, questions: Sequence[str], *, temperatures: Sequence[float],
                 num_samples: int, rng, max_new_tokens: int, top_p: float = 1.0, top_k: int = 0,
-                eos_id: int | None = None, mesh=None) -> GridSamples:
-    """K = `num_samples` responses per question at each temperature, from one `generate` call.
+                eos_id: int | None = None, mesh=None, slots: int | None = None) -> GridSamples:
+    """K = `num_samples` responses per question at each temperature, from one continuous-batching
+    call (`continuous.generate_requests`): each question's prompt is prefilled once for its T x K
+    rows, and `slots` cache rows (None: one per row) take the rows in order as earlier ones end.
 
     eos_id defaults to the tokenizer's EOS. A row's draw depends on (rng, its row index), so a
     call is reproducible; see the module docstring for the row order.
@@ -72,9 +74,9 @@ def sample_grid(cfg, params, tokenizer, questions: Sequence[str], *, temperature
 
     rows_q = np.repeat(np.arange(Q), T * K)  # row = (q * T + t) * K + k
     temperature_R = np.tile(np.repeat(temps, K), Q)
-    out = sampling.generate(cfg, params, prompts_QxP[rows_q], lens_Q[rows_q], rng,
-                            max_new_tokens=max_new_tokens, temperature=temperature_R, top_p=top_p,
-                            top_k=top_k, eos_id=eos_id, mesh=mesh)
+    out = continuous.generate_requests(cfg, params, prompts_QxP, lens_Q, rng, prompt_index=rows_q,
+                                       slots=slots, max_new_tokens=max_new_tokens, temperature=temperature_R,
+                                       top_p=top_p, top_k=top_k, eos_id=eos_id, mesh=mesh)
     # Whole on every process, even when the rows were sharded over several hosts.
     tokens_RxN, lengths_R, logprobs_RxN = distributed.to_host((out.tokens, out.lengths, out.logprobs))
     last_R = tokens_RxN[np.arange(len(lengths_R)), np.maximum(lengths_R - 1, 0)]

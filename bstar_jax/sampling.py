@@ -107,6 +107,13 @@ def _prefill(cfg, params, prompts_BxP, prompt_lengths_B, cache):
     """Runs the prompts through the model in chunks of PREFILL_CHUNK tokens, fills cache slots
     0..P-1 (pad slots get position -1: never attended) and returns the logits after each row's
     last prompt token."""
+    last_BxE, cache = prefill_hidden(cfg, params, prompts_BxP, prompt_lengths_B, cache)
+    return models.logits(cfg, params, last_BxE), cache
+
+
+def prefill_hidden(cfg, params, prompts_BxP, prompt_lengths_B, cache):
+    """`_prefill` up to the LM head: (final hidden state after each row's last prompt token
+    [B, E], cache). The continuous sampler keeps these per distinct prompt (continuous.py)."""
     B, P = prompts_BxP.shape
     C = min(P, PREFILL_CHUNK)  # P and C are powers of two: C divides P
     positions_BxP = jnp.where(jnp.arange(P)[None, :] < prompt_lengths_B[:, None], jnp.arange(P)[None, :], -1)
@@ -125,7 +132,7 @@ def _prefill(cfg, params, prompts_BxP, prompt_lengths_B, cache):
 
     last_BxE = jnp.zeros((B, cfg.hidden_size), cfg.jnp_dtype)
     (cache, last_BxE), _ = jax.lax.scan(chunk, (cache, last_BxE), jnp.arange(P // C, dtype=jnp.int32))
-    return models.logits(cfg, params, last_BxE), cache
+    return last_BxE, cache
 
 
 @struct.dataclass
@@ -261,17 +268,9 @@ def _per_row(name, value, B):
     return arr
 
 
-def generate(cfg: models.ModelConfig, params, prompts, prompt_lengths, rng, *, max_new_tokens: int,
-             temperature=1.0, top_p=1.0, top_k: int = 0, eos_id: int, mesh=None) -> SampleOutput:
-    """Samples up to `max_new_tokens` tokens after each prompt, in one compiled call.
-
-    prompts: int [B, P]; row b's prompt is prompts[b, :prompt_lengths[b]] (right-padded).
-    temperature, top_p: a float or float32 [B] (per row; temperature 0 = greedy for that row).
-    top_k: 0 = off. eos_id: the token that ends a row (-1: none, always N tokens).
-    mesh: when given, the batch is split along mesh.BATCH_AXES and params by the rules table.
-    Returns SampleOutput(tokens int32 [B, N], lengths int32 [B], logprobs float32 [B, N]); a row
-    samples the same tokens for the same key whatever the batch it is in, bucket or mesh.
-    """
+def validate_inputs(cfg, prompts, prompt_lengths, max_new_tokens, temperature, top_p, top_k):
+    """Checks a sampler call's inputs (ValueError naming the argument); returns (prompts [B, P],
+    prompt_lengths [B], max_new_tokens, temperature float32 [B], top_p float32 [B])."""
     prompts = np.asarray(prompts)
     if prompts.ndim != 2 or prompts.shape[0] == 0 or prompts.shape[1] == 0:
         raise ValueError(f"prompts must be a non-empty int array [B, P], got shape {prompts.shape}")
@@ -302,6 +301,24 @@ def generate(cfg: models.ModelConfig, params, prompts, prompt_lengths, rng, *, m
         raise ValueError(f"top_p must be in (0, 1], got [{top_p.min()}, {top_p.max()}]")
     if int(top_k) < 0:
         raise ValueError(f"top_k must be >= 0 (0 = off), got {top_k}")
+    return prompts, lengths, N, temperature, top_p
+
+
+def generate(cfg: models.ModelConfig, params, prompts, prompt_lengths, rng, *, max_new_tokens: int,
+             temperature=1.0, top_p=1.0, top_k: int = 0, eos_id: int, mesh=None) -> SampleOutput:
+    """Samples up to `max_new_tokens` tokens after each prompt, in one compiled call.
+
+    prompts: int [B, P]; row b's prompt is prompts[b, :prompt_lengths[b]] (right-padded).
+    temperature, top_p: a float or float32 [B] (per row; temperature 0 = greedy for that row).
+    top_k: 0 = off. eos_id: the token that ends a row (-1: none, always N tokens).
+    mesh: when given, the batch is split along mesh.BATCH_AXES and params by the rules table.
+    Returns SampleOutput(tokens int32 [B, N], lengths int32 [B], logprobs float32 [B, N]); a row
+    samples the same tokens for the same key whatever the batch it is in, bucket or mesh.
+    """
+    prompts, lengths, N, temperature, top_p = validate_inputs(cfg, prompts, prompt_lengths, max_new_tokens,
+                                                              temperature, top_p, top_k)
+    B, P = prompts.shape
+    longest = int(lengths.max())
     pad_id = _pad_id(cfg)
 
     # Buckets: batch -> power of two, a multiple of the batch axes; prompt width -> power of two.

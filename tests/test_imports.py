@@ -9,7 +9,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "bstar_jax"
 LAYERS = [
     ("ground", ["errors", "mesh", "distributed", "models", "tokenizer", "hbm"]),
     ("data", ["data", "batching"]),
-    ("sampling", ["sampling", "sample_grid"]),
+    ("sampling", ["sampling", "continuous", "sample_grid"]),
     ("rewards", ["rewards"]),
     ("metrics", ["metrics", "balance"]),
     ("training", ["trainer", "sft", "variants", "rewards.prm_train"]),

@@ -1,5 +1,6 @@
 """The sampler: cached decode == full forward, greedy == argmax, the sampling distribution, EOS,
-bucketing, one compile per grid, sharded == unsharded, and clear errors on bad input."""
+bucketing, one compile per grid, sharded == unsharded, clear errors on bad input; the continuous-
+batching sampler equals the static one request by request."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,7 +8,7 @@ import pytest
 from scipy import stats
 
 from bstar_jax import mesh as mesh_lib
-from bstar_jax import models, sample_grid, sampling
+from bstar_jax import continuous, models, sample_grid, sampling
 
 CFG = models.ModelConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4,
                          num_kv_heads=2, head_dim=8, max_position_embeddings=64)
@@ -206,12 +207,12 @@ def test_grid_is_one_call_one_compile_and_regroups(n_devices):
     params = models.init(cfg, 2)
     questions = ["What is 2 + 3?", "Is é a letter?"]
     grid1 = [0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1]
-    before = sampling.compiled_generate.cache_info().misses
+    before = continuous.compiled_generate_requests.cache_info().misses
     a = sample_grid.sample_grid(cfg, params, tokenizer, questions, temperatures=grid1, num_samples=3,
                                 rng=jax.random.key(0), max_new_tokens=9)
     b = sample_grid.sample_grid(cfg, params, tokenizer, questions, temperatures=np.linspace(0.3, 1.2, 8),
                                 num_samples=3, rng=jax.random.key(1), max_new_tokens=9)
-    assert sampling.compiled_generate.cache_info().misses - before == 1  # one compile for both grids
+    assert continuous.compiled_generate_requests.cache_info().misses - before == 1  # one compile, both grids
     assert a.texts.shape == a.lengths.shape == a.truncated.shape == (8, 2, 3)
     assert a.tokens.shape == a.logprobs.shape == (8, 2, 3, 9)
     assert b.texts.shape == (8, 2, 3)
@@ -255,3 +256,69 @@ def test_next_token_is_a_pure_strategy():
     np.testing.assert_allclose(logprobs, jax.nn.log_softmax(logits)[jnp.arange(3), tokens], atol=1e-6)
     again, _ = sampling.next_token(logits, jax.random.key(2), jnp.array([0.0, 1.0, 0.5]), 1.0)
     np.testing.assert_array_equal(tokens, again)
+
+
+# ----------------------------------------------------------------------------- continuous batching
+
+def _requests(seed=21):
+    """30 requests over 10 prompts (3 rows each), mixed temperatures / top-p; EOS 5 ends rows at
+    many different lengths, so slots are refilled at many different steps."""
+    prompts, lengths = _prompts([3, 8, 6, 1, 5, 7, 2, 4, 8, 3], seed=seed)
+    kw = dict(max_new_tokens=16, temperature=np.tile([1.0, 0.7, 0.0, 1.3, 2.0], 6),
+              top_p=np.tile([1.0, 0.9, 1.0], 10), eos_id=5)
+    return np.repeat(prompts, 3, 0), np.repeat(lengths, 3), kw
+
+
+def _assert_same(out, ref):
+    np.testing.assert_array_equal(out.tokens, ref.tokens)
+    np.testing.assert_array_equal(out.lengths, ref.lengths)
+    np.testing.assert_allclose(out.logprobs, ref.logprobs, atol=1e-5)
+
+
+@pytest.mark.parametrize("slots", [1, 3])
+def test_continuous_equals_static_for_any_number_of_slots(params, slots):
+    prompts, lengths, kw = _requests()
+    ref = sampling.generate(CFG, params, prompts, lengths, jax.random.key(3), **kw)
+    assert len(set(np.asarray(ref.lengths).tolist())) > 3  # rows do end at different steps
+    out = continuous.generate_requests(CFG, params, prompts, lengths, jax.random.key(3), slots=slots, **kw)
+    _assert_same(out, ref)
+
+
+def test_continuous_sharded_equals_static(params, n_devices):
+    prompts, lengths, kw = _requests(seed=22)
+    ref = sampling.generate(CFG, params, prompts, lengths, jax.random.key(5), **kw)
+    mesh = mesh_lib.make_mesh(data=2, fsdp=2, tensor=2)
+    for slots in (8, 16):
+        out = continuous.generate_requests(CFG, params, prompts, lengths, jax.random.key(5), slots=slots,
+                                           mesh=mesh, **kw)
+        _assert_same(out, ref)
+
+
+def test_shared_prompts_equal_unshared_and_request_caps_cut(params):
+    prompts, lengths, kw = _requests(seed=23)
+    distinct, lens, index = continuous.dedupe_prompts(prompts, lengths)
+    assert len(distinct) == 10 and len(set(index[::3].tolist())) == 10
+    np.testing.assert_array_equal(index, np.repeat(index[::3], 3))
+    np.testing.assert_array_equal(distinct[index][:, :8] * (np.arange(8) < lengths[:, None]),
+                                  prompts * (np.arange(8) < lengths[:, None]))
+    shared = continuous.generate_requests(CFG, params, distinct, lens, jax.random.key(6), prompt_index=index,
+                                          slots=4, **kw)
+    unshared = sampling.generate(CFG, params, prompts, lengths, jax.random.key(6), **kw)
+    _assert_same(shared, unshared)
+    caps = np.arange(30) % 16 + 1  # a request's own max_new_tokens: its static row, cut there
+    cut = continuous.generate_requests(CFG, params, distinct, lens, jax.random.key(6), prompt_index=index,
+                                       slots=4, request_max_new_tokens=caps, **kw)
+    np.testing.assert_array_equal(cut.lengths, np.minimum(unshared.lengths, caps))
+    for r in range(30):
+        n = int(cut.lengths[r])
+        np.testing.assert_array_equal(cut.tokens[r, :n], unshared.tokens[r, :n])
+        np.testing.assert_array_equal(cut.tokens[r, n:], 0)
+
+
+@pytest.mark.parametrize("bad", [dict(prompt_index=np.array([0, 2])), dict(request_max_new_tokens=np.array([0, 1])),
+                                 dict(prompt_index=np.array([], np.int32))])
+def test_continuous_bad_input_raises(params, bad):
+    prompts, lengths = _prompts([3, 5])
+    with pytest.raises(ValueError, match="prompt_index|request_max_new_tokens"):
+        continuous.generate_requests(CFG, params, prompts, lengths, jax.random.key(0), max_new_tokens=N,
+                                     eos_id=-1, **bad)

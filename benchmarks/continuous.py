@@ -1,0 +1,143 @@
+"""Useful tokens per second: the continuous-batching sampler vs the static batch, same slots.
+
+Useful tokens are the tokens of each response up to and including its EOS. A response's length
+is forced: every request gets its own cap (`request_max_new_tokens`) drawn from the distribution
+below and no EOS (eos_id=-1), so it emits exactly that many tokens — model weights cannot be
+made to stop at chosen lengths. The static reference (`sampling.generate`, what rollout runs
+today) gets the same requests in batches of S rows (the same cache rows as our S slots); a
+static batch runs until its longest row ends, so each batch is run with max_new_tokens = that
+batch's longest length: exactly the steps it takes when its rows emit EOS at those lengths.
+
+  (a) demo: the tiny Llama of the demo (4 layers, hidden 128, vocab 512), 16 queries x 8
+      samples, prompt 40 tokens, lengths uniform in [60, 70], cap 96; 32 slots.
+  (b) SmolLM2-135M (embedded GGUF) on GSM-format prompts (the project's prompt format over
+      GSM8K-style questions), 4 queries x 8 samples, lengths log-normal with median 150
+      (sigma 0.5), cut at the cap 320; 8 slots.
+
+Each figure is the best of --repeats runs (compiles excluded by a warm-up run); the load
+average is printed with the results (the machine is shared).
+
+    python benchmarks/continuous.py [--quick] [--repeats 1]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from bstar_jax import continuous, models, sampling  # noqa: E402
+from bstar_jax.tokenizer import encode_prompts, load_tokenizer  # noqa: E402
+
+GSM_QUESTIONS = [
+    "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
+    "How many clips did Natalia sell altogether in April and May?",
+    "Weng earns $12 an hour for babysitting. Yesterday, she just did 50 minutes of babysitting. How much did she earn?",
+    "Betty is saving money for a new wallet which costs $100. Betty has only half of the money she needs. "
+    "Her parents decided to give her $15 for that purpose, and her grandparents twice as much as her parents. "
+    "How much more money does Betty need to buy the wallet?",
+    "James writes a 3-page letter to 2 different friends twice a week. How many pages does he write a year?",
+]
+
+
+def _workload(prompts_QxP, lens_Q, samples, lengths_R):
+    Q = len(lens_Q)
+    index_R = np.repeat(np.arange(Q), samples).astype(np.int32)
+    return prompts_QxP, lens_Q, index_R, lengths_R.astype(np.int32)
+
+
+def _ours(cfg, params, work, cap, slots, seed):
+    prompts, lens, index, lengths = work
+    out = continuous.generate_requests(cfg, params, prompts, lens, jax.random.key(seed), prompt_index=index,
+                                       request_max_new_tokens=lengths, slots=slots, max_new_tokens=cap,
+                                       temperature=1.0, eos_id=-1)
+    jax.block_until_ready(out)
+    assert (np.asarray(out.lengths) == lengths).all()
+
+
+def _static(cfg, params, work, slots, seed):
+    prompts, lens, index, lengths = work
+    for start in range(0, len(index), slots):
+        rows = index[start:start + slots]
+        out = sampling.generate(cfg, params, prompts[rows], lens[rows], jax.random.key(seed + start),
+                                max_new_tokens=int(lengths[start:start + slots].max()), temperature=1.0, eos_id=-1)
+        jax.block_until_ready(out)
+
+
+def _best(fn, repeats):
+    fn(0)  # compiles
+    times = []
+    for r in range(repeats):
+        t = time.perf_counter()
+        fn(r + 1)
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def compare(name, cfg, params, work, cap, slots, repeats, lines):
+    useful = int(work[3].sum())
+    ours_t = _best(lambda s: _ours(cfg, params, work, cap, slots, s), repeats)
+    ref_t = _best(lambda s: _static(cfg, params, work, slots, s), repeats)
+    lengths = work[3]
+    print(f"[{name}] {len(lengths)} requests over {len(work[1])} prompts, {slots} slots, lengths "
+          f"min {lengths.min()} median {int(np.median(lengths))} max {lengths.max()} (cap {cap}), "
+          f"{useful} useful tokens: ours {ours_t:.2f} s, static {ref_t:.2f} s; load {os.getloadavg()[0]:.1f}")
+    lines.append(f"{name} useful tokens/s: ours {useful / ours_t:.0f} tok/s | reference {useful / ref_t:.0f} tok/s"
+                 f" | ratio {ref_t / ours_t:.2f}")
+
+
+def demo(repeats, lines):
+    from transformers import LlamaConfig, LlamaForCausalLM
+    import torch
+
+    torch.manual_seed(0)
+    hf_cfg = LlamaConfig(vocab_size=512, hidden_size=128, intermediate_size=512, num_hidden_layers=4,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024)
+    with tempfile.TemporaryDirectory() as tmp:
+        LlamaForCausalLM(hf_cfg).save_pretrained(tmp, safe_serialization=True)
+        cfg, params = models.load(tmp)
+    rng = np.random.default_rng(0)
+    Q, K = 16, 8
+    prompts = rng.integers(3, 512, (Q, 40)).astype(np.int32)
+    work = _workload(prompts, np.full((Q,), 40, np.int32), K, rng.integers(60, 71, Q * K))
+    compare("demo (tiny Llama, lengths 60-70, cap 96)", cfg, params, work, 96, 32, repeats, lines)
+
+
+def smollm(repeats, lines):
+    cfg, params = models.load("smollm2-135m")
+    tokenizer = load_tokenizer("smollm2-135m")
+    ids = encode_prompts(tokenizer, GSM_QUESTIONS)
+    lens = np.array([len(p) for p in ids], np.int32)
+    prompts = np.zeros((len(ids), lens.max()), np.int32)
+    for q, p in enumerate(ids):
+        prompts[q, :len(p)] = p
+    K, cap = 8, 320
+    rng = np.random.default_rng(0)
+    lengths = np.minimum(np.rint(150 * np.exp(0.5 * rng.standard_normal(len(ids) * K))), cap).clip(1)
+    work = _workload(prompts, lens, K, lengths)
+    compare("SmolLM2-135M GSM format (log-normal lengths, median 150, cap 320)", cfg, params, work, cap, 8,
+            repeats, lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="skip SmolLM2-135M")
+    parser.add_argument("--repeats", type=int, default=1)
+    args = parser.parse_args()
+    print(f"jax {jax.__version__} on {jax.devices()[0].platform} x{len(jax.devices())}; load average "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    lines = []
+    demo(args.repeats, lines)
+    if not args.quick:
+        smollm(args.repeats, lines)
+    print(f"load average at the end {os.getloadavg()[0]:.1f}")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

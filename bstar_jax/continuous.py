@@ -1,0 +1,241 @@
+"""Continuous batching: R requests through S <= R cache slots in one compiled loop (docs/models.md).
+
+The static sampler (sampling.py) runs B rows until its longest row ends and prefills every row,
+even rows that share a prompt. Here:
+
+  * Distinct prompts are prefilled ONCE, into a prompt store (K/V [layers, U, kv_head, P, D],
+    positions, and the final hidden state after each prompt's last token). A request names its
+    prompt by index (request r -> prompt_index[r]); `generate_requests` deduplicates identical
+    prompt rows itself when no index is given.
+  * A `lax.while_loop` decodes S slots one token per step. When a slot's request ends (EOS or its
+    own max_new_tokens), the slot takes the next waiting request, in request order: the prompt's
+    K/V are copied from the store into the slot's prompt columns, its decode columns are marked
+    empty, and at the next step its first token is sampled from the store's hidden state (that
+    step's forward for the slot writes a position -1 column: never attended).
+  * Decode columns form a ring of N = max_new_tokens columns after the P prompt columns: step s
+    writes column P + s mod N for every slot (one scalar `dynamic_update_slice`, as the static
+    sampler, so the donated cache is updated in place). A request lives at most N steps, so its
+    own columns are never overwritten while it runs; attention masks by position, not column.
+  * Keys: token t of request r draws from fold_in(fold_in(rng, r), t), exactly the static
+    sampler's key for row r, step t; so a request's tokens do not depend on its slot, on the
+    step it started at, or on S (tests/test_sampling.py checks equality with `sampling.generate`).
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+from jax.experimental.layout import Format, Layout
+
+from bstar_jax import mesh as mesh_lib
+from bstar_jax import models
+from bstar_jax.sampling import (SampleOutput, _cache_maker, _pad_id, _typed_key, bucket, next_token,
+                                prefill_hidden, validate_inputs)
+
+
+@struct.dataclass
+class SlotState:
+    step: jax.Array  # int32 []: loop step (selects the ring column written)
+    next_request: jax.Array  # int32 []: the first request not yet given a slot
+    request_S: jax.Array  # int32 [S]: the request a slot runs (-1: idle)
+    count_S: jax.Array  # int32 [S]: tokens its request has generated
+    fresh_S: jax.Array  # bool [S]: taken this step: its next token comes from the prompt store
+    last_S: jax.Array  # int32 [S]: the token fed at this step
+    tokens_RxN: jax.Array
+    logprobs_RxN: jax.Array
+    lengths_R: jax.Array
+    cache: models.KVCache
+
+
+def _refill(state: SlotState, done_S, num_requests, prompt_index_R, store: models.KVCache):
+    """Gives each slot in `done_S` the next waiting request (slot order), copies that request's
+    prompt K/V and positions from `store` into the slot's prompt columns and empties its decode
+    columns; slots left without a request go idle."""
+    rank_S = jnp.cumsum(done_S.astype(jnp.int32)) - 1
+    new_S = state.next_request + rank_S
+    take_S = done_S & (new_S < num_requests)
+    request_S = jnp.where(take_S, new_S, jnp.where(done_S, -1, state.request_S))
+    P = store.pos.shape[1]
+
+    def copy(cache):
+        # One slot at a time, as the decode step writes the cache: dynamic_update_slice in place.
+        order_S = jnp.argsort(~take_S)  # taken slots first
+        u_S = prompt_index_R[jnp.clip(new_S, 0, prompt_index_R.shape[0] - 1)]
+        zero = jnp.int32(0)
+
+        def one(i, c):
+            b = order_S[i]
+            u = u_S[b]
+            at = (zero, b, zero, zero, zero)
+            k = jax.lax.dynamic_slice_in_dim(store.k, u, 1, axis=1)
+            v = jax.lax.dynamic_slice_in_dim(store.v, u, 1, axis=1)
+            pos = jnp.concatenate([jax.lax.dynamic_slice_in_dim(store.pos, u, 1, axis=0),
+                                   jnp.full((1, c.pos.shape[1] - P), -1, jnp.int32)], axis=1)
+            return models.KVCache(jax.lax.dynamic_update_slice(c.k, k, at), jax.lax.dynamic_update_slice(c.v, v, at),
+                                  jax.lax.dynamic_update_slice(c.pos, pos, (b, zero)))
+
+        return jax.lax.fori_loop(0, jnp.sum(take_S.astype(jnp.int32)), one, cache)
+
+    cache = copy(state.cache)
+    return state.replace(
+        next_request=state.next_request + jnp.sum(take_S.astype(jnp.int32)),
+        request_S=request_S,
+        count_S=jnp.where(take_S, 0, state.count_S),
+        fresh_S=take_S,
+        cache=cache,
+    )
+
+
+def _generate_requests(cfg, max_new_tokens, top_k, pad_id, params, prompts_UxP, prompt_lengths_U,
+                       prompt_index_R, max_new_R, num_requests, rng, temperature_R, top_p_R, eos_id, cache):
+    """(SampleOutput over R requests, cache). cache: an empty `models.KVCache` of S slots x (P + N)
+    columns, donated. Requests >= num_requests are padding and never run."""
+    U, P = prompts_UxP.shape
+    R, N, S = prompt_index_R.shape[0], max_new_tokens, cache.pos.shape[0]
+    # One prefill per distinct prompt; the store is read at every refill.
+    hidden_UxE, store = prefill_hidden(cfg, params, prompts_UxP, prompt_lengths_U,
+                                       models.init_cache(cfg, U, P))
+    state = SlotState(
+        step=jnp.zeros((), jnp.int32), next_request=jnp.zeros((), jnp.int32),
+        request_S=jnp.full((S,), -1, jnp.int32), count_S=jnp.zeros((S,), jnp.int32),
+        fresh_S=jnp.zeros((S,), jnp.bool_), last_S=jnp.zeros((S,), jnp.int32),
+        tokens_RxN=jnp.full((R, N), pad_id, jnp.int32), logprobs_RxN=jnp.zeros((R, N), jnp.float32),
+        lengths_R=jnp.zeros((R,), jnp.int32), cache=cache)
+    refill = functools.partial(_refill, num_requests=num_requests, prompt_index_R=prompt_index_R, store=store)
+    state = refill(state, jnp.ones((S,), jnp.bool_))
+
+    def body(s: SlotState):
+        live_S = s.request_S >= 0
+        r_S = jnp.maximum(s.request_S, 0)
+        u_S = prompt_index_R[r_S]
+        # Token count - 1 sits at position prompt length + count - 1; fresh and idle slots feed a
+        # position -1 dummy (its column is never attended; its output is replaced or dropped).
+        feed_S = live_S & ~s.fresh_S
+        pos_S = jnp.where(feed_S, prompt_lengths_U[u_S] + s.count_S - 1, -1)
+        hidden_Sx1xE, cache = models.hidden_states(cfg, params, s.last_S[:, None], pos_S[:, None], s.cache,
+                                                   slot=P + s.step % N)
+        hidden_SxE = jnp.where(s.fresh_S[:, None], hidden_UxE[u_S], hidden_Sx1xE[:, 0])
+        logits_SxV = models.logits(cfg, params, hidden_SxE)
+        row_keys_S = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(rng, r_S.astype(jnp.uint32))
+        keys_S = jax.vmap(jax.random.fold_in)(row_keys_S, s.count_S)
+        tok_S, lp_S = next_token(logits_SxV, keys_S, temperature_R[r_S], top_p_R[r_S], top_k)
+        # Idle slots write out of range: dropped.
+        row_S = jnp.where(live_S, s.request_S, R)
+        count_S = s.count_S + live_S.astype(jnp.int32)
+        done_S = ~live_S | (tok_S == eos_id) | (count_S >= max_new_R[r_S])
+        s = s.replace(
+            step=s.step + 1, last_S=tok_S, count_S=count_S, cache=cache,
+            tokens_RxN=s.tokens_RxN.at[row_S, s.count_S].set(tok_S, mode="drop"),
+            logprobs_RxN=s.logprobs_RxN.at[row_S, s.count_S].set(lp_S, mode="drop"),
+            lengths_R=s.lengths_R.at[row_S].set(count_S, mode="drop"),
+        )
+        return refill(s, done_S)
+
+    state = jax.lax.while_loop(lambda s: jnp.any(s.request_S >= 0), body, state)
+    return SampleOutput(state.tokens_RxN, state.lengths_R, state.logprobs_RxN), state.cache
+
+
+def lower_generate_requests(cfg: models.ModelConfig, mesh, requests: int, prompts: int, slots: int,
+                            prompt_len: int, max_new_tokens: int, *, top_k: int = 0):
+    """The `jax.stages.Lowered` of the continuous sampler for abstract inputs: `requests` requests
+    over `prompts` distinct prompts of bucket `prompt_len`, `slots` cache slots (a multiple of the
+    mesh's batch axes; the cache and the results are split along them, the prompts and request
+    settings replicated)."""
+    max_len = prompt_len + max_new_tokens
+    if mesh is None:
+        one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        param_sh, cache_sh, rep = jax.tree.map(lambda _: one, models.param_shapes(cfg)), models.KVCache(
+            one, one, one), one
+        out_sh = SampleOutput(one, one, one)
+    else:
+        param_sh = models.param_shardings(cfg, mesh)
+        cache_sh = models.cache_shardings(cfg, mesh, slots, max_len)
+        rep = mesh_lib.replicated(mesh)
+        # Results split by request along the batch axes, as the static sampler's by row.
+        out_sh = SampleOutput(*(mesh_lib.batch_sharding(mesh, n) for n in (2, 1, 2)))
+    cache_sh = models.KVCache(*(Format(Layout.AUTO, sh) for sh in cache_sh))
+    fn = jax.jit(functools.partial(_generate_requests, cfg, int(max_new_tokens), int(top_k), _pad_id(cfg)),
+                 in_shardings=(param_sh,) + (rep,) * 9 + (cache_sh,),
+                 out_shardings=(out_sh, cache_sh), donate_argnums=(10,))
+    S = jax.ShapeDtypeStruct
+    return fn.lower(models.param_shapes(cfg), S((prompts, prompt_len), jnp.int32), S((prompts,), jnp.int32),
+                    S((requests,), jnp.int32), S((requests,), jnp.int32), S((), jnp.int32),
+                    jax.eval_shape(lambda: jax.random.key(0)), S((requests,), jnp.float32),
+                    S((requests,), jnp.float32), S((), jnp.int32), models.cache_shapes(cfg, slots, max_len))
+
+
+@functools.lru_cache(maxsize=16)
+def compiled_generate_requests(cfg: models.ModelConfig, mesh, requests: int, prompts: int, slots: int,
+                               prompt_len: int, max_new_tokens: int, top_k: int = 0):
+    """`lower_generate_requests(...).compile()`, cached (one compile per bucket)."""
+    return lower_generate_requests(cfg, mesh, requests, prompts, slots, prompt_len, max_new_tokens,
+                                   top_k=top_k).compile()
+
+
+def dedupe_prompts(prompts, prompt_lengths):
+    """(distinct prompts [U, P], their lengths [U], row -> distinct index [B]) of right-padded
+    prompt rows; two rows are one prompt when their first `length` tokens agree."""
+    prompts, lengths = np.asarray(prompts), np.asarray(prompt_lengths)
+    live = np.where(np.arange(prompts.shape[1])[None, :] < lengths[:, None], prompts, -1)
+    keyed = np.concatenate([lengths[:, None], live], axis=1)
+    _, first, index = np.unique(keyed, axis=0, return_index=True, return_inverse=True)
+    return prompts[first], lengths[first], index.reshape(-1).astype(np.int32)
+
+
+def generate_requests(cfg: models.ModelConfig, params, prompts, prompt_lengths, rng, *, max_new_tokens: int,
+                      prompt_index=None, request_max_new_tokens=None, slots: int | None = None,
+                      temperature=1.0, top_p=1.0, top_k: int = 0, eos_id: int, mesh=None) -> SampleOutput:
+    """Samples R requests through `slots` cache slots with continuous batching, in one compiled call.
+
+    prompts: int [U, P] right-padded, prompt_lengths int [U]; prompt_index: int [R], request r
+    continues prompts[prompt_index[r]] (None: one request per prompt row, identical rows
+    prefilled once). request_max_new_tokens: None or int [R] in [1, max_new_tokens], a request's
+    own cap. slots: S (None: every request gets a slot; rounded up to a power of two and a
+    multiple of the mesh's batch axes). temperature, top_p: a float or float32 [R].
+    Returns SampleOutput over the R requests, equal (tokens) to `sampling.generate` on the
+    expanded rows with the same key.
+    """
+    if prompt_index is None:
+        prompts, prompt_lengths = np.asarray(prompts), np.asarray(prompt_lengths)
+        R = prompts.shape[0] if prompts.ndim == 2 else 0
+        validate_inputs(cfg, prompts, prompt_lengths, max_new_tokens, temperature, top_p, top_k)
+        prompts, prompt_lengths, index = dedupe_prompts(prompts, prompt_lengths)
+    else:
+        index = np.asarray(prompt_index)
+        R = index.shape[0] if index.ndim == 1 else 0
+        if R == 0 or not np.issubdtype(index.dtype, np.integer):
+            raise ValueError(f"prompt_index must be a non-empty int array [R], got {index.dtype} {index.shape}")
+    prompts, lengths, N, _, _ = validate_inputs(cfg, prompts, prompt_lengths, max_new_tokens, 1.0, 1.0, top_k)
+    U = prompts.shape[0]
+    if index.min() < 0 or index.max() >= U:
+        raise ValueError(f"prompt_index must be in [0, {U}) (the prompts' rows), got [{index.min()}, {index.max()}]")
+    _, _, _, temperature, top_p = validate_inputs(cfg, prompts[index], lengths[index], N, temperature, top_p,
+                                                  top_k)
+    caps = np.full((R,), N, np.int32) if request_max_new_tokens is None else np.asarray(request_max_new_tokens)
+    if caps.shape != (R,) or caps.min() < 1 or caps.max() > N:
+        raise ValueError(f"request_max_new_tokens must be [{R}] ints in [1, {N}], got {caps}")
+
+    multiple = mesh_lib.batch_size_multiple(mesh) if mesh is not None else 1
+    Rb, Ub, Pb = bucket(R, minimum=multiple), bucket(U, minimum=multiple), bucket(int(lengths.max()), minimum=8)
+    Sb = bucket(min(R, int(slots)) if slots else R, minimum=multiple)
+    Sb = -(-Sb // multiple) * multiple
+    pad_id = _pad_id(cfg)
+    prompts_b = np.full((Ub, Pb), pad_id, np.int32)
+    prompts_b[:U, :min(prompts.shape[1], Pb)] = prompts[:, :Pb]
+    lengths_b = np.concatenate([lengths, np.ones(Ub - U, lengths.dtype)]).astype(np.int32)
+    prompts_b[np.arange(Pb)[None, :] >= lengths_b[:, None]] = pad_id  # see sampling.generate
+    pad = Rb - R
+    args = (prompts_b, lengths_b, np.concatenate([index, np.zeros(pad, np.int32)]).astype(np.int32),
+            np.concatenate([caps, np.ones(pad, np.int32)]).astype(np.int32), np.int32(R), _typed_key(rng),
+            np.concatenate([temperature, np.zeros(pad, np.float32)]),
+            np.concatenate([top_p, np.ones(pad, np.float32)]), np.int32(eos_id))
+    if mesh is not None:
+        params = models.shard_params(cfg, params, mesh)
+        args = tuple(jax.device_put(a, mesh_lib.replicated(mesh)) for a in args)
+    compiled = compiled_generate_requests(cfg, mesh, Rb, Ub, Sb, Pb, N, int(top_k))
+    cache = _cache_maker(cfg, Sb, Pb + N, compiled.input_formats[0][10])()
+    out, _ = compiled(params, *args, cache)
+    return SampleOutput(*(x[:R] for x in out)) if pad else out
