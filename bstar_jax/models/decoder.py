@@ -85,13 +85,17 @@ class Decoder(nnx.Module):
         return jnp.einsum("...e,ev->...v", hidden_BxLxE.astype(dt), self.lm_head[...].astype(dt),
                           preferred_element_type=jnp.float32)
 
-    def hidden(self, tokens_BxL, positions_BxL=None, cache: KVCache | None = None, slot=0, attend=None):
+    def hidden(self, tokens_BxL, positions_BxL=None, cache: KVCache | None = None, slot=0, attend=None,
+               remat: bool = False):
         """(final normed hidden states [B, L, E] in compute dtype, updated cache or None).
 
         positions_BxL: absolute positions (default 0..L-1); a negative position marks padding,
         which no query attends to. cache/slot: write this call's K/V and positions at cache slots
         [slot, slot + L) (slot: a traced int32 scalar) and attend over the whole cache, or over
         its first `attend` slots (static; a prefill needs no more than the prompt's).
+        remat: recompute each layer in the backward pass instead of saving its activations
+        (`jax.checkpoint`, nothing saveable): a training forward then keeps one [B, L, E] carry
+        per layer (docs/memory.md). Off for sampling, where nothing is differentiated.
         """
         cfg = self.cfg
         dt = cfg.jnp_dtype
@@ -124,6 +128,8 @@ class Decoder(nnx.Module):
             x_BxLxE = x_BxLxE + jnp.einsum("blf,fe->ble", jax.nn.silu(gate) * up, p["down"])
             return (x_BxLxE, kv), None
 
+        if remat:
+            block = jax.checkpoint(block, policy=jax.checkpoint_policies.nothing_saveable, prevent_cse=False)
         kv = (cache.k, cache.v) if cache is not None else None
         layers = jnp.arange(cfg.num_layers, dtype=jnp.int32)
         (x_BxLxE, kv), _ = jax.lax.scan(block, (x_BxLxE, kv), (layer_params, layers))

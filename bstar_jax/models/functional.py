@@ -68,10 +68,12 @@ def forward(cfg: ModelConfig, params, tokens_BxL):
     return logits_BxLxV
 
 
-def hidden_states(cfg: ModelConfig, params, tokens_BxL, positions_BxL=None, cache=None, slot=0, attend=None):
+def hidden_states(cfg: ModelConfig, params, tokens_BxL, positions_BxL=None, cache=None, slot=0, attend=None,
+                  remat: bool = False):
     """(final normed hidden states [B, L, E], cache): THE forward — training (no cache), prefill
-    (L tokens written at cache slots [slot, slot + L)) and decode (L = 1); see Decoder.hidden."""
-    return module(cfg, params).hidden(tokens_BxL, positions_BxL, cache, slot, attend)
+    (L tokens written at cache slots [slot, slot + L)) and decode (L = 1); see Decoder.hidden
+    (remat: recompute layers in the backward pass, for training)."""
+    return module(cfg, params).hidden(tokens_BxL, positions_BxL, cache, slot, attend, remat=remat)
 
 
 def logits(cfg: ModelConfig, params, hidden_xE):

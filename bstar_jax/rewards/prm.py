@@ -93,9 +93,10 @@ def shard_prm(cfg: models.ModelConfig, prm_params, mesh) -> dict:
 
 # ----------------------------------------------------------------------------- the head
 
-def token_logits(cfg: models.ModelConfig, prm_params, tokens_BxL):
-    """Raw PRM logit at every position, float32 [B, L] (not jitted: the train step's core)."""
-    hidden_BxLxE, _ = models.hidden_states(cfg, prm_params["backbone"], tokens_BxL)
+def token_logits(cfg: models.ModelConfig, prm_params, tokens_BxL, remat: bool = False):
+    """Raw PRM logit at every position, float32 [B, L] (not jitted: the train step's core;
+    remat: recompute layers in its backward pass)."""
+    hidden_BxLxE, _ = models.hidden_states(cfg, prm_params["backbone"], tokens_BxL, remat=remat)
     head = prm_params["head"]
     return jnp.einsum("ble,e->bl", hidden_BxLxE.astype(jnp.float32), head["w"].astype(jnp.float32)) \
         + head["b"].astype(jnp.float32)
