@@ -261,7 +261,8 @@ def resolve_sizes(config, cfg, mesh, prompt_len: int) -> ml_collections.ConfigDi
             c[section].micro_batch_size = hbm.micro_batch_size(
                 cfg, mesh, int(c.sft.max_len), int(batch), float(c.sft.hbm_fraction),
                 state_bytes=r["params"] + r["opt"], trainable_bytes=r["opt"] // 2,
-                compute_dtype=c.sft.compute_dtype or cfg.dtype, resident_bytes=r["p0"] + r["prm"], device_memory_gb=gb)
+                compute_dtype=c.sft.compute_dtype or cfg.dtype, remat=c.sft.get("remat", "none") == "full",
+                resident_bytes=r["p0"] + r["prm"], device_memory_gb=gb)
     return c
 
 
@@ -406,8 +407,10 @@ def format_tables(results: list[Result], chip: hbm.Chip, hbm_bytes: int, title: 
     return "\n".join(lines)
 
 
-def fit(config, topology: str, prompt_len: int | None = None, log: Callable[[str], None] | None = None):
-    """(results, table text, names not fitting) of every program of `config` on `topology`."""
+def fit(config, topology: str, prompt_len: int | None = None, log: Callable[[str], None] | None = None,
+        only: str = ""):
+    """(results, table text, names not fitting) of every program of `config` on `topology` (those
+    whose name matches the regular expression `only`, when given)."""
     devices = topology_devices(topology)
     chip = hbm.chip_of(devices[0])
     m = config.mesh
@@ -419,7 +422,8 @@ def fit(config, topology: str, prompt_len: int | None = None, log: Callable[[str
     P = int(prompt_len or prompt_bucket(config))
     config = resolve_sizes(config, cfg, mesh, P)
     hbm_bytes = hbm.device_memory_bytes(devices[0])
-    results = compile_all(plan(config, cfg, mesh, P), log, hbm_bytes)
+    programs = [p for p in plan(config, cfg, mesh, P) if not only or re.search(only, p.name)]
+    results = compile_all(programs, log, hbm_bytes)
     title = (f"{topology} ({len(devices)} x {chip.name}, {hbm_bytes / 1e9:.1f} GB HBM each), mesh {dict(mesh.shape)}, "
              f"model {config.model.path if not config.warm_start.enabled else 'warm start'} "
              f"({cfg.num_params() / 1e6:.0f}M params, {cfg.param_dtype} weights, {cfg.dtype} compute), "
@@ -434,7 +438,8 @@ def main(argv) -> None:
 
     f = flags.FLAGS
     try:
-        _, text, bad = fit(f.config, f.topology, f.prompt_len or None, log=lambda m: print(m, file=sys.stderr, flush=True))
+        _, text, bad = fit(f.config, f.topology, f.prompt_len or None, log=lambda m: print(m, file=sys.stderr, flush=True),
+                           only=f.only)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -452,5 +457,6 @@ if __name__ == "__main__":
     config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file (optionally :arg).")
     flags.DEFINE_string("topology", None, "TPU slice, e.g. v5e:2x4, v4:2x2x1, v5p:2x2x1, v5e:4x4.")
     flags.DEFINE_integer("prompt_len", 0, "prompt tokens the sampler sees (0 = sft.max_prompt_len's power of two)")
+    flags.DEFINE_string("only", "", "compile only the programs whose name matches this regex, e.g. 'SFT|PRM train'")
     flags.mark_flags_as_required(["config", "topology"])
     app.run(main)
