@@ -13,7 +13,7 @@ import math
 import os
 import uuid
 
-from bstar_jax import balance, data, distributed, variants as variants_lib
+from bstar_jax import balance, data, distributed, sft, variants as variants_lib
 from bstar_jax import mesh as mesh_lib
 from bstar_jax.errors import UserError
 from bstar_jax.rewards import prm, verify
@@ -221,12 +221,17 @@ def validate_fields(config, mesh) -> None:
         _bool(config, f"{s}.{b}")
     for d in ("param_dtype", "compute_dtype", "mu_dtype"):
         _choice(config, f"{s}.{d}", DTYPES + ("",))
+    _choice(config, f"{s}.remat", sft.REMAT)
 
     if True in use_prm:
         _choice(config, "prm.head_init", prm.HEAD_INITS)
         for f in ("num_queries", "samples_per_query", "completions", "steps"):
             _int(config, f"prm.{f}", 1)
-        _batch(config, "prm.batch_size", multiple)
+        prm_batch = _batch(config, "prm.batch_size", multiple)
+        prm_micro = _batch(config, "prm.micro_batch_size", multiple)
+        _choice(config, "prm.remat", sft.REMAT)
+        if prm_batch % prm_micro:
+            _fail("prm.batch_size", prm_batch, f"must be a multiple of prm.micro_batch_size={prm_micro}")
         _float(config, "prm.temperature", gt=0)
         prm_lr = _float(config, "prm.lr", gt=0)
         _float(config, "prm.min_lr", ge=0, le=prm_lr)

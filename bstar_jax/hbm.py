@@ -3,7 +3,7 @@ from a fraction of HBM (rows per sampler call, SFT micro-batch). docs/memory.md 
 
 Sizing is an estimate, made before anything is compiled: the fixed part (weights, and whatever the
 caller says stays resident, e.g. optimizer state) plus a per-row part (KV cache and temporaries of
-the current sampler, activations of the current SFT step) must fit in `fraction` of the device's
+the sampler, activations of the SFT step) must fit in `fraction` of the device's
 memory. `python -m bstar_jax.tpu_fit` compiles the real programs and checks the result.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ import jax
 import numpy as np
 
 from bstar_jax import mesh as mesh_lib
-from bstar_jax import models
+from bstar_jax import models, sampling
 from bstar_jax.errors import UserError
 
 GiB = 1 << 30
@@ -99,40 +99,42 @@ def _local(n: int, mesh, axis: str) -> int:
 
 
 def sampler_row_bytes(cfg: models.ModelConfig, mesh, prompt_len: int, max_new_tokens: int) -> int:
-    """Per-device bytes one more row costs today's sampler (sampling._generate_jit).
+    """Per-device bytes one more row costs the sampler (sampling.lower_generate).
 
-    The decode cache of P + N slots; the prefill's own cache of P slots and its transposed copy;
-    the larger of one prefill layer's activations (float32 scores and their softmax over P x P per
-    head, SwiGLU and projections) and one decode step's vocabulary-wide float32 temporaries
-    (logits and about eight copies in the sampling strategy); the loop's [N] tokens, log-probs and
-    uniforms. Coefficients are checked against XLA's memory analysis in docs/memory.md.
+    The KV cache of P + N slots (updated in place: the one big buffer), plus the larger of one
+    prefill chunk's layer (PREFILL_CHUNK queries against the P-slot prompt: float32 scores and
+    their softmax per head, SwiGLU and float32 norms) and one decode step's vocabulary-wide float32
+    temporaries (logits and the sampling strategy's copies), plus the loop's [N] tokens and
+    log-probs. Checked against XLA's memory analysis in docs/memory.md (SmolLM2 shapes, v5e:2x2:
+    temporaries measured 1.6 MB a row, estimated 2.1 MB).
     """
     it = np.dtype(cfg.jnp_dtype).itemsize
     P, N = int(prompt_len), int(max_new_tokens)
-    K, D, L = _local(cfg.num_kv_heads, mesh, "tensor"), cfg.head_dim, cfg.num_layers
-    H = _local(cfg.num_heads, mesh, "tensor")
-    F, E, V = _local(cfg.intermediate_size, mesh, "tensor"), cfg.hidden_size, _local(cfg.vocab_size, mesh, "tensor")
-    per_slot = 2 * L * K * D * it
-    cache = per_slot * (P + N)
-    prefill_cache = 2 * per_slot * P
-    prefill_layer = H * P * P * (4 + 4 + it) + P * (3 * F * it + 6 * E * 4 + 4 * H * D * it)
-    decode_step = 9 * V * 4 + H * (P + N) * 8
-    loop_state = 12 * N + 64
-    return cache + prefill_cache + max(prefill_layer, decode_step) + loop_state
+    C = min(P, sampling.PREFILL_CHUNK)
+    H, F, V = _local(cfg.num_heads, mesh, "tensor"), _local(cfg.intermediate_size, mesh, "tensor"), \
+        _local(cfg.vocab_size, mesh, "tensor")
+    E = cfg.hidden_size
+    cache = (2 * cfg.num_layers * _local(cfg.num_kv_heads, mesh, "tensor") * cfg.head_dim * it + 4) * (P + N)
+    prefill_layer = H * C * P * (4 + it) + C * (3 * F * it + 4 * E * 4)
+    decode_step = 9 * V * 4
+    loop_state = 8 * N + 64
+    return cache + max(prefill_layer, decode_step) + loop_state
 
 
-def sft_row_bytes(cfg: models.ModelConfig, mesh, seq_len: int, compute_dtype: str = "bfloat16") -> int:
-    """Per-device bytes one more micro-batch row costs today's SFT step (no rematerialisation):
-    every layer's saved activations for the backward pass (projections, SwiGLU, float32 norms,
-    attention scores and probabilities over L x L per head) and the float32 logits with their
-    softmax and gradient."""
+def sft_row_bytes(cfg: models.ModelConfig, mesh, seq_len: int, compute_dtype: str = "bfloat16",
+                  remat: bool = False) -> int:
+    """Per-device bytes one more micro-batch row costs the SFT step: the float32 logits with their
+    softmax and gradient, plus the activations saved for the backward pass — every layer's
+    (projections, SwiGLU, float32 norms, attention scores and probabilities over L x L per head),
+    or with `remat` each layer's [L, E] input and one layer's activations recomputed at a time."""
     it = np.dtype(compute_dtype).itemsize
     T = int(seq_len)
     E, D = cfg.hidden_size, cfg.head_dim
     H, K = _local(cfg.num_heads, mesh, "tensor"), _local(cfg.num_kv_heads, mesh, "tensor")
     F, V = _local(cfg.intermediate_size, mesh, "tensor"), _local(cfg.vocab_size, mesh, "tensor")
     per_token_layer = E * (8 * it + 16) + (3 * H + 5 * K) * D * it + 5 * F * it + H * T * (4 + 4 + it)
-    return T * (cfg.num_layers * per_token_layer + 4 * V * 4)
+    saved = cfg.num_layers * E * it + 2 * per_token_layer if remat else cfg.num_layers * per_token_layer
+    return T * (saved + 4 * V * 4)
 
 
 def _round_rows(rows_per_device: float, multiple: int) -> int:
@@ -169,7 +171,7 @@ def rows_per_call(cfg: models.ModelConfig, mesh, prompt_len: int, max_new_tokens
 
 
 def micro_batch_size(cfg: models.ModelConfig, mesh, seq_len: int, batch_size: int, fraction: float, *,
-                     state_bytes: int, trainable_bytes: int, compute_dtype: str = "bfloat16",
+                     state_bytes: int, trainable_bytes: int, compute_dtype: str = "bfloat16", remat: bool = False,
                      resident_bytes: int = 0, hbm_bytes: int | None = None, device_memory_gb: float = 0.0) -> int:
     """SFT micro-batch (global rows) that fits `fraction` of a device's memory and divides
     `batch_size`: train state + gradient accumulator and one micro-batch's gradients (2 x
@@ -178,7 +180,7 @@ def micro_batch_size(cfg: models.ModelConfig, mesh, seq_len: int, batch_size: in
     budget = _budget(mesh, fraction, hbm_bytes, device_memory_gb)
     weights_c = param_bytes(cfg, mesh, compute_dtype)
     fixed = int(state_bytes) + 2 * int(trainable_bytes) + weights_c + int(resident_bytes)
-    per_row = sft_row_bytes(cfg, mesh, seq_len, compute_dtype)
+    per_row = sft_row_bytes(cfg, mesh, seq_len, compute_dtype, remat)
     multiple = mesh_lib.batch_size_multiple(mesh)
     micro = min(_round_rows((budget - fixed) / per_row, multiple), int(batch_size))
     while micro >= multiple and batch_size % micro:

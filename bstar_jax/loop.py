@@ -21,6 +21,7 @@ import numpy as np
 from bstar_jax import (balance, checkpoint, comparisons, config_check, data, distributed, evaluation, export, metrics, report,
                        rollout, run_record, sft, variants)
 from bstar_jax import tokenizer as tok
+from bstar_jax import tpu_fit
 from bstar_jax.prm_phase import prepare_prm
 from bstar_jax.streams import Streams
 from bstar_jax.warmstart import load_policy
@@ -58,6 +59,7 @@ def run(config, mesh, *, command: str | None = None) -> str:
     splits = data.load_splits(config.data, config.seed)
     config_check.validate_examples(splits)
     tokenizer, p0 = load_policy(config, mesh, splits["train"])
+    config = _sized(config, p0[0], mesh)
     config_check.validate_prompt_lengths(config, tokenizer, p0[0], splits)
     log = report.MetricsLog(config.workdir, enabled=is_writer)
     streams = Streams(config.seed)
@@ -72,6 +74,17 @@ def run(config, mesh, *, command: str | None = None) -> str:
     if is_writer:
         return report.write_report(config.workdir, title=f"B-STaR: {config.workdir}", command=command)
     return ""
+
+
+def _sized(config, cfg, mesh):
+    """config with sampling.batch_rows and the SFT micro-batches following from device memory where
+    sampling.hbm_fraction / sft.hbm_fraction > 0 (docs/memory.md); explicit sizes otherwise."""
+    if float(config.sampling.hbm_fraction) <= 0 and float(config.sft.hbm_fraction) <= 0:
+        return config
+    sized = tpu_fit.resolve_sizes(config, cfg, mesh, tpu_fit.prompt_bucket(config))
+    logging.info("sizes from device memory: sampling.batch_rows=%d, sft.micro_batch_size=%d",
+                 int(sized.sampling.batch_rows), int(sized.sft.micro_batch_size))
+    return sized
 
 
 class Run:

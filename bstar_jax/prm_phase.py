@@ -62,7 +62,8 @@ def _train(config, mesh, tokenizer, p0, init_params, train, key):
     logging.info("PRM: %d labelled solutions (%d generate calls), %.0f%% positive steps; training %d steps",
                  len(records), labelled.generate_calls, 100 * positives, int(p.steps))
     params, losses = train_prm(cfg, init_params, tokenizer, records, num_steps=int(p.steps),
-                               batch_size=int(p.batch_size), learning_rate=float(p.lr),
+                               batch_size=int(p.batch_size), micro_batch_size=int(p.micro_batch_size),
+                               remat=p.remat == "full", learning_rate=float(p.lr),
                                end_learning_rate=float(p.min_lr), max_len=int(config.sft.max_len),
                                seed=int(config.seed), mesh=mesh, pack=bool(config.sft.pack),
                                pack_len=int(config.sft.pack_len))

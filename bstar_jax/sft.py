@@ -54,6 +54,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.param_dtype = "float32"  # master-weight dtype the state keeps ("" = as loaded)
     c.compute_dtype = "bfloat16"  # activations/matmuls in the loss ("" = the model config's dtype)
     c.mu_dtype = ""  # Adam first-moment dtype ("" = param dtype; official keeps it in bf16)
+    c.remat = "none"  # "full": recompute each layer in the backward pass (less memory, ~1/3 more FLOPs)
     c.steps_per_iteration = 500  # optimizer steps per self-improvement iteration
     # Divergence rules (trainer.Monitor, docs/training.md); a factor of 0 switches a rule off.
     c.diverge_warmup_steps = 20  # steps of a phase before the loss rule applies
@@ -139,10 +140,22 @@ def completion_loss(logits_BxLxV, tokens_BxL, loss_mask_BxL, groups: int = 1):
     return jnp.mean(sums / jnp.maximum(counts, 1.0))
 
 
-def sft_loss(params, batch, *, cfg, groups: int = 1):
-    """The trainer's loss_fn for SFT: completion_loss of the decoder on one micro-batch."""
+REMAT = ("none", "full")
+
+
+def check_remat(value, field: str = "sft.remat") -> bool:
+    """True for "full", False for "none"; anything else is a ValueError naming the field."""
+    if value not in REMAT:
+        raise ValueError(f"{field}={value!r}: choose one of {', '.join(REMAT)}")
+    return value == "full"
+
+
+def sft_loss(params, batch, *, cfg, groups: int = 1, remat: bool = False):
+    """The trainer's loss_fn for SFT: completion_loss of the decoder on one micro-batch.
+    remat: recompute each layer's activations in the backward pass (docs/memory.md)."""
     decoder = models.module(cfg, params)
-    hidden_BxLxE, _ = decoder.hidden(batch["tokens"], batch["positions"], segment_ids_BxL=batch.get("segment_ids"))
+    hidden_BxLxE, _ = decoder.hidden(batch["tokens"], batch["positions"], segment_ids_BxL=batch.get("segment_ids"),
+                                     remat=remat)
     logits = decoder.logits(hidden_BxLxE[:, :-1])  # the last position predicts nothing
     return completion_loss(logits, batch["tokens"], batch["loss_mask"], groups)
 
@@ -152,7 +165,8 @@ def _compiled_step(cfg, sft_config_items: tuple, mesh):
     c = ml_collections.ConfigDict(dict(sft_config_items))
     spec = train_spec(c)
     cfg_c = cfg.replace(dtype=str(c.compute_dtype)) if c.compute_dtype else cfg
-    loss_fn = functools.partial(sft_loss, cfg=cfg_c, groups=int(c.loss_groups))
+    loss_fn = functools.partial(sft_loss, cfg=cfg_c, groups=int(c.loss_groups),
+                                remat=check_remat(c.get("remat", "none")))
     shapes = models.param_shapes(cfg)
     mask = trainable_mask(shapes, c)
     state_sh = trainer.shardings_of(abstract_train_state(cfg, c, mesh))

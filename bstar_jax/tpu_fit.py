@@ -10,9 +10,10 @@ micro-step are also compiled alone for XLA's cost analysis (a while loop's cost 
 Exit status 0 when every program fits, 1 naming those that do not (a RESOURCE_EXHAUSTED compile
 counts as not fitting). docs/memory.md has the model and the shipped configs' tables.
 
-Each program comes from one small adapter (`sampler_call`, `decode_step`, `sft_step`, `prm_score`,
-`prm_train_step`) written against the sampler and trainers' jitted functions; `plan` lists the
-programs of a config.
+Each program comes from one small adapter over the function the run itself compiles:
+`sampler_call` (sampling.lower_generate), `decode_step` (one models.hidden_states + models.logits
+token step and sampling.next_token), `sft_step` (sft.make_train_step), `prm_train_step`
+(prm_train.make_step) and `prm_score` (rewards.prm.step_scores); `plan` lists a config's programs.
 """
 from __future__ import annotations
 
@@ -21,7 +22,6 @@ import os
 if __name__ == "__main__":  # before jax is imported: compile for the TPU from the CPU backend
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-import contextlib
 import dataclasses
 import functools
 import re
@@ -32,9 +32,8 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
-from bstar_jax import hbm, models, sampling, sft
+from bstar_jax import hbm, models, sampling, sft, trainer
 from bstar_jax import mesh as mesh_lib
 from bstar_jax.errors import UserError
 from bstar_jax.rewards import prm as prm_lib
@@ -101,46 +100,23 @@ def model_config(config) -> models.ModelConfig:
 
 @dataclasses.dataclass
 class Program:
-    """One jitted call at its real shapes: fn.lower(*args, **kwargs) compiles it."""
+    """One jitted call at its real shapes: `lower()` gives its jax `Lowered`."""
 
     name: str
     shape: str  # what it processes, for the table
-    fn: Callable
-    args: tuple
-    kwargs: dict = dataclasses.field(default_factory=dict)
+    lower: Callable[[], Any]
+    key: tuple  # identical programs (same key) compile once
+    arg_bytes: int  # per-device bytes of its arguments (checked before compiling)
     resident: int = 0  # per-device bytes the run keeps on the device during the call
     cost: bool = False  # print XLA's cost analysis (one decode step, one SFT micro-step)
-    trace: Callable = contextlib.nullcontext  # context the lowering runs in
 
 
 def _sds(shape, dtype, sharding):
-    dtype = dtype if jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key) else jnp.dtype(dtype)
-    return jax.ShapeDtypeStruct(tuple(shape), dtype, sharding=sharding)
+    return jax.ShapeDtypeStruct(tuple(shape), jnp.dtype(dtype), sharding=sharding)
 
 
 def _abstract(shapes, shardings):
     return jax.tree.map(lambda s, h: _sds(s.shape, s.dtype, h), shapes, shardings)
-
-
-def abstract_params(cfg, mesh, dtype: str | None = None):
-    """Model params as ShapeDtypeStructs sharded by the rules table."""
-    shapes = models.param_shapes(cfg)
-    if dtype:
-        shapes = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, jnp.dtype(dtype)), shapes)
-    return _abstract(shapes, models.param_shardings(cfg, mesh))
-
-
-@contextlib.contextmanager
-def _backend_of(mesh):
-    """Traces with jax.default_backend() answering the mesh's platform: today's sampler chooses its
-    CPU-only weight pre-slicing by the default backend, which is "cpu" while compiling for a TPU."""
-    platform = mesh.devices.flat[0].platform
-    original = jax.default_backend
-    jax.default_backend = lambda: platform
-    try:
-        yield
-    finally:
-        jax.default_backend = original
 
 
 def _rows_bucket(rows: int, mesh) -> int:
@@ -148,80 +124,97 @@ def _rows_bucket(rows: int, mesh) -> int:
     return -(-sampling.bucket(rows) // multiple) * multiple
 
 
-def sampler_call(name, cfg, mesh, params, rows, prompt_len, max_new_tokens, *, top_k=0, resident=0) -> Program:
-    """sampling._generate_jit (prefill + while-loop decode) at `rows` rows, as sampling.generate
-    buckets them: rows -> power of two (data-axis multiple), prompt -> power of two >= 8."""
+def _cache(cfg, mesh, B, S):
+    return _abstract(models.cache_shapes(cfg, B, S), models.cache_shardings(cfg, mesh, B, S))
+
+
+def sampler_call(name, cfg, mesh, rows, prompt_len, max_new_tokens, *, top_k=0, resident=0) -> Program:
+    """The sampler (sampling.lower_generate: prefill + while-loop decode) at `rows` rows, bucketed
+    as sampling.generate does: rows -> power of two (data-axis multiple), prompt -> power of two >= 8."""
     B, P, N = _rows_bucket(rows, mesh), sampling.bucket(prompt_len, 8), int(max_new_tokens)
-    batch = lambda *shape_dtype: _sds(shape_dtype[:-1], shape_dtype[-1], mesh_lib.batch_sharding(mesh, len(shape_dtype) - 1))
-    repl = mesh_lib.replicated(mesh)
-    key = jax.eval_shape(jax.random.key, 0)
-    cache = _abstract(jax.eval_shape(lambda: sampling.init_decode_cache(cfg, B, P + N)),
-                      sampling.decode_cache_sharding(cfg, mesh))
-    args = (cfg, params, batch(B, P, jnp.int32), batch(B, jnp.int32), batch(B, jnp.bool_), _sds((), key.dtype, repl),
-            batch(B, jnp.float32), batch(B, jnp.float32), _sds((), jnp.int32, repl), cache)
-    return Program(name, f"{B} rows x ({P} prompt + {N} new)", sampling._generate_jit, args,
-                   dict(max_new_tokens=N, top_k=int(top_k), pad_id=0), resident, trace=functools.partial(_backend_of, mesh))
+    args = hbm.param_bytes(cfg, mesh) + hbm.bytes_per_device(_cache(cfg, mesh, B, P + N))
+    lower = functools.partial(sampling.lower_generate, cfg, mesh, B, P, N, top_k=int(top_k))
+    return Program(name, f"{B} rows x ({P} prompt + {N} new)", lower, ("sample", cfg, B, P, N, int(top_k)), args,
+                   resident)
 
 
-def decode_step(cfg, mesh, params, rows, cache_len, *, top_k=0, resident=0) -> Program:
-    """One decode step alone (forward of one token per row over the cache, then the sampling
-    strategy): the body of the sampler's while loop, for XLA's per-step cost."""
+def decode_step(cfg, mesh, rows, cache_len, *, top_k=0, resident=0) -> Program:
+    """One decode step alone — the model's one forward on one token per row over a cache of
+    `cache_len` slots, the LM head, then the sampling strategy: the body of the sampler's while
+    loop, compiled alone for XLA's per-step cost (a while loop's cost has no trip count)."""
     B = _rows_bucket(rows, mesh)
-    batch_sh = mesh_lib.batch_sharding(mesh, 1)
-    cache = _abstract(jax.eval_shape(lambda: sampling.init_decode_cache(cfg, B, cache_len)),
-                      sampling.decode_cache_sharding(cfg, mesh))
+    batch_sh, repl = mesh_lib.batch_sharding(mesh, 1), mesh_lib.replicated(mesh)
+    params = abstract_params(cfg, mesh)
+    cache = _cache(cfg, mesh, B, cache_len)
 
-    def step(params, tokens_B, positions_B, u_B, temperature_B, cache):
-        logits, cache = sampling._decode_step(cfg, params, None, tokens_B, positions_B, cache)
-        tokens, _ = sampling._next_token_from_uniform(logits, u_B, temperature_B, jnp.ones_like(u_B), top_k)
-        return tokens, cache
+    def step(params, tokens_B, positions_B, slot, rng, temperature_B, top_p_B, cache):
+        hidden_Bx1xE, cache = models.hidden_states(cfg, params, tokens_B[:, None], positions_B[:, None], cache,
+                                                   slot=slot)
+        logits_BxV = models.logits(cfg, params, hidden_Bx1xE[:, 0])
+        return sampling.next_token(logits_BxV, rng, temperature_B, top_p_B, int(top_k)), cache
 
+    row = lambda dtype: _sds((B,), dtype, batch_sh)
+    args = (params, row(jnp.int32), row(jnp.int32), _sds((), jnp.int32, repl),
+            jax.ShapeDtypeStruct((), jax.eval_shape(lambda: jax.random.key(0)).dtype, sharding=repl),
+            row(jnp.float32), row(jnp.float32), cache)
     fn = jax.jit(step, donate_argnames="cache")
-    args = (params, _sds((B,), jnp.int32, batch_sh), _sds((B,), jnp.int32, batch_sh), _sds((B,), jnp.float32, batch_sh),
-            _sds((B,), jnp.float32, batch_sh), cache)
-    return Program("decode step", f"{B} rows, cache {cache_len}", fn, args, resident=resident, cost=True)
+    return Program("decode step", f"{B} rows, cache {cache_len}", lambda: fn.lower(*args),
+                   ("decode", cfg, B, cache_len, int(top_k)), hbm.bytes_per_device(args), resident, cost=True)
 
 
 def sft_step(name, cfg, mesh, sft_config, *, resident=0, cost=False) -> Program:
     """The SFT optimizer step (sft.make_train_step) on one global batch of max_len tokens per row."""
-    fn = sft.make_train_step(cfg, sft_config, mesh)
     B, L = int(sft_config.batch_size), int(sft_config.max_len)
     state = sft.abstract_train_state(cfg, sft_config, mesh)
     two = mesh_lib.batch_sharding(mesh, 2)
     batch = {k: _sds((B, L), jnp.int32, two) for k in ("tokens", "loss_mask", "positions")}
     batch["lengths"] = _sds((B,), jnp.int32, mesh_lib.batch_sharding(mesh, 1))
-    shape = f"{B} rows x {L} tokens, micro-batch {int(sft_config.micro_batch_size)}"
-    return Program(name, shape, fn, (state, batch), resident=resident, cost=cost)
+    lower = lambda: sft.make_train_step(cfg, sft_config, mesh).lower(state, batch)
+    shape = (f"{B} rows x {L} tokens, micro-batch {int(sft_config.micro_batch_size)}, "
+             f"remat {sft_config.get('remat', 'none')}")
+    return Program(name, shape, lower, ("sft", cfg, sft._key(sft_config), B, L), hbm.bytes_per_device((state, batch)),
+                   resident, cost)
 
 
-def _abstract_prm(cfg, mesh, dtype):
-    shapes = {"backbone": models.param_shapes(cfg), "head": {"w": jax.ShapeDtypeStruct((cfg.hidden_size,), jnp.float32),
-                                                             "b": jax.ShapeDtypeStruct((), jnp.float32)}}
-    shapes["backbone"] = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, jnp.dtype(dtype)), shapes["backbone"])
-    return _abstract(shapes, prm_lib.prm_shardings(cfg, mesh))
+def abstract_params(cfg, mesh, dtype: str | None = None):
+    """Model params as ShapeDtypeStructs sharded by the rules table (in `dtype`, default cfg's)."""
+    shapes = models.param_shapes(cfg)
+    if dtype:
+        shapes = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, jnp.dtype(dtype)), shapes)
+    return _abstract(shapes, models.param_shardings(cfg, mesh))
 
 
-def prm_score(cfg, mesh, rows, seq_len, steps, *, dtype, resident=0) -> Program:
-    """rewards.prm.step_scores on one scoring batch (rows x seq_len tokens, `steps` positions)."""
+def _prm_shapes(cfg):
+    return {"backbone": models.param_shapes(cfg), "head": {"w": jax.ShapeDtypeStruct((cfg.hidden_size,), jnp.float32),
+                                                           "b": jax.ShapeDtypeStruct((), jnp.float32)}}
+
+
+def prm_score(cfg, mesh, rows, seq_len, steps, *, resident=0) -> Program:
+    """rewards.prm.step_scores (what score_responses runs) on one batch: rows x seq_len tokens,
+    `steps` score positions per row."""
     B, two = _rows_bucket(rows, mesh), mesh_lib.batch_sharding(mesh, 2)
-    args = (cfg, _abstract_prm(cfg, mesh, dtype), _sds((B, seq_len), jnp.int32, two), _sds((B, steps), jnp.int32, two))
-    return Program("PRM scoring", f"{B} rows x {seq_len} tokens", prm_lib.step_scores, args, resident=resident)
+    args = (_abstract(_prm_shapes(cfg), prm_lib.prm_shardings(cfg, mesh)), _sds((B, seq_len), jnp.int32, two),
+            _sds((B, steps), jnp.int32, two))
+    return Program("PRM scoring", f"{B} rows x {seq_len} tokens", lambda: prm_lib.step_scores.lower(cfg, *args),
+                   ("prm score", cfg, B, seq_len, steps), hbm.bytes_per_device(args), resident)
 
 
-def prm_train_step(cfg, mesh, batch_size, seq_len, *, dtype, resident=0) -> Program:
-    """rewards.prm_train's jitted step (whole batch at once, no accumulation)."""
-    params = _abstract_prm(cfg, mesh, dtype)
-    optimizer = prm_train.make_prm_optimizer(params, total_steps=2)
-    opt = jax.eval_shape(optimizer.init, params)
-    sh = jax.tree.map(lambda x: x.sharding, params)
-    opt_sh = sft._opt_state_shardings(opt, sh, params, mesh_lib.replicated(mesh))
-    repl = mesh_lib.replicated(mesh)
-    state = prm_train.PRMTrainState(params, _abstract(opt, opt_sh), _sds((), jnp.int32, repl))
-    fn = prm_train.make_train_step(cfg, optimizer, state, mesh)
-    two = mesh_lib.batch_sharding(mesh, 2)
-    batch = {"tokens": _sds((batch_size, seq_len), jnp.int32, two),
-             **{k: _sds((batch_size, seq_len), jnp.float32, two) for k in ("targets", "weights")}}
-    return Program("PRM train step", f"{batch_size} rows x {seq_len} tokens", fn, (state, batch), resident=resident)
+def prm_train_step(cfg, mesh, prm_config, seq_len, *, resident=0) -> Program:
+    """The PRM optimizer step (prm_train.make_step: the trainer on the PRM loss), accumulated over
+    prm.micro_batch_size rows, on one global batch of seq_len tokens per row."""
+    p = prm_config
+    B, micro, remat = int(p.batch_size), int(p.micro_batch_size), p.remat == "full"
+    spec = prm_train.train_spec(num_steps=int(p.steps), batch_size=B, micro_batch_size=micro,
+                                learning_rate=float(p.lr), end_learning_rate=float(p.min_lr))
+    shapes = _prm_shapes(cfg)
+    mask = prm_train.trainable_mask(shapes)
+    state = trainer.abstract_state(shapes, mask, spec, prm_lib.prm_shardings(cfg, mesh), mesh)
+    batch = {k: _sds((B,) + (seq_len,) * (n - 1), jnp.float32 if k in ("targets", "weights") else jnp.int32,
+                     mesh_lib.batch_sharding(mesh, n)) for k, n in prm_train.BATCH_NDIMS.items()}
+    lower = lambda: prm_train.make_step(cfg, mask, spec, trainer.shardings_of(state), mesh, remat=remat).lower(state,
+                                                                                                            batch)
+    return Program("PRM train step", f"{B} rows x {seq_len} tokens, micro-batch {micro}, remat {p.remat}", lower,
+                   ("prm train", cfg, spec, remat, seq_len), hbm.bytes_per_device((state, batch)), resident)
 
 
 # ----------------------------------------------------------------------------- a config's programs
@@ -236,7 +229,8 @@ def resident(config, cfg, mesh) -> dict[str, int]:
     """Per-device bytes of what the loop keeps on the device: P_0's params, the train state's
     params and optimizer state, the PRM's params (when any run uses it)."""
     state = sft.abstract_train_state(cfg, config.sft, mesh)
-    prm = hbm.bytes_per_device(_abstract_prm(cfg, mesh, cfg.param_dtype)) if any(config.use_prm) else 0
+    prm_params = _abstract(_prm_shapes(cfg), prm_lib.prm_shardings(cfg, mesh))
+    prm = hbm.bytes_per_device(prm_params) if any(config.use_prm) else 0
     return dict(p0=hbm.param_bytes(cfg, mesh), params=hbm.bytes_per_device(state.params),
                 opt=hbm.bytes_per_device(state.opt_state), prm=prm)
 
@@ -267,7 +261,8 @@ def resolve_sizes(config, cfg, mesh, prompt_len: int) -> ml_collections.ConfigDi
             c[section].micro_batch_size = hbm.micro_batch_size(
                 cfg, mesh, int(c.sft.max_len), int(batch), float(c.sft.hbm_fraction),
                 state_bytes=r["params"] + r["opt"], trainable_bytes=r["opt"] // 2,
-                compute_dtype=c.sft.compute_dtype or cfg.dtype, resident_bytes=r["p0"] + r["prm"], device_memory_gb=gb)
+                compute_dtype=c.sft.compute_dtype or cfg.dtype, remat=c.sft.get("remat", "none") == "full",
+                resident_bytes=r["p0"] + r["prm"], device_memory_gb=gb)
     return c
 
 
@@ -281,7 +276,7 @@ def plan(config, cfg, mesh, prompt_len: int) -> list[Program]:
     """Every jitted program a run of `config` executes, at its shapes (sizes already resolved)."""
     c, r = config, resident(config, cfg, mesh)
     N, rows_cap, top_k = int(c.sampling.max_new_tokens), int(c.sampling.batch_rows), int(c.sampling.top_k)
-    policy = abstract_params(cfg, mesh, c.sft.param_dtype or cfg.param_dtype)
+    policy = cfg.replace(param_dtype=c.sft.param_dtype or cfg.param_dtype)  # the train state's weights
     loop_resident = r["p0"] + r["opt"] + r["prm"]
     n_train = int(c.queries_per_iteration)
     if c.data.name in ("synthetic", "gsm_symbolic"):
@@ -294,10 +289,10 @@ def plan(config, cfg, mesh, prompt_len: int) -> list[Program]:
     calls += [("sample: iteration", _chunk_rows(n_train, 1, int(c.samples_per_query), rows_cap)),
               ("sample: eval greedy", _chunk_rows(int(c.data.num_test), 1, 1, rows_cap)),
               ("sample: eval K", _chunk_rows(int(c.data.num_test), 1, int(c.eval.samples_per_query), rows_cap))]
-    progs = [sampler_call(n, cfg, mesh, policy, rows, prompt_len, N, top_k=top_k, resident=loop_resident)
+    progs = [sampler_call(n, policy, mesh, rows, prompt_len, N, top_k=top_k, resident=loop_resident)
              for n, rows in calls]
     iteration_rows = dict(calls)["sample: iteration"]
-    progs.append(decode_step(cfg, mesh, policy, iteration_rows, sampling.bucket(prompt_len, 8) + N, top_k=top_k,
+    progs.append(decode_step(policy, mesh, iteration_rows, sampling.bucket(prompt_len, 8) + N, top_k=top_k,
                              resident=loop_resident))
     progs.append(sft_step("SFT step", cfg, mesh, c.sft, resident=r["p0"] + r["prm"]))
     progs.append(sft_step("SFT micro-step", cfg, mesh, _sft_config(c.sft, batch_size=int(c.sft.micro_batch_size)),
@@ -313,12 +308,11 @@ def plan(config, cfg, mesh, prompt_len: int) -> list[Program]:
         progs.append(sft_step("P_0 SFT step", cfg, mesh, p0, resident=r["p0"]))
     if any(c.use_prm):
         p, L = c.prm, int(c.sft.max_len)
-        model = abstract_params(cfg, mesh)
-        progs += [sampler_call("sample: PRM solutions", cfg, mesh, model,
+        progs += [sampler_call("sample: PRM solutions", cfg, mesh,
                                _chunk_rows(int(p.num_queries), 1, int(p.samples_per_query), rows_cap), prompt_len, N),
-                  sampler_call("sample: PRM completions", cfg, mesh, model, rows_cap, prompt_len + N, N),
-                  prm_train_step(cfg, mesh, int(p.batch_size), L, dtype=cfg.param_dtype, resident=r["p0"]),
-                  prm_score(cfg, mesh, 128, L, 32, dtype=cfg.param_dtype, resident=r["p0"] + r["params"] + r["opt"])]
+                  sampler_call("sample: PRM completions", cfg, mesh, rows_cap, prompt_len + N, N),
+                  prm_train_step(cfg, mesh, p, L, resident=r["p0"]),
+                  prm_score(cfg, mesh, 128, L, 32, resident=r["p0"] + r["params"] + r["opt"])]
     return progs
 
 
@@ -341,20 +335,13 @@ class Result:
         return self.argument + self.output + self.temp - self.alias + self.program.resident
 
 
-def _key(p: Program):
-    leaf = lambda x: (x.shape, str(x.dtype), str(getattr(x, "sharding", None))) if hasattr(x, "shape") else repr(x)
-    return (id(p.fn), str(jax.tree.map(leaf, p.args)), tuple(sorted(p.kwargs.items())))
-
-
 def compile_program(p: Program, hbm_bytes: int | None = None) -> Result:
     """Lowers and compiles `p`; an out-of-memory compile comes back as Result.error, and so do
     arguments that alone exceed `hbm_bytes` (not compiled: XLA would search long for a fit)."""
-    args = hbm.bytes_per_device(p.args)
-    if hbm_bytes and args + p.resident > hbm_bytes:
-        return Result(p, argument=args, error=f"arguments alone {args / 1e9:.2f} GB")
+    if hbm_bytes and p.arg_bytes + p.resident > hbm_bytes:
+        return Result(p, argument=p.arg_bytes, error=f"arguments alone {p.arg_bytes / 1e9:.2f} GB")
     try:
-        with p.trace():
-            compiled = p.fn.lower(*p.args, **p.kwargs).compile()
+        compiled = p.lower().compile()
     except Exception as e:  # XLA raises its runtime error type; only memory exhaustion is a verdict
         text = str(e)
         if "RESOURCE_EXHAUSTED" not in text and "Ran out of memory" not in text:
@@ -374,7 +361,7 @@ def compile_all(programs: list[Program], log: Callable[[str], None] | None = Non
     done: dict[Any, Result] = {}
     out = []
     for p in programs:
-        k = _key(p)
+        k = p.key
         if k not in done:
             start = time.perf_counter()
             done[k] = compile_program(p, hbm_bytes)
@@ -412,15 +399,18 @@ def format_tables(results: list[Result], chip: hbm.Chip, hbm_bytes: int, title: 
         for r in costs:
             f, b = float(r.cost.get("flops", 0.0)), float(r.cost.get("bytes accessed", 0.0))
             t_f, t_b = f / chip.peak_flops, b / chip.hbm_bandwidth
-            est = float(r.cost.get("optimal_seconds", 0.0)) or max(t_f, t_b)
+            est = float(r.cost.get("optimal_seconds", 0.0))
+            est = est if est > 0 else max(t_f, t_b)  # XLA reports -1 when it has no estimate
             lines.append(f"| {r.program.name} | {f / 1e9:.1f} | {b / 1e9:.2f} | {f / max(b, 1):.1f} | {est * 1e3:.2f} "
                          f"| {max(t_f, t_b) * 1e3:.2f} | {100 * t_f / est:.0f} | {100 * t_b / est:.0f} "
                          f"| {'compute' if t_f >= t_b else 'memory'} |")
     return "\n".join(lines)
 
 
-def fit(config, topology: str, prompt_len: int | None = None, log: Callable[[str], None] | None = None):
-    """(results, table text, names not fitting) of every program of `config` on `topology`."""
+def fit(config, topology: str, prompt_len: int | None = None, log: Callable[[str], None] | None = None,
+        only: str = ""):
+    """(results, table text, names not fitting) of every program of `config` on `topology` (those
+    whose name matches the regular expression `only`, when given)."""
     devices = topology_devices(topology)
     chip = hbm.chip_of(devices[0])
     m = config.mesh
@@ -432,7 +422,8 @@ def fit(config, topology: str, prompt_len: int | None = None, log: Callable[[str
     P = int(prompt_len or prompt_bucket(config))
     config = resolve_sizes(config, cfg, mesh, P)
     hbm_bytes = hbm.device_memory_bytes(devices[0])
-    results = compile_all(plan(config, cfg, mesh, P), log, hbm_bytes)
+    programs = [p for p in plan(config, cfg, mesh, P) if not only or re.search(only, p.name)]
+    results = compile_all(programs, log, hbm_bytes)
     title = (f"{topology} ({len(devices)} x {chip.name}, {hbm_bytes / 1e9:.1f} GB HBM each), mesh {dict(mesh.shape)}, "
              f"model {config.model.path if not config.warm_start.enabled else 'warm start'} "
              f"({cfg.num_params() / 1e6:.0f}M params, {cfg.param_dtype} weights, {cfg.dtype} compute), "
@@ -447,7 +438,8 @@ def main(argv) -> None:
 
     f = flags.FLAGS
     try:
-        _, text, bad = fit(f.config, f.topology, f.prompt_len or None, log=lambda m: print(m, file=sys.stderr, flush=True))
+        _, text, bad = fit(f.config, f.topology, f.prompt_len or None, log=lambda m: print(m, file=sys.stderr, flush=True),
+                           only=f.only)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -465,5 +457,6 @@ if __name__ == "__main__":
     config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file (optionally :arg).")
     flags.DEFINE_string("topology", None, "TPU slice, e.g. v5e:2x4, v4:2x2x1, v5p:2x2x1, v5e:4x4.")
     flags.DEFINE_integer("prompt_len", 0, "prompt tokens the sampler sees (0 = sft.max_prompt_len's power of two)")
+    flags.DEFINE_string("only", "", "compile only the programs whose name matches this regex, e.g. 'SFT|PRM train'")
     flags.mark_flags_as_required(["config", "topology"])
     app.run(main)

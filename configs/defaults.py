@@ -80,6 +80,8 @@ def base_config() -> mlc.ConfigDict:
     c.prm.temperature = 1.0
     c.prm.steps = 300  # PRM optimizer steps
     c.prm.batch_size = 32
+    c.prm.micro_batch_size = 32  # rows per gradient-accumulation step (global); divides batch_size
+    c.prm.remat = "none"  # "full": recompute each layer in the backward pass (docs/memory.md)
     c.prm.lr = 2e-5  # paper App. A.1 trains at 2e-6 on a 7B model; small models need more
     c.prm.min_lr = 2e-6
 
@@ -140,5 +142,5 @@ def shrink_to_tiny(c: mlc.ConfigDict) -> mlc.ConfigDict:
     c.warm_start.hidden_size, c.warm_start.intermediate_size = 64, 128
     c.warm_start.num_layers, c.warm_start.max_len = 2, 256
     c.prm.num_queries, c.prm.samples_per_query, c.prm.completions, c.prm.steps = 8, 2, 2, 4
-    c.prm.batch_size = 16
+    c.prm.batch_size = c.prm.micro_batch_size = 16
     return c

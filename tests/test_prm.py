@@ -294,8 +294,12 @@ def test_sft_and_prm_share_the_one_step(monkeypatch, char_bpe):
     sft.make_train_step(CFG, tiny_config(), mesh_lib.make_mesh(1, 1, 1, devices=jax.devices()[:1]))
     cfg = _tiny_cfg(len(char_bpe))
     prm = rewards.init_prm(cfg, models.init(cfg, 0), init="zero")
-    _, losses = rewards.train_prm(cfg, prm, char_bpe, [("q", ["1 + 1 = 2.", "# Answer\n\n2"], [1, 1])],
-                                  num_steps=2, batch_size=8, max_len=64)
+    record = [("q", ["1 + 1 = 2.", "# Answer\n\n2"], [1, 1]), ("q", ["1 + 1 = 3.", "# Answer\n\n3"], [0, 0])]
+    _, losses = rewards.train_prm(cfg, prm, char_bpe, record, num_steps=2, batch_size=8, max_len=64)
     assert len(losses) == 2 and np.all(np.isfinite(losses))
-    assert [c.func.__name__ for c in calls] == ["sft_loss", "prm_loss"]
+    # Accumulating over micro-batches (with recomputed layers) takes the same steps.
+    _, micro = rewards.train_prm(cfg, prm, char_bpe, record, num_steps=2, batch_size=8, micro_batch_size=4,
+                                 remat=True, max_len=64)
+    np.testing.assert_allclose(micro, losses, rtol=1e-4)
+    assert [c.func.__name__ for c in calls] == ["sft_loss", "prm_loss", "prm_loss"]
     sft._compiled_step.cache_clear()

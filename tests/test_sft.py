@@ -351,3 +351,18 @@ def test_divergence_rules():
     monitor.check(20, metrics(3.0))  # a bump, within range
     with pytest.raises(trainer.DivergenceError, match=r"step 21 of 30: loss 9 > 5 x the running median 1\.5"):
         monitor.check(21, metrics(9.0))
+
+
+def test_remat_recomputes_the_same_loss_and_gradients():
+    """sft.remat = "full" (jax.checkpoint around each scanned layer) changes memory, not the math."""
+    params = models.init(CFG, 3)
+    batch = next(batching.iterate_batches(examples(8, seed=7), 8, jax.random.key(0), max_len=64))
+    batch = {k: jnp.asarray(v) for k, v in batch.items()}
+    grads = {r: jax.jit(jax.value_and_grad(lambda p, r=r: sft.sft_loss(p, batch, cfg=CFG, remat=r)))(params)
+             for r in (False, True)}
+    np.testing.assert_allclose(grads[True][0], grads[False][0], rtol=1e-6)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), grads[True][1], grads[False][1])
+    jaxpr = {r: str(jax.make_jaxpr(lambda p, r=r: sft.sft_loss(p, batch, cfg=CFG, remat=r))(params)) for r in (0, 1)}
+    assert "checkpoint" in jaxpr[1] and "checkpoint" not in jaxpr[0]
+    with pytest.raises(ValueError, match="sft.remat"):
+        sft.check_remat("some")

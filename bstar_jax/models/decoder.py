@@ -88,7 +88,7 @@ class Decoder(nnx.Module):
                           preferred_element_type=jnp.float32)
 
     def hidden(self, tokens_BxL, positions_BxL=None, cache: KVCache | None = None, slot=0, attend=None,
-               segment_ids_BxL=None):
+               segment_ids_BxL=None, remat: bool = False):
         """(final normed hidden states [B, L, E] in compute dtype, updated cache or None).
 
         positions_BxL: absolute positions (default 0..L-1); a negative position marks padding,
@@ -98,6 +98,9 @@ class Decoder(nnx.Module):
         segment_ids_BxL: packed rows (training only, no cache): int32, 0 = padding; a token
         attends only to earlier tokens (by index in the row) of its own segment, and positions
         restart at 0 in each segment (docs/training.md, "Packing").
+        remat: recompute each layer in the backward pass instead of saving its activations
+        (`jax.checkpoint`, nothing saveable): a training forward then keeps one [B, L, E] carry
+        per layer (docs/memory.md). Off for sampling, where nothing is differentiated.
         """
         cfg = self.cfg
         dt = cfg.jnp_dtype
@@ -134,6 +137,8 @@ class Decoder(nnx.Module):
             x_BxLxE = x_BxLxE + jnp.einsum("blf,fe->ble", jax.nn.silu(gate) * up, p["down"])
             return (x_BxLxE, kv), None
 
+        if remat:
+            block = jax.checkpoint(block, policy=jax.checkpoint_policies.nothing_saveable, prevent_cse=False)
         kv = (cache.k, cache.v) if cache is not None else None
         layers = jnp.arange(cfg.num_layers, dtype=jnp.int32)
         (x_BxLxE, kv), _ = jax.lax.scan(block, (x_BxLxE, kv), (layer_params, layers))

@@ -69,11 +69,11 @@ def forward(cfg: ModelConfig, params, tokens_BxL):
 
 
 def hidden_states(cfg: ModelConfig, params, tokens_BxL, positions_BxL=None, cache=None, slot=0, attend=None,
-                  segment_ids_BxL=None):
+                  segment_ids_BxL=None, remat: bool = False):
     """(final normed hidden states [B, L, E], cache): THE forward — training (no cache; packed rows
-    with segment_ids_BxL), prefill (L tokens written at cache slots [slot, slot + L)) and decode
-    (L = 1); see Decoder.hidden."""
-    return module(cfg, params).hidden(tokens_BxL, positions_BxL, cache, slot, attend, segment_ids_BxL)
+    with segment_ids_BxL; remat recomputes layers in the backward pass), prefill (L tokens written
+    at cache slots [slot, slot + L)) and decode (L = 1); see Decoder.hidden."""
+    return module(cfg, params).hidden(tokens_BxL, positions_BxL, cache, slot, attend, segment_ids_BxL, remat=remat)
 
 
 def logits(cfg: ModelConfig, params, hidden_xE):

@@ -93,11 +93,13 @@ def shard_prm(cfg: models.ModelConfig, prm_params, mesh) -> dict:
 
 # ----------------------------------------------------------------------------- the head
 
-def token_logits(cfg: models.ModelConfig, prm_params, tokens_BxL, positions_BxL=None, segment_ids_BxL=None):
+def token_logits(cfg: models.ModelConfig, prm_params, tokens_BxL, positions_BxL=None, segment_ids_BxL=None,
+                 remat: bool = False):
     """Raw PRM logit at every position, float32 [B, L] (not jitted: the train step's core).
-    positions/segment ids: of packed training rows (batching.pack_step); default one sequence per row."""
+    positions/segment ids: of packed training rows (batching.pack_step); default one sequence per row.
+    remat: recompute layers in its backward pass."""
     hidden_BxLxE, _ = models.hidden_states(cfg, prm_params["backbone"], tokens_BxL, positions_BxL,
-                                           segment_ids_BxL=segment_ids_BxL)
+                                           segment_ids_BxL=segment_ids_BxL, remat=remat)
     head = prm_params["head"]
     return jnp.einsum("ble,e->bl", hidden_BxLxE.astype(jnp.float32), head["w"].astype(jnp.float32)) \
         + head["b"].astype(jnp.float32)

@@ -119,11 +119,11 @@ def prm_row(encoded) -> dict[str, np.ndarray]:
 
 # ----------------------------------------------------------------------------- loss and optimizer
 
-def prm_loss(cfg: models.ModelConfig, prm_params, batch) -> jax.Array:
+def prm_loss(cfg: models.ModelConfig, prm_params, batch, remat: bool = False) -> jax.Array:
     """Σ w·BCE(logit, target) / Σ w over every token (`--train_on_every_token`); the same sum over
     the same tokens whether the batch is padded or packed (each token's logit sees only its record)."""
     logits_BxL = prm_lib.token_logits(cfg, prm_params, batch["tokens"], batch.get("positions"),
-                                      batch.get("segment_ids"))
+                                      batch.get("segment_ids"), remat=remat)
     bce_BxL = optax.sigmoid_binary_cross_entropy(logits_BxL, batch["targets"])
     w_BxL = batch["weights"]
     return jnp.sum(w_BxL * bce_BxL) / jnp.maximum(jnp.sum(w_BxL), 1.0)
@@ -142,18 +142,39 @@ def trainable_mask(prm_params) -> dict:
     return {"backbone": backbone, "head": {k: True for k in prm_params["head"]}}
 
 
-_BATCH_NDIMS = {"tokens": 2, "targets": 2, "weights": 2, "positions": 2, "segment_ids": 2, "lengths": 1}
+BATCH_NDIMS = {"tokens": 2, "targets": 2, "weights": 2, "positions": 2, "segment_ids": 2, "lengths": 1}
+
+
+def train_spec(*, num_steps: int, batch_size: int, micro_batch_size: int | None = None,
+               learning_rate: float = 2e-6, end_learning_rate: float = 2e-7, warmup_steps: int | None = None,
+               clip_norm: float = 1.0) -> trainer.TrainSpec:
+    """The trainer settings of a PRM run; warmup_steps defaults to 10% of num_steps (the official
+    0.2 epoch of a 2-epoch run); micro_batch_size (default batch_size) rows per accumulation step."""
+    warmup = int(round(0.1 * num_steps)) if warmup_steps is None else int(warmup_steps)
+    return trainer.TrainSpec(lr=float(learning_rate), min_lr=float(end_learning_rate), warmup_steps=warmup,
+                             decay_steps=max(int(num_steps), warmup + 1), clip_norm=float(clip_norm),
+                             batch_size=int(batch_size), micro_batch_size=int(micro_batch_size or batch_size))
+
+
+def make_step(cfg: models.ModelConfig, mask, spec: trainer.TrainSpec, state_shardings, mesh, *, remat: bool = False):
+    """The jitted PRM step `(state, batch) -> (state, metrics)` (trainer.make_step on prm_loss);
+    batch: tokens, targets, weights, positions, segment_ids [B, L] and lengths [B]."""
+    loss_fn = functools.partial(prm_loss, cfg, remat=remat)
+    return trainer.make_step(loss_fn, mask, spec, state_shardings, BATCH_NDIMS, mesh)
 
 
 def train_prm(cfg: models.ModelConfig, prm_params, tokenizer, records: Sequence, *, num_steps: int,
-              batch_size: int = 8, learning_rate: float = 2e-6, end_learning_rate: float = 2e-7,
-              warmup_steps: int | None = None, clip_norm: float = 1.0, max_len: int = 1024,
-              seed: int = 0, mesh=None, pack: bool = True, pack_len: int = 0) -> tuple[dict, list[float]]:
+              batch_size: int = 8, micro_batch_size: int | None = None, learning_rate: float = 2e-6,
+              end_learning_rate: float = 2e-7, warmup_steps: int | None = None, clip_norm: float = 1.0,
+              max_len: int = 1024, remat: bool = False, seed: int = 0, mesh=None, pack: bool = True,
+              pack_len: int = 0) -> tuple[dict, list[float]]:
     """Runs `num_steps` PRM updates over shuffled `records`; returns (new params, loss per step).
 
     records: PRMRecords, (question, steps, labels) tuples or prm-v4 dicts; every record is
     checked and tokenised before the first step, so a bad one fails with its index first.
     warmup_steps defaults to 10% of num_steps (the official 0.2 epoch of a 2-epoch run).
+    micro_batch_size: rows per gradient-accumulation step (default batch_size: no accumulation);
+    remat: recompute layers in the backward pass. Both trade time for device memory only.
     A non-finite loss or gradient norm, or a diverging run, raises a trainer.TrainingError (the
     input params are left as they were). mesh=None trains on one device. pack: several records per
     row (batching.pack_step; rows of pack_len tokens, 0 = max_len); batch_size stays records per step.
@@ -162,19 +183,20 @@ def train_prm(cfg: models.ModelConfig, prm_params, tokenizer, records: Sequence,
         raise ValueError(f"num_steps must be >= 1, got {num_steps}")
     mesh = mesh or mesh_lib.make_mesh(1, 1, 1, devices=jax.devices()[:1])
     batching.check_batch_size(batch_size, mesh)
+    if micro_batch_size:
+        batching.check_batch_size(micro_batch_size, mesh, "micro_batch_size")
     recs = [as_record(r, i) for i, r in enumerate(records)]
     encoded = [encode_record(tokenizer, r, max_len=max_len, index=i) for i, r in enumerate(recs)]
-    warmup = int(round(0.1 * num_steps)) if warmup_steps is None else int(warmup_steps)
-    spec = trainer.TrainSpec(lr=float(learning_rate), min_lr=float(end_learning_rate), warmup_steps=warmup,
-                             decay_steps=max(int(num_steps), warmup + 1), clip_norm=float(clip_norm),
-                             batch_size=int(batch_size), micro_batch_size=int(batch_size))
+    spec = train_spec(num_steps=num_steps, batch_size=batch_size, micro_batch_size=micro_batch_size,
+                      learning_rate=learning_rate, end_learning_rate=end_learning_rate, warmup_steps=warmup_steps,
+                      clip_norm=clip_norm)
     mask = trainable_mask(prm_params)
     state = trainer.init_state(prm_params, mask, spec, prm_lib.prm_shardings(cfg, mesh), mesh)
-    step_fn = trainer.make_step(functools.partial(prm_loss, cfg), mask, spec, trainer.shardings_of(state),
-                                _BATCH_NDIMS, mesh)
+    step_fn = make_step(cfg, mask, spec, trainer.shardings_of(state), mesh, remat=remat)
     pad_id = int(cfg.pad_token_id) if cfg.pad_token_id is not None and cfg.pad_token_id >= 0 else 0
     batches = batching.iterate_rows([prm_row(e) for e in encoded], batch_size, jax.random.key(seed),
                                     max_len=max_len, pad_id=pad_id, mesh=mesh, pack=pack, pack_len=pack_len,
+                                    accum=spec.batch_size // spec.micro_batch_size,
                                     key_cost=batching.attention_key_cost(cfg))
     state, summary = trainer.fit(state, step_fn, batches, spec, mesh, num_steps, what="PRM training")
     return state.params, summary["losses"]
