@@ -93,26 +93,23 @@ def _sft_step(cfg, params, mesh, key) -> dict:
 
 
 def _prm_step(cfg, params, mesh) -> dict:
-    import functools
-
     from bstar_jax import distributed, trainer
     from bstar_jax.rewards import prm, prm_train
 
     prm_params = prm.init_prm(cfg, params)
-    spec = trainer.TrainSpec(lr=1e-2, min_lr=1e-3, warmup_steps=0, decay_steps=4, batch_size=8, micro_batch_size=8)
+    spec = prm_train.train_spec(num_steps=4, batch_size=8, learning_rate=1e-2, end_learning_rate=1e-3)
     mask = prm_train.trainable_mask(prm_params)
     state = trainer.init_state(prm_params, mask, spec, prm.prm_shardings(cfg, mesh), mesh)
-    ndims = {"tokens": 2, "targets": 2, "weights": 2, "positions": 2, "segment_ids": 2}
-    step = trainer.make_step(functools.partial(prm_train.prm_loss, cfg), mask, spec, trainer.shardings_of(state),
-                             ndims, mesh)
+    step = prm_train.make_step(cfg, mask, spec, trainer.shardings_of(state), mesh)
     rng = np.random.default_rng(SEED + 3)
     batch = {"tokens": rng.integers(4, 64, (8, 16)).astype(np.int32),
              "targets": (rng.random((8, 16)) < 0.5).astype(np.float32),
              "weights": (rng.random((8, 16)) < 0.3).astype(np.float32),
-             "positions": np.broadcast_to(np.arange(16, dtype=np.int32), (8, 16)).copy(),
+             "positions": np.tile(np.arange(16, dtype=np.int32), (8, 1)), "lengths": np.full(8, 16, np.int32),
              "segment_ids": np.ones((8, 16), np.int32)}
-    state, m = step(state, trainer.device_batch(batch, mesh))
-    return {"prm_loss": distributed.to_host(m["loss"]), "prm_head_w": distributed.to_host(state.params["head"]["w"]),
+    state, metrics = step(state, trainer.device_batch(batch, mesh))
+    loss = metrics["loss"]
+    return {"prm_loss": distributed.to_host(loss), "prm_head_w": distributed.to_host(state.params["head"]["w"]),
             "prm_q0": distributed.to_host(state.params["backbone"]["layers"]["q"])}
 
 

@@ -7,12 +7,12 @@ PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "bstar_jax"
 
 # Lowest first. A module belongs to the longest prefix listed; imports within a layer are free.
 LAYERS = [
-    ("ground", ["errors", "mesh", "distributed", "models", "tokenizer", "hbm"]),
+    ("ground", ["errors", "mesh", "distributed", "models", "tokenizer"]),
     ("data", ["data", "batching"]),
     ("sampling", ["sampling", "continuous", "sample_grid"]),
     ("rewards", ["rewards"]),
     ("metrics", ["metrics", "balance"]),
-    ("training", ["trainer", "sft", "variants", "rewards.prm_train"]),
+    ("training", ["trainer", "sft", "variants", "rewards.prm_train", "hbm"]),
     ("outputs", ["checkpoint", "report", "stats", "comparisons", "export", "run_record", "config_check"]),
     ("algorithm", ["warmstart", "prm_phase", "rollout", "evaluation", "streams", "loop", "tpu_fit", "cli"]),
 ]
