@@ -167,7 +167,7 @@ def sft_step(name, cfg, mesh, sft_config, *, resident=0, cost=False) -> Program:
     B, L = int(sft_config.batch_size), int(sft_config.max_len)
     state = sft.abstract_train_state(cfg, sft_config, mesh)
     two = mesh_lib.batch_sharding(mesh, 2)
-    batch = {k: _sds((B, L), jnp.int32, two) for k in ("tokens", "loss_mask", "positions")}
+    batch = {k: _sds((B, L), jnp.int32, two) for k in ("tokens", "loss_mask", "positions", "segment_ids")}
     batch["lengths"] = _sds((B,), jnp.int32, mesh_lib.batch_sharding(mesh, 1))
     lower = lambda: sft.make_train_step(cfg, sft_config, mesh).lower(state, batch)
     shape = (f"{B} rows x {L} tokens, micro-batch {int(sft_config.micro_batch_size)}, "
@@ -291,7 +291,9 @@ def plan(config, cfg, mesh, prompt_len: int) -> list[Program]:
               ("sample: eval K", _chunk_rows(int(c.data.num_test), 1, int(c.eval.samples_per_query), rows_cap))]
     progs = [sampler_call(n, policy, mesh, rows, prompt_len, N, top_k=top_k, resident=loop_resident)
              for n, rows in calls]
-    iteration_rows = dict(calls)["sample: iteration"]
+    # The step alone takes its cache in row-major layout, which XLA copies into its own tiling, so
+    # at full size it holds two caches; for its per-step cost a quarter of the rows is enough.
+    iteration_rows = max(1, dict(calls)["sample: iteration"] // 4)
     progs.append(decode_step(policy, mesh, iteration_rows, sampling.bucket(prompt_len, 8) + N, top_k=top_k,
                              resident=loop_resident))
     progs.append(sft_step("SFT step", cfg, mesh, c.sft, resident=r["p0"] + r["prm"]))
