@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import os
 import re
 import sys
 import traceback
@@ -46,8 +47,11 @@ def _stop(message: str, code: int, exc: BaseException | None = None) -> None:
     if exc is not None and _VERBOSE.present and _VERBOSE.value:
         traceback.print_exception(exc, file=sys.stderr)
     sys.stderr.write(message + "\n")
+    sys.stdout.flush()
     sys.stderr.flush()
-    sys.exit(code)
+    # Exit now: a normal interpreter shutdown would let library threads (orbax's async reads of a
+    # damaged checkpoint) print their own tracebacks after the one line.
+    os._exit(code)
 
 
 def _flag_message(argv: list[str], error: Exception) -> str:

@@ -33,7 +33,7 @@ def save_results(workdir, run: str, iteration: int, per_problem: dict):
     np.savez(buffer, **{k: np.asarray(v) for k, v in per_problem.items()})
     tmp = path.with_name(path.name + ".partial")
     tmp.write_bytes(buffer.getvalue())
-    tmp.rename(path)
+    tmp.replace(path)  # over an older file of a redone iteration
     return path
 
 

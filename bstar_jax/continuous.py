@@ -30,6 +30,7 @@ import numpy as np
 from flax import struct
 from jax.experimental.layout import Format, Layout
 
+from bstar_jax import distributed
 from bstar_jax import mesh as mesh_lib
 from bstar_jax import models
 from bstar_jax.sampling import (SampleOutput, _cache_maker, _pad_id, _typed_key, bucket, next_token,
@@ -234,7 +235,9 @@ def generate_requests(cfg: models.ModelConfig, params, prompts, prompt_lengths, 
             np.concatenate([top_p, np.ones(pad, np.float32)]), np.int32(eos_id))
     if mesh is not None:
         params = models.shard_params(cfg, params, mesh)
-        args = tuple(jax.device_put(a, mesh_lib.replicated(mesh)) for a in args)
+        # Host values go up through put_global (valid across processes); the key is already a jax array.
+        args = tuple(a if isinstance(a, jax.Array) else distributed.put_global(a, mesh_lib.replicated(mesh))
+                     for a in args)
     compiled = compiled_generate_requests(cfg, mesh, Rb, Ub, Sb, Pb, N, int(top_k))
     cache = _cache_maker(cfg, Sb, Pb + N, compiled.input_formats[0][10])()
     out, _ = compiled(params, *args, cache)

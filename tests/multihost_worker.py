@@ -68,7 +68,7 @@ def _pools(mesh) -> dict:
                            n_star=2, mesh=mesh)
     return {"pass_at_k_s": metrics.pass_at_k_s(correct[0], text_id[0], 2, mesh=mesh),
             "balance_score": np.float64(metrics.balance_score(correct[0], selected, text_id[0], 2, mesh=mesh)),
-            "selected": selected, "search_table": found.balance_score_TxTau,
+            "selected": selected, "search_table": found.balance_score_TxU,
             "search_choice": np.array([found.temperature, found.threshold])}
 
 
