@@ -230,6 +230,16 @@ def pad_batch(encoded: Sequence[tuple[np.ndarray, int]], *, max_len: int, min_bu
     return pad_rows([sft_row(ids, n) for ids, n in encoded], max_len=max_len, min_bucket=min_bucket, pad_id=pad_id)
 
 
+def _check_batches(batch_size: int, num_examples: int, mesh) -> None:
+    """A positive batch that divides over the mesh's data axes, and something to train on."""
+    if mesh is not None:
+        check_batch_size(batch_size, mesh)
+    if batch_size <= 0:
+        raise BatchError(f"batch_size={batch_size} must be positive")
+    if not num_examples:
+        raise BatchError("no examples to train on")
+
+
 def iterate_rows(rows: Sequence[Mapping[str, np.ndarray]], batch_size: int, key, *, max_len: int,
                  min_bucket: int = 16, pad_id: int = 0, mesh=None, pack: bool = False, pack_len: int = 0,
                  accum: int = 1, groups: int = 1, key_cost: float = 0.0) -> Iterator[dict[str, np.ndarray]]:
@@ -241,12 +251,7 @@ def iterate_rows(rows: Sequence[Mapping[str, np.ndarray]], batch_size: int, key,
     0 = max_len; `accum` micro-batches of `groups` loss groups; `key_cost` see `pack_units`); the
     packed row count is a multiple of the mesh's data-parallel size.
     """
-    if mesh is not None:
-        check_batch_size(batch_size, mesh)
-    if batch_size <= 0:
-        raise BatchError(f"batch_size={batch_size} must be positive")
-    if not len(rows):
-        raise BatchError("no examples to train on")
+    _check_batches(batch_size, len(rows), mesh)
     row_multiple = mesh_lib.batch_size_multiple(mesh) if mesh is not None else 1
     n = len(rows)
     epoch, order = 0, np.zeros((0,), np.int64)
@@ -274,12 +279,7 @@ def iterate_batches(examples: Sequence[tuple[Sequence[int], Sequence[int]]], bat
 
     Every example is encoded (and checked) once, up front, so a bad one fails before any step runs.
     """
-    if mesh is not None:
-        check_batch_size(batch_size, mesh)
-    if batch_size <= 0:
-        raise BatchError(f"batch_size={batch_size} must be positive")
-    if not len(examples):
-        raise BatchError("no examples to train on")
+    _check_batches(batch_size, len(examples), mesh)
     encoded = [encode_example(p, t, max_len=max_len, max_prompt_len=max_prompt_len,
                               max_target_len=max_target_len, truncate=truncate, index=i)
                for i, (p, t) in enumerate(examples)]
