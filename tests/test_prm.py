@@ -200,19 +200,19 @@ def test_record_errors(char_bpe):
         prm_train.train_prm(_tiny_cfg(len(char_bpe)), None, char_bpe,
                             [("q", ["a.", "b."], [1, 0]), ("q2", ["a.", "b."], [1, 0, 1])], num_steps=1)
     with pytest.raises(ValueError, match="blank line"):
-        prm_train.as_record(("q", ["a.\n\nb.", "c"], [1, 1]))
+        rewards.as_record(("q", ["a.\n\nb.", "c"], [1, 1]))
     with pytest.raises(ValueError, match="empty"):
-        prm_train.as_record(("q", ["a.", "  "], [1, 1]))
+        rewards.as_record(("q", ["a.", "  "], [1, 1]))
     with pytest.raises(ValueError, match=r"labels must be numbers in \[0, 1\]"):
-        prm_train.as_record({"input": "q", "output": ["a."], "label": [2]})
+        rewards.as_record({"input": "q", "output": ["a."], "label": [2]})
     with pytest.raises(ValueError, match="missing field"):
-        prm_train.as_record({"input": "q", "output": ["a."]})
-    rec = prm_train.as_record({"input": "q", "output": ["a.", "# Answer\n\n3"], "label": [1, 0]})
+        rewards.as_record({"input": "q", "output": ["a."]})
+    rec = rewards.as_record({"input": "q", "output": ["a.", "# Answer\n\n3"], "label": [1, 0]})
     assert rec.steps[-1] == "# Answer\n\n3"
 
 
 def test_every_token_targets(char_bpe):
-    rec = prm_train.PRMRecord("What?", ("Step one.", "Step two.", "# Answer\n\n12"), (1.0, 0.0, 1.0))
+    rec = rewards.PRMRecord("What?", ("Step one.", "Step two.", "# Answer\n\n12"), (1.0, 0.0, 1.0))
     ids, targets, weights = prm_train.encode_record(char_bpe, rec, max_len=512)
     n_prompt = 1 + len(char_bpe.encode(tok_lib.format_prompt("What?"), add_special_tokens=False))
     assert weights[:n_prompt].sum() == 0 and np.all(weights[n_prompt:] == 1)
@@ -239,7 +239,7 @@ def _toy_records(rng, n):
                 if (a, b) == (2, 2):
                     a = 3
                 steps.append(f"{w} {a} + {b} = {a + b}."), labels.append(1)
-        out.append(prm_train.PRMRecord("Add them up.", tuple(steps), tuple(labels)))
+        out.append(rewards.PRMRecord("Add them up.", tuple(steps), tuple(labels)))
     return out
 
 
@@ -257,7 +257,7 @@ def test_prm_training_learns_planted_error(tmp_path):
     cfg = _tiny_cfg(len(tok))
     prm = rewards.init_prm(cfg, models.init(cfg, 0), init="zero")
     mesh = mesh_lib.make_mesh(data=4, fsdp=2)
-    new, losses = rewards.train_prm(cfg, prm, tok, train, num_steps=120, batch_size=16,
+    new, losses = prm_train.train_prm(cfg, prm, tok, train, num_steps=120, batch_size=16,
                                     learning_rate=3e-3, end_learning_rate=3e-4, max_len=128, mesh=mesh)
     windows = np.asarray(losses).reshape(4, 30).mean(axis=1)
     assert np.all(np.diff(windows) < 0), windows  # smoothed loss falls monotonically
@@ -295,10 +295,10 @@ def test_sft_and_prm_share_the_one_step(monkeypatch, char_bpe):
     cfg = _tiny_cfg(len(char_bpe))
     prm = rewards.init_prm(cfg, models.init(cfg, 0), init="zero")
     record = [("q", ["1 + 1 = 2.", "# Answer\n\n2"], [1, 1]), ("q", ["1 + 1 = 3.", "# Answer\n\n3"], [0, 0])]
-    _, losses = rewards.train_prm(cfg, prm, char_bpe, record, num_steps=2, batch_size=8, max_len=64)
+    _, losses = prm_train.train_prm(cfg, prm, char_bpe, record, num_steps=2, batch_size=8, max_len=64)
     assert len(losses) == 2 and np.all(np.isfinite(losses))
     # Accumulating over micro-batches (with recomputed layers) takes the same steps.
-    _, micro = rewards.train_prm(cfg, prm, char_bpe, record, num_steps=2, batch_size=8, micro_batch_size=4,
+    _, micro = prm_train.train_prm(cfg, prm, char_bpe, record, num_steps=2, batch_size=8, micro_batch_size=4,
                                  remat=True, max_len=64)
     np.testing.assert_allclose(micro, losses, rtol=1e-4)
     assert [c.func.__name__ for c in calls] == ["sft_loss", "prm_loss", "prm_loss"]

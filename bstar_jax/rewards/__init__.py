@@ -3,5 +3,5 @@ from bstar_jax.rewards.verify import extract_answer, has_answer_format, is_corre
 from bstar_jax.rewards.prm import (PRM_SCALE, TRUNCATED_SCORE, PRMScores, combined_reward, init_prm,
                                    prm_reward, prm_shardings, score_responses, shard_prm, step_positions,
                                    step_scores, token_logits)
-from bstar_jax.rewards.prm_train import (PRMRecord, prm_loss, train_prm)
+from bstar_jax.rewards.records import PRMRecord, as_record
 from bstar_jax.rewards.labelling import LabelResult, label_steps

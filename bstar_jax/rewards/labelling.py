@@ -27,7 +27,7 @@ import numpy as np
 from bstar_jax import distributed, models, sampling
 from bstar_jax.rewards import prm as prm_lib
 from bstar_jax.rewards import verify
-from bstar_jax.rewards.prm_train import PRMRecord
+from bstar_jax.rewards.records import PRMRecord
 from bstar_jax.tokenizer import ANSWER_MARKER, format_prompt
 
 
