@@ -317,7 +317,8 @@ def summarize_seeds(workdirs: list[str]) -> str:
         for w, rows in zip(workdirs, per_dir):
             chosen = [(r["temperature"], r["threshold"]) for r in rows if r["variant"] == v and r["iteration"] > 0]
             lines.append(f"- {v}, {w}: " + " ".join(f"({t:g}, {tau:g})" for t, tau in chosen))
-    lines += [""] + per_iteration(per_dir, variants, cols)
+    balance = [("balance score of the iteration's selection", lambda r: r.get("balance_score"))]
+    lines += [""] + per_iteration(per_dir, variants, cols + balance)
     last_its = {(w, v): pick(rows, v, last=True)["iteration"] for w, rows in zip(workdirs, per_dir) for v in variants
                 if any(r["variant"] == v for r in rows)}
     paired = comparisons.paired_table(workdirs, variants, last=last_its)  # reads eval/<run>/iteration_<i>.npz
@@ -336,7 +337,8 @@ def per_iteration(per_dir: list[list[dict]], variants: list[str], cols) -> list[
         return next((r for r in rows if r["variant"] == v and r["iteration"] == i), None)
 
     def cell(v, i, get):
-        x = np.array([get(r) for r in (at(rows, v, i) for rows in per_dir) if r is not None], float)
+        x = np.array([y for y in (get(r) for r in (at(rows, v, i) for rows in per_dir) if r is not None)
+                      if y is not None], float)
         if x.size == 0:
             return "–"
         return f"{x.mean():.3f}" + (f" ± {x.std(ddof=1):.3f}" if x.size > 1 else "")
