@@ -70,6 +70,15 @@ def test_reproduce_tiny_runs_every_comparison(tmp_path):
         assert needle in summary.stdout, needle
     assert (work / "plots" / "temperature.png").is_file() and (work / "plots" / "pass_at_k_s_2.png").is_file()
 
+    # One more iteration, by rerunning with more: every run resumes and the earlier rows stay; the
+    # fixed run keeps the (T, τ) it started with (read from its checkpoint), whatever bstar chooses now.
+    res = run_cli(ARGS + [f"--config.workdir={work}", f"--config.iterations={c.iterations + 1}"], timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    after = report.read_metrics(str(work))
+    assert [r for r in after if r["iteration"] <= c.iterations] == rows
+    fixed = [(r["temperature"], r["threshold"]) for r in after if r["variant"] == "online_rft_fixed"][1:]
+    assert fixed == [used["bstar"][-1]] * (c.iterations + 1)
+
 
 def test_bad_fixed_config_is_one_line(tmp_path):
     """Through the command line (the other bad values of config.fixed: tests/test_config_check.py)."""
