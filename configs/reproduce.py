@@ -11,12 +11,14 @@ same P_0, each with the answer-only reward and with answer+PRM (Table 1's w/o an
   iterative_rft, rest_em  the other baselines                       Table 1
 
 14 runs of 6 iterations. The runs go in this order so that online_rft_fixed finds bstar's last
-choice (config.fixed.from_run). Wall time: about 1.5 hours on an idle 2-core CPU (estimated from
-the demo's per-iteration times; docs/results.md#reproducing-the-papers-findings).
+choice (config.fixed.from_run). Wall time, estimated (not yet timed end to end): 1-1.5 hours on
+an idle 2-core CPU, from 84 run-iterations against the demo's 16 (4.8x its sampled rows, 5.3x
+its SFT steps; the warm start and the PRM are made once either way).
+`--config.iterations=4` saves about a third; `iterations` may grow on a rerun of the workdir.
 
     python run.py --config=configs/reproduce.py
     python -m bstar_jax.report runs/reproduce          # per-iteration tables and paired differences
-    python run.py --config=configs/reproduce.py:tiny   # every run, tiny sizes (a few minutes; tests)
+    python run.py --config=configs/reproduce.py:tiny   # every run at tiny sizes, 2 iterations (tests)
 """
 from configs import demo
 
