@@ -55,13 +55,16 @@ def last_iteration(workdir: str, run: str) -> int | None:
 
 def pairs(runs: list[str]) -> list[tuple[str, str]]:
     """(a, b) pairs to compare, "P_0" standing for iteration 0: per reward (runs sharing the
-    "+prm" suffix or not), B-STaR vs each other variant, then each variant vs P_0."""
+    "+prm" suffix or not), B-STaR vs each other variant, online RFT at a fixed (T, τ) vs online RFT
+    at the baseline's, then each variant vs P_0."""
     out = []
     for suffix in ("", "+prm"):
         same = [r for r in runs if r.endswith("+prm") == (suffix == "+prm")]
         bstar = "bstar" + suffix
         if bstar in same:
             out += [(bstar, r) for r in same if r != bstar]
+        if "online_rft_fixed" + suffix in same and "online_rft" + suffix in same:  # Table 6
+            out.append(("online_rft_fixed" + suffix, "online_rft" + suffix))
         out += [(r, "P_0" + suffix) for r in same]
     return out
 

@@ -19,7 +19,6 @@ from bstar_jax.errors import UserError
 from bstar_jax.rewards import prm, verify
 
 ON_CONFIG_CHANGE = ("refuse", "continue")
-RESTRICT = ("both", "temperature", "threshold")
 DTYPES = ("float32", "bfloat16", "float16")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 # Longest question or solution accepted (characters): a problem is a few kB; megabytes are a broken
@@ -157,7 +156,7 @@ def validate_fields(config, mesh) -> None:
     _choice(config, "model.dtype", DTYPES)
     _choice(config, "data.name", data.NAMES)
     _int(config, "data.num_train", 1)
-    _int(config, "data.num_dev", 1 if "bstar" in variants else 0)
+    _int(config, "data.num_dev", 1 if any(v in variants_lib.SEARCHED for v in variants) else 0)
     _int(config, "data.num_test", 1)
     if config.data.name == "synthetic":
         from bstar_jax.data.synthetic import DIFFICULTY
@@ -171,12 +170,13 @@ def validate_fields(config, mesh) -> None:
     _float(config, "baseline.temperature", ge=0)
     _float(config, "baseline.threshold")
     _choice(config, "search.mode", balance.MODES)
-    _choice(config, "search.restrict", RESTRICT)
     _grid(config, "search.temperatures", positive=True)
     _grid(config, "search.thresholds", positive=False)
     _int(config, "search.samples_per_query", 1)
     _bool(config, "search.include_reference")
     del K
+    if variants_lib.FIXED in variants:
+        _fixed(config, variants)
 
     _int(config, "sampling.max_new_tokens", 1)
     _float(config, "sampling.top_p", gt=0, le=1)
@@ -266,6 +266,23 @@ def validate_fields(config, mesh) -> None:
         _batch(config, f"{w}.batch_size", multiple)
     else:
         _model_path(config)
+
+
+def _fixed(config, variants: tuple) -> None:
+    """config.fixed of the online_rft_fixed run: a searching variant listed before it, or ("") a
+    temperature > 0 and a finite threshold."""
+    source = _get(config, "fixed.from_run")
+    if source == "":
+        _float(config, "fixed.temperature", gt=0)
+        _float(config, "fixed.threshold")
+        return
+    searching = tuple(variants_lib.SEARCHED)
+    if source not in searching:
+        _fail("fixed.from_run", source, f"must be \"\" (use fixed.temperature and fixed.threshold) or one of "
+                                        f"{', '.join(searching)}")
+    if source not in variants or variants.index(source) > variants.index(variants_lib.FIXED):
+        _fail("fixed.from_run", source, f"must be listed in config.variants before {variants_lib.FIXED}, "
+                                        f"which takes its last (T, τ)")
 
 
 def _model_path(config) -> None:

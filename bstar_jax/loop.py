@@ -65,11 +65,12 @@ def run(config, mesh, *, command: str | None = None) -> str:
     streams = Streams(config.seed)
     prm_scorer = None
     p0_rows: dict[bool, dict] = {}  # iteration-0 metrics per reward: every run starts from the same P_0
+    last_choices: dict[str, tuple] = {}  # run name -> its last (T, τ), for online_rft_fixed
     for variant, use_prm in ((v, p) for p in config.use_prm for v in config.variants):
         if use_prm and prm_scorer is None:
             prm_scorer = prepare_prm(config, mesh, tokenizer, p0, splits, streams.key("prm"))
         Run(config, mesh, tokenizer, p0, splits, log, streams, variant, prm_scorer if use_prm else None,
-            p0_rows=p0_rows).go()
+            p0_rows=p0_rows, last_choices=last_choices).go()
     log.close()
     if is_writer:
         return report.write_report(config.workdir, title=f"B-STaR: {config.workdir}", command=command)
@@ -91,11 +92,15 @@ class Run:
     """One variant of the loop from P_0, with its own checkpoints under checkpoints/<name>."""
 
     def __init__(self, config, mesh, tokenizer, p0, splits, log, streams: Streams, variant, prm_scorer, *,
-                 p0_rows: dict | None = None):
+                 p0_rows: dict | None = None, last_choices: dict | None = None):
         self.config, self.mesh, self.tokenizer, self.splits, self.log = config, mesh, tokenizer, splits, log
         self.cfg, self.p0_params = p0
         self.streams, self.variant, self.prm_scorer = streams, variant, prm_scorer
         self.p0_rows = {} if p0_rows is None else p0_rows
+        # The last (T, τ) of every run so far (this one's is added as it goes); online_rft_fixed
+        # reads its source's here, and keeps the one it started with (`fixed`) on a resume.
+        self.last_choices = {} if last_choices is None else last_choices
+        self.fixed: tuple[float, float] | None = None
         self.name = run_name(variant, prm_scorer is not None)
         self.index = run_index(variant, prm_scorer is not None)
         self.n_star = int(config.n_star) or metrics.n_star_rule(int(config.target_size),
@@ -113,6 +118,11 @@ class Run:
         if restored is not None:
             state, start = restored.state, restored.iteration
             logging.info("%s: resuming after iteration %d", self.name, start)
+            if restored.temperature is not None and restored.threshold is not None:
+                choice = (float(restored.temperature), float(restored.threshold))
+                self.last_choices[self.name] = choice
+                if self.variant == variants.FIXED:
+                    self.fixed = choice
         else:
             t0 = time.time()
             use_prm = self.prm_scorer is not None
@@ -143,7 +153,7 @@ class Run:
         include_reference = bool(c.search.include_reference)
         if include_reference:  # the official code's extra candidate (docs/algorithm.md#selection)
             correct, reward, valid, text_id = balance.with_reference(correct, reward, valid, text_id)
-        if self.variant == "bstar" and c.search.mode == "official":
+        if variants.searches(self.variant, "threshold") and c.search.mode == "official":
             threshold = balance.search_threshold(correct, reward, valid, text_id, c.search.thresholds,
                                                  temperature=temperature, target_size=int(c.target_size),
                                                  n_star=self.n_star, mode="official", mean_over="selected",
@@ -172,6 +182,7 @@ class Run:
                                                   for q in range(len(queries))]),
             n_star=self.n_star, search_balance_score=dev_balance_score)
         self._log_row(it, row, temperature=temperature, threshold=threshold, t0=t0)
+        self.last_choices[self.name] = (temperature, threshold)
         self.ckpt.save(it, state, temperature=temperature, threshold=threshold,
                        metrics={"iteration": it, "n_selected": int(selected.sum())})
         if bool(c.export.every_iteration):
@@ -191,14 +202,16 @@ class Run:
         return tok.encode_example(self.tokenizer, tok.format_prompt(example.question), example.solution)[1]
 
     def _choose(self, policy, it):
-        """(T, τ, dev balance score) for this iteration: the search for B-STaR, fixed otherwise."""
+        """(T, τ, dev balance score) for this iteration: the search for the searching variants
+        (over what each searches, the other knob at the baseline's), fixed otherwise."""
         c = self.config
         base_t, base_tau = float(c.baseline.temperature), float(c.baseline.threshold)
-        if self.variant != "bstar":
+        if self.variant == variants.FIXED:
+            return (*self._fixed_choice(), None)
+        if self.variant not in variants.SEARCHED:
             return base_t, base_tau, None
-        restrict = c.search.restrict
-        temps = [base_t] if restrict == "threshold" else list(c.search.temperatures)
-        taus = [base_tau] if restrict == "temperature" else list(c.search.thresholds)
+        temps = list(c.search.temperatures) if variants.searches(self.variant, "temperature") else [base_t]
+        taus = list(c.search.thresholds) if variants.searches(self.variant, "threshold") else [base_tau]
         dev = self.splits["dev"]
         pool = self._pool(policy, dev, temps, int(c.search.samples_per_query), self._key("search", it))
         # The dev target keeps the iteration's per-query ratio N / M (docs/algorithm.md#search).
@@ -209,6 +222,24 @@ class Run:
         if distributed.is_writer():
             report.save_search_table(c.workdir, self.name, it, temps, taus, result.balance_score_TxU)
         return float(result.temperature), float(result.threshold), float(result.balance_score)
+
+    def _fixed_choice(self) -> tuple[float, float]:
+        """online_rft_fixed's (T, τ): the one it started with when resuming, else config.fixed's
+        source run's last choice (same reward), else config.fixed.temperature and .threshold."""
+        if self.fixed is None:
+            f = self.config.fixed
+            if f.from_run:
+                source = run_name(f.from_run, self.prm_scorer is not None)
+                if source not in self.last_choices:
+                    raise config_check.ConfigValueError(
+                        f"config.fixed.from_run={f.from_run!r}: run {source} has no chosen (T, τ) in "
+                        f"{self.config.workdir} (no iteration of it ran); list it before "
+                        f"{variants.FIXED} in config.variants with config.iterations >= 1")
+                self.fixed = tuple(float(x) for x in self.last_choices[source])
+                logging.info("%s: fixed at %s's last choice T=%s τ=%s", self.name, source, *self.fixed)
+            else:
+                self.fixed = (float(f.temperature), float(f.threshold))
+        return self.fixed
 
     def _queries(self, it) -> list[data.Example]:
         """The iteration's M training queries (all of them when M >= the training set)."""

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from etils import epath
 
-from bstar_jax import comparisons
+from bstar_jax import comparisons, variants as variants_lib
 
 # Keys every metrics.jsonl row carries (docs/algorithm.md#evaluation).
 REQUIRED_KEYS = ("iteration", "variant", "temperature", "threshold", "balance_score", "pass_at_1",
@@ -151,7 +151,14 @@ def _series(rows, variant, key, sub=None):
     return xs, ys
 
 
+def _base(run: str) -> str:
+    """The variant of a run name ("bstar+prm" -> "bstar")."""
+    return run.removesuffix("+prm")
+
+
 def _plot_curves(rows, variants, out_dir) -> list[str]:
+    """One PNG per metric; answer-only and answer+PRM runs side by side when both ran. A variant
+    keeps its colour in both panels; the (T, τ)-searching runs are solid, the others dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -164,19 +171,27 @@ def _plot_curves(rows, variants, out_dir) -> list[str]:
     panels += [("reward_at_k_s", s, f"Reward@K-{s} (test, training reward)") for s in s_values]
     panels += [("diversity", None, "distinct-equation diversity"), ("balance_score", None, "balance score"),
                ("temperature", None, "chosen temperature T"), ("threshold", None, "chosen threshold τ")]
+    groups = [(label, [v for v in variants if v.endswith("+prm") == prm])
+              for label, prm in (("answer-only reward", False), ("answer+PRM reward", True))]
+    groups = [g for g in groups if g[1]]
+    colours = plt.get_cmap("tab10")
+    known = {v: i for i, v in enumerate(variants_lib.VARIANTS)}
     written = []
     for key, sub, title in panels:
-        fig, ax = plt.subplots(figsize=(5, 3.4))
-        for v in variants:
-            xs, ys = _series(rows, v, key, sub)
-            if xs:
-                ax.plot(xs, ys, marker="o", label=v)
-        ax.set_title(title)
-        ax.set_xlabel("iteration")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
+        fig, axes = plt.subplots(1, len(groups), figsize=(5 * len(groups), 3.4), squeeze=False)
+        for ax, (label, runs) in zip(axes[0], groups):
+            for v in runs:
+                xs, ys = _series(rows, v, key, sub)
+                if xs:
+                    base = _base(v)
+                    ax.plot(xs, ys, marker="o", label=v, color=colours(known.get(base, len(known)) % 10),
+                            linestyle="-" if base in variants_lib.SEARCHED else "--")
+            ax.set_title(title if len(groups) == 1 else f"{title}, {label}", fontsize=9)
+            ax.set_xlabel("iteration")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.grid(alpha=0.3)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7)
         name = f"{key}{'' if sub is None else '_' + str(sub)}.png"
         fig.tight_layout()
         _save_png(fig, out_dir / name)
@@ -194,7 +209,9 @@ def _plot_heatmap(workdir, out_dir) -> str | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    last = sorted(f.name for f in folder.iterdir())[-1]
+    names = sorted(f.name for f in folder.iterdir())
+    full = [n for n in names if n.startswith(("bstar_iter", "bstar+prm_iter"))]  # the full (T, τ) search when it ran
+    last = (full or names)[-1]
     s = json.loads((folder / last).read_text())
     table = np.asarray(s["balance_score"], dtype=float)
     fig, ax = plt.subplots(figsize=(7, 3.6))
@@ -295,14 +312,52 @@ def summarize_seeds(workdirs: list[str]) -> str:
         last = [pick(rows, v, last=True) for rows in per_dir]
         lines.append(f"| {v}, iteration {last[0]['iteration']} | " + " | ".join(cell(last, g) for _, g in cols) + " |")
     lines.append("")
-    for v in (v for v in variants if v.startswith("bstar")):  # the searched runs
+    # The runs whose (T, τ) is not the baseline's: searched each iteration, or fixed from config.fixed.
+    for v in (v for v in variants if _base(v) in variants_lib.SEARCHED or _base(v) == variants_lib.FIXED):
         for w, rows in zip(workdirs, per_dir):
             chosen = [(r["temperature"], r["threshold"]) for r in rows if r["variant"] == v and r["iteration"] > 0]
             lines.append(f"- {v}, {w}: " + " ".join(f"({t:g}, {tau:g})" for t, tau in chosen))
+    balance = [("balance score of the iteration's selection", lambda r: r.get("balance_score"))]
+    lines += [""] + per_iteration(per_dir, variants, cols + balance)
     last_its = {(w, v): pick(rows, v, last=True)["iteration"] for w, rows in zip(workdirs, per_dir) for v in variants
                 if any(r["variant"] == v for r in rows)}
     paired = comparisons.paired_table(workdirs, variants, last=last_its)  # reads eval/<run>/iteration_<i>.npz
     return "\n".join(lines + (["", paired] if paired else []))
+
+
+def per_iteration(per_dir: list[list[dict]], variants: list[str], cols) -> list[str]:
+    """Markdown lines: for each metric of `cols`, a run x iteration table of the mean over seeds
+    (± sample sd when there are several), then the (T, τ) each run used per iteration (per seed,
+    separated by " / ") -- the curves of exploration and of the chosen configurations."""
+    its = sorted({r["iteration"] for rows in per_dir for r in rows})
+    head = "| run | " + " | ".join(f"it {i}" for i in its) + " |"
+    rule = "|---" * (len(its) + 1) + "|"
+
+    def at(rows, v, i):
+        return next((r for r in rows if r["variant"] == v and r["iteration"] == i), None)
+
+    def cell(v, i, get):
+        x = np.array([y for y in (get(r) for r in (at(rows, v, i) for rows in per_dir) if r is not None)
+                      if y is not None], float)
+        if x.size == 0:
+            return "–"
+        return f"{x.mean():.3f}" + (f" ± {x.std(ddof=1):.3f}" if x.size > 1 else "")
+
+    seeds = f" (mean over {len(per_dir)} seeds ± sd)" if len(per_dir) > 1 else ""
+    lines = []
+    for name, get in cols:
+        lines += [f"Per iteration: {name}{seeds}", "", head, rule]
+        lines += [f"| {v} | " + " | ".join(cell(v, i, get) for i in its) + " |" for v in variants]
+        lines.append("")
+
+    def config_cell(v, i):
+        rs = [at(rows, v, i) for rows in per_dir]
+        return " / ".join("–" if r is None or r["temperature"] is None else f"{r['temperature']:g}, {r['threshold']:g}"
+                          for r in rs)
+
+    lines += ["Per iteration: (T, τ) used", "", head, rule]
+    lines += [f"| {v} | " + " | ".join(config_cell(v, i) for i in its) + " |" for v in variants]
+    return lines
 
 
 if __name__ == "__main__":  # python -m bstar_jax.report runs/demo_seed0 runs/demo_seed1 ...

@@ -25,6 +25,12 @@ FILENAME = "run_config.json"
 NEUTRAL = ("workdir", "progress", "on_config_change", "checkpoint.keep", "mesh.data", "mesh.fsdp", "mesh.tensor",
            "export.final", "export.every_iteration")
 GROWABLE = ("iterations",)
+# Fields newer than some records: a record without them ran no variant that reads them
+# (online_rft_fixed), so their absence there is no change.
+INTRODUCED = ("fixed.from_run", "fixed.temperature", "fixed.threshold")
+# Fields no longer in the config, with the value that behaves as the config does without them
+# (search.restrict gave way to the variants bstar_temperature_only and bstar_threshold_only).
+RETIRED = {"search.restrict": "both"}
 _HASH_WHOLE = 64 << 20  # files up to this size are hashed whole; larger: size + head and tail
 
 
@@ -106,6 +112,8 @@ def differences(old: dict, new: dict) -> list[str]:
     a, b = old.get("config", {}), new.get("config", {})
     for k in sorted(set(a) | set(b)):
         if k in NEUTRAL or a.get(k) == b.get(k):
+            continue
+        if (k in INTRODUCED and k not in a) or (k in RETIRED and k not in b and a.get(k) == RETIRED[k]):
             continue
         if k in GROWABLE and isinstance(a.get(k), int) and isinstance(b.get(k), int) and b[k] >= a[k]:
             continue

@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from bstar_jax import hbm, models, sampling, sft, trainer
+from bstar_jax import hbm, models, sampling, sft, trainer, variants
 from bstar_jax import mesh as mesh_lib
 from bstar_jax.errors import UserError
 from bstar_jax.rewards import prm as prm_lib
@@ -282,8 +282,9 @@ def plan(config, cfg, mesh, prompt_len: int) -> list[Program]:
     if c.data.name in ("synthetic", "gsm_symbolic"):
         n_train = min(n_train, int(c.data.num_train))
     calls = []
-    if "bstar" in c.variants:
-        temps = 1 if c.search.restrict == "threshold" else len(c.search.temperatures)
+    searching = [v for v in c.variants if v in variants.SEARCHED]
+    if searching:  # the widest dev pool: every temperature unless only τ is searched
+        temps = len(c.search.temperatures) if any(variants.searches(v, "temperature") for v in searching) else 1
         calls.append(("sample: dev search (T x K)", _chunk_rows(int(c.data.num_dev), temps,
                                                                int(c.search.samples_per_query), rows_cap)))
     calls += [("sample: iteration", _chunk_rows(n_train, 1, int(c.samples_per_query), rows_cap)),

@@ -15,7 +15,9 @@ def base_config() -> mlc.ConfigDict:
     c.seed = 0  # root PRNG seed; iteration and phase are folded in (resume-exact)
     c.task = "gsm8k"  # answer checker: gsm8k | math | arc
     c.answer_check = "normalized"  # normalized grader, or "exact" string match (official code)
-    c.variants = ("bstar",)  # run these in turn, each from the same P_0: bstar | online_rft | iterative_rft | rest_em
+    # Run these in turn, each from the same P_0: bstar | online_rft | iterative_rft | rest_em, and the
+    # ablations bstar_temperature_only | bstar_threshold_only | online_rft_fixed (docs/algorithm.md#variants)
+    c.variants = ("bstar",)
     c.use_prm = (False,)  # one run per (variant, use_prm): answer-only and/or answer+PRM reward (Eq. 1 / Eq. 2)
     c.iterations = 9  # paper §2.3: 9 iterations
 
@@ -46,10 +48,12 @@ def base_config() -> mlc.ConfigDict:
     c.n_star = 0  # 0 = ceil(N / M) (paper Eq. 3); the official code uses 8
 
     c.baseline = mlc.ConfigDict(dict(temperature=1.0, threshold=0.0))  # paper §2.3: baselines' T and τ
+    # online_rft_fixed (Table 6): online RFT at one fixed (T, τ). from_run names a searching variant
+    # run earlier in `variants`: its last chosen (T, τ), same reward; "" = temperature and threshold below.
+    c.fixed = mlc.ConfigDict(dict(from_run="bstar", temperature=1.0, threshold=0.0))
 
     c.search = mlc.ConfigDict()
     c.search.mode = "paper"  # paper: (T, τ) jointly on dev | official: T on dev, τ on the iteration pool
-    c.search.restrict = "both"  # both | temperature | threshold (Table 3 ablation)
     c.search.temperatures = tuple(round(0.5 + 0.1 * i, 2) for i in range(8))  # paper App. B.2: 0.5..1.2 / 0.1
     c.search.thresholds = tuple(round(-1.0 + 0.1 * i, 2) for i in range(21))  # paper App. B.2: -1..1 / 0.1
     c.search.samples_per_query = 64  # K on the dev subset

@@ -119,7 +119,7 @@ VALIDATION = {
     "unknown_variant": (lambda f: ["--config.variants=('bstar','foo')"], ["config.variants", "'foo'"], 1),
     "empty_variants": (lambda f: ["--config.variants=()"], ["config.variants", "empty"], 1),
     "unknown_search_mode": (lambda f: ["--config.search.mode=fast"], ["config.search.mode", "paper"], 1),
-    "unknown_restrict": (lambda f: ["--config.search.restrict=all"], ["config.search.restrict"], 1),
+    "retired_restrict": (lambda f: ["--config.search.restrict=temperature"], ["--config.search.restrict"], 1),
     "zero_temperature": (lambda f: ["--config.search.temperatures=(0.0,1.0)"],
                          ["config.search.temperatures", "> 0"], 1),
     "empty_temperatures": (lambda f: ["--config.search.temperatures=()"], ["config.search.temperatures", "empty"], 1),

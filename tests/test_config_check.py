@@ -16,13 +16,15 @@ def tiny(workdir):
 
 
 def test_the_shipped_configs_pass(tmp_path, mesh8):
-    from configs import gsm8k, math
+    from configs import gsm8k, math, reproduce
 
     config_check.validate(tiny(tmp_path / "a"), mesh8)
-    for module in (demo, gsm8k, math):
-        c = module.get_config("tiny")
-        c.workdir = str(tmp_path / module.__name__)
-        config_check.validate(c, mesh8)
+    for module in (demo, gsm8k, math, reproduce):
+        for arg in ("tiny", None):
+            c = module.get_config(arg)
+            c.workdir = str(tmp_path / f"{module.__name__}_{arg}")
+            # full-size configs: fields only (their data and model files are the user's)
+            (config_check.validate if arg == "tiny" else config_check.validate_fields)(c, mesh8)
 
 
 @pytest.mark.parametrize("field, value, needle", [
@@ -51,6 +53,28 @@ def test_each_field_is_checked(tmp_path, mesh1, field, value, needle):
         config_check.validate(c, mesh1)
     assert needle in str(e.value) and "\n" not in str(e.value)
     assert isinstance(e.value, UserError)
+
+
+@pytest.mark.parametrize("variants, fixed, needle", [
+    (("bstar", "online_rft_fixed"), dict(from_run="online_rft"), "config.fixed.from_run='online_rft': must be"),
+    (("online_rft_fixed", "bstar"), dict(from_run="bstar"), "before online_rft_fixed"),
+    (("online_rft_fixed",), dict(from_run="bstar_threshold_only"), "before online_rft_fixed"),
+    (("online_rft_fixed",), dict(from_run="", temperature=0.0), "config.fixed.temperature=0.0: must be > 0"),
+    (("online_rft_fixed",), dict(from_run="", threshold=float("nan")), "config.fixed.threshold=nan"),
+])
+def test_fixed_configuration_is_checked(tmp_path, mesh1, variants, fixed, needle):
+    """online_rft_fixed's (T, τ): a searching run listed before it, or valid numbers."""
+    c = tiny(tmp_path)
+    c.variants = variants
+    c.fixed.update(fixed)
+    with pytest.raises(config_check.ConfigValueError) as e:
+        config_check.validate(c, mesh1)
+    assert needle in str(e.value) and "\n" not in str(e.value)
+    c.fixed.update(dict(from_run="", temperature=1.1, threshold=-0.1))
+    config_check.validate(c, mesh1)
+    c.variants = ("online_rft",)  # config.fixed is read by online_rft_fixed only
+    c.fixed.temperature = -1.0
+    config_check.validate(c, mesh1)
 
 
 def test_batch_sizes_must_divide_the_data_axes(tmp_path, mesh8, mesh1):
@@ -115,6 +139,26 @@ def test_record_is_written_then_enforced(tmp_path):
     run_record.check_and_record(c)
     record = json.load(open(path))
     assert record["config"]["iterations"] == 1 and "iterations: 9 -> 1" in record["history"][-1]["changes"][0]
+
+
+def test_record_of_an_older_config_still_resumes(tmp_path):
+    """A record made before config.fixed existed and while search.restrict did ("both", the
+    behaviour of today's bstar) is no change; any other search.restrict is."""
+    c = tiny(tmp_path / "w")
+    os.makedirs(c.workdir)
+    run_record.check_and_record(c)
+    _results(c.workdir)
+    path = os.path.join(c.workdir, run_record.FILENAME)
+    record = json.load(open(path))
+    for k in run_record.INTRODUCED:
+        del record["config"][k]
+    record["config"]["search.restrict"] = "both"
+    open(path, "w").write(json.dumps(record))
+    run_record.check_and_record(c)
+    record["config"]["search.restrict"] = "temperature"
+    open(path, "w").write(json.dumps(record))
+    with pytest.raises(run_record.ConfigChangedError, match="search.restrict: 'temperature' -> '.unset.'"):
+        run_record.check_and_record(c)
 
 
 def test_record_notices_a_changed_data_file(tmp_path):

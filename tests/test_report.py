@@ -73,3 +73,18 @@ def test_summarize_seeds_pairs_runs_by_problem(tmp_path):
     row = next(line for line in table.splitlines() if line.startswith("| online_rft − P_0 | Pass@K |"))
     assert "| +0.000 | [+0.000, +0.000] |" in row and row.endswith("| no |")
     assert "| bstar − P_0 | greedy Pass@1 |" in table
+
+
+def test_summarize_seeds_per_iteration(tmp_path):
+    """One table per metric with a column per iteration (mean ± sd over seeds), and the (T, τ)
+    every run used per iteration, per seed."""
+    _write(tmp_path / "s0", {"bstar": [0.1, 0.2, 0.3], "online_rft_fixed": [0.1, 0.15, 0.2]})
+    _write(tmp_path / "s1", {"bstar": [0.3, 0.4, 0.5], "online_rft_fixed": [0.3, 0.35, 0.4]})
+    lines = report.summarize_seeds([str(tmp_path / "s0"), str(tmp_path / "s1")]).splitlines()
+    start = lines.index("Per iteration: greedy Pass@1 (mean over 2 seeds ± sd)")
+    assert lines[start + 2] == "| run | it 0 | it 1 | it 2 |"
+    assert lines[start + 4] == "| bstar | 0.200 ± 0.141 | 0.300 ± 0.141 | 0.400 ± 0.141 |"
+    assert "Per iteration: diversity (mean over 2 seeds ± sd)" in lines
+    start = lines.index("Per iteration: (T, τ) used")
+    assert lines[start + 5] == "| online_rft_fixed | – / – | 0.7, 0.5 / 0.7, 0.5 | 0.7, 0.5 / 0.7, 0.5 |"
+    assert any(line.startswith("- online_rft_fixed, ") for line in lines)  # the fixed run's (T, τ) too
