@@ -131,7 +131,7 @@ def sft_row_bytes(cfg: models.ModelConfig, mesh, seq_len: int, compute_dtype: st
     saved for the backward pass — every layer's (projections, SwiGLU, float32 norms, attention
     scores and probabilities over L x L per head), or with `remat` each layer's [L, E] input and
     one layer's activations recomputed at a time. Eight, not four: Qwen2.5-1.5B (vocabulary
-    151,936) with remat on v5e:2x4 measured 5.1 MB a token (docs/memory.md)."""
+    151,936) with remat on v5e:2x4 measured 5.6 MB a token, this estimate 5.4 (docs/memory.md)."""
     it = np.dtype(compute_dtype).itemsize
     T = int(seq_len)
     E, D = cfg.hidden_size, cfg.head_dim
