@@ -4,7 +4,8 @@ from a fraction of HBM (rows per sampler call, SFT micro-batch). docs/memory.md 
 Sizing is an estimate, made before anything is compiled: the fixed part (weights, and whatever the
 caller says stays resident, e.g. optimizer state) plus a per-row part (KV cache and temporaries of
 the sampler, activations of the SFT step) must fit in `fraction` of the device's
-memory. `python -m bstar_jax.tpu_fit` compiles the real programs and checks the result.
+memory. `resolve_sizes` applies both to a config (the loop and P_0's fine-tune call it);
+`python -m bstar_jax.tpu_fit` compiles the real programs and checks the result.
 """
 from __future__ import annotations
 
@@ -12,11 +13,13 @@ import dataclasses
 import math
 
 import jax
+import ml_collections
 import numpy as np
 
 from bstar_jax import mesh as mesh_lib
-from bstar_jax import models, sampling
+from bstar_jax import models, sampling, sft
 from bstar_jax.errors import UserError
+from bstar_jax.rewards import prm as prm_lib
 
 GiB = 1 << 30
 # Memory a CPU "device" is assumed to have when a config sizes by fraction on CPU and sets no
@@ -123,10 +126,12 @@ def sampler_row_bytes(cfg: models.ModelConfig, mesh, prompt_len: int, max_new_to
 
 def sft_row_bytes(cfg: models.ModelConfig, mesh, seq_len: int, compute_dtype: str = "bfloat16",
                   remat: bool = False) -> int:
-    """Per-device bytes one more micro-batch row costs the SFT step: the float32 logits with their
-    softmax and gradient, plus the activations saved for the backward pass — every layer's
-    (projections, SwiGLU, float32 norms, attention scores and probabilities over L x L per head),
-    or with `remat` each layer's [L, E] input and one layer's activations recomputed at a time."""
+    """Per-device bytes one more micro-batch row costs the SFT step: eight vocabulary-wide float32
+    buffers per token (logits, log-softmax, their gradients and XLA's copies), plus the activations
+    saved for the backward pass — every layer's (projections, SwiGLU, float32 norms, attention
+    scores and probabilities over L x L per head), or with `remat` each layer's [L, E] input and
+    one layer's activations recomputed at a time. Eight, not four: Qwen2.5-1.5B (vocabulary
+    151,936) with remat on v5e:2x4 measured 5.6 MB a token, this estimate 5.4 (docs/memory.md)."""
     it = np.dtype(compute_dtype).itemsize
     T = int(seq_len)
     E, D = cfg.hidden_size, cfg.head_dim
@@ -134,7 +139,7 @@ def sft_row_bytes(cfg: models.ModelConfig, mesh, seq_len: int, compute_dtype: st
     F, V = _local(cfg.intermediate_size, mesh, "tensor"), _local(cfg.vocab_size, mesh, "tensor")
     per_token_layer = E * (8 * it + 16) + (3 * H + 5 * K) * D * it + 5 * F * it + H * T * (4 + 4 + it)
     saved = cfg.num_layers * E * it + 2 * per_token_layer if remat else cfg.num_layers * per_token_layer
-    return T * (saved + 4 * V * 4)
+    return T * (saved + 8 * V * 4)
 
 
 def _round_rows(rows_per_device: float, multiple: int) -> int:
@@ -190,3 +195,56 @@ def micro_batch_size(cfg: models.ModelConfig, mesh, seq_len: int, batch_size: in
                         f"room for one {seq_len}-token row ({per_row / GiB:.3f} GiB) in {budget / GiB:.2f} GiB "
                         f"per device; shard the state (config.mesh.fsdp) or shorten sft.max_len")
     return micro
+
+
+# ----------------------------------------------------------------------------- a config's sizes
+
+def abstract(shapes, shardings):
+    """ShapeDtypeStructs of `shapes` carrying `shardings` (nothing allocated)."""
+    return jax.tree.map(lambda s, h: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=h), shapes, shardings)
+
+
+def prm_shapes(cfg: models.ModelConfig):
+    """The PRM's parameter shapes: the policy's backbone and a scalar head (rewards.prm.init_prm)."""
+    return {"backbone": models.param_shapes(cfg), "head": {"w": jax.ShapeDtypeStruct((cfg.hidden_size,), np.float32),
+                                                           "b": jax.ShapeDtypeStruct((), np.float32)}}
+
+
+def resident(config, cfg: models.ModelConfig, mesh) -> dict[str, int]:
+    """Per-device bytes of what the loop keeps on the device: P_0's params, the train state's
+    params and optimizer state, the PRM's params (when any run uses it)."""
+    state = sft.abstract_train_state(cfg, config.sft, mesh)
+    prm = bytes_per_device(abstract(prm_shapes(cfg), prm_lib.prm_shardings(cfg, mesh))) if any(config.use_prm) else 0
+    return dict(p0=param_bytes(cfg, mesh), params=bytes_per_device(state.params),
+                opt=bytes_per_device(state.opt_state), prm=prm)
+
+
+def prompt_bucket(config) -> int:
+    """The prompt width sizing assumes: the power of two >= sft.max_prompt_len (the longest prompt
+    SFT keeps), an upper bound of the prompts the sampler sees."""
+    return sampling.bucket(int(config.sft.max_prompt_len), 8)
+
+
+def resolve_sizes(config, cfg: models.ModelConfig, mesh, prompt_len: int) -> ml_collections.ConfigDict:
+    """A copy of `config` with sampling.batch_rows and sft / p0_sft micro_batch_size derived from
+    sampling.hbm_fraction and sft.hbm_fraction (each left as set when its fraction is 0).
+
+    prompt_len: the longest prompt the sampler will see (with a PRM, the labelling prompts hold a
+    question and a partial solution: prompt_len + max_new_tokens is used)."""
+    c = ml_collections.ConfigDict(config.to_dict())
+    r = resident(config, cfg, mesh)
+    gb = float(c.get("device_memory_gb", 0.0))
+    N = int(c.sampling.max_new_tokens)
+    if float(c.sampling.get("hbm_fraction", 0.0)) > 0:
+        P = prompt_len + N if any(c.use_prm) else prompt_len
+        c.sampling.batch_rows = rows_per_call(cfg, mesh, sampling.bucket(P, 8), N, float(c.sampling.hbm_fraction),
+                                              weight_bytes=r["params"], resident_bytes=r["p0"] + r["opt"] + r["prm"],
+                                              device_memory_gb=gb)
+    if float(c.sft.get("hbm_fraction", 0.0)) > 0:
+        for section, batch in (("sft", c.sft.batch_size), ("p0_sft", c.p0_sft.batch_size)):
+            c[section].micro_batch_size = micro_batch_size(
+                cfg, mesh, int(c.sft.max_len), int(batch), float(c.sft.hbm_fraction),
+                state_bytes=r["params"] + r["opt"], trainable_bytes=r["opt"] // 2,
+                compute_dtype=c.sft.compute_dtype or cfg.dtype, remat=c.sft.get("remat", "none") == "full",
+                resident_bytes=r["p0"] + r["prm"], device_memory_gb=gb)
+    return c

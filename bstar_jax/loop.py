@@ -18,10 +18,9 @@ import time
 import jax
 import numpy as np
 
-from bstar_jax import (balance, checkpoint, comparisons, config_check, data, distributed, evaluation, export, metrics, report,
-                       rollout, run_record, sft, variants)
+from bstar_jax import (balance, checkpoint, comparisons, config_check, data, distributed, evaluation, export, hbm, metrics,
+                       report, rollout, run_record, sft, variants)
 from bstar_jax import tokenizer as tok
-from bstar_jax import tpu_fit
 from bstar_jax.prm_phase import prepare_prm
 from bstar_jax.streams import Streams
 from bstar_jax.warmstart import load_policy
@@ -82,7 +81,7 @@ def _sized(config, cfg, mesh):
     sampling.hbm_fraction / sft.hbm_fraction > 0 (docs/memory.md); explicit sizes otherwise."""
     if float(config.sampling.hbm_fraction) <= 0 and float(config.sft.hbm_fraction) <= 0:
         return config
-    sized = tpu_fit.resolve_sizes(config, cfg, mesh, tpu_fit.prompt_bucket(config))
+    sized = hbm.resolve_sizes(config, cfg, mesh, hbm.prompt_bucket(config))
     logging.info("sizes from device memory: sampling.batch_rows=%d, sft.micro_batch_size=%d",
                  int(sized.sampling.batch_rows), int(sized.sft.micro_batch_size))
     return sized

@@ -115,17 +115,13 @@ def _sds(shape, dtype, sharding):
     return jax.ShapeDtypeStruct(tuple(shape), jnp.dtype(dtype), sharding=sharding)
 
 
-def _abstract(shapes, shardings):
-    return jax.tree.map(lambda s, h: _sds(s.shape, s.dtype, h), shapes, shardings)
-
-
 def _rows_bucket(rows: int, mesh) -> int:
     multiple = mesh_lib.batch_size_multiple(mesh)
     return -(-sampling.bucket(rows) // multiple) * multiple
 
 
 def _cache(cfg, mesh, B, S):
-    return _abstract(models.cache_shapes(cfg, B, S), models.cache_shardings(cfg, mesh, B, S))
+    return hbm.abstract(models.cache_shapes(cfg, B, S), models.cache_shardings(cfg, mesh, B, S))
 
 
 def sampler_call(name, cfg, mesh, rows, prompt_len, max_new_tokens, *, top_k=0, resident=0) -> Program:
@@ -181,19 +177,14 @@ def abstract_params(cfg, mesh, dtype: str | None = None):
     shapes = models.param_shapes(cfg)
     if dtype:
         shapes = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, jnp.dtype(dtype)), shapes)
-    return _abstract(shapes, models.param_shardings(cfg, mesh))
-
-
-def _prm_shapes(cfg):
-    return {"backbone": models.param_shapes(cfg), "head": {"w": jax.ShapeDtypeStruct((cfg.hidden_size,), jnp.float32),
-                                                           "b": jax.ShapeDtypeStruct((), jnp.float32)}}
+    return hbm.abstract(shapes, models.param_shardings(cfg, mesh))
 
 
 def prm_score(cfg, mesh, rows, seq_len, steps, *, resident=0) -> Program:
     """rewards.prm.step_scores (what score_responses runs) on one batch: rows x seq_len tokens,
     `steps` score positions per row."""
     B, two = _rows_bucket(rows, mesh), mesh_lib.batch_sharding(mesh, 2)
-    args = (_abstract(_prm_shapes(cfg), prm_lib.prm_shardings(cfg, mesh)), _sds((B, seq_len), jnp.int32, two),
+    args = (hbm.abstract(hbm.prm_shapes(cfg), prm_lib.prm_shardings(cfg, mesh)), _sds((B, seq_len), jnp.int32, two),
             _sds((B, steps), jnp.int32, two))
     return Program("PRM scoring", f"{B} rows x {seq_len} tokens", lambda: prm_lib.step_scores.lower(cfg, *args),
                    ("prm score", cfg, B, seq_len, steps), hbm.bytes_per_device(args), resident)
@@ -206,7 +197,7 @@ def prm_train_step(cfg, mesh, prm_config, seq_len, *, resident=0) -> Program:
     B, micro, remat = int(p.batch_size), int(p.micro_batch_size), p.remat == "full"
     spec = prm_train.train_spec(num_steps=int(p.steps), batch_size=B, micro_batch_size=micro,
                                 learning_rate=float(p.lr), end_learning_rate=float(p.min_lr))
-    shapes = _prm_shapes(cfg)
+    shapes = hbm.prm_shapes(cfg)
     mask = prm_train.trainable_mask(shapes)
     state = trainer.abstract_state(shapes, mask, spec, prm_lib.prm_shardings(cfg, mesh), mesh)
     batch = {k: _sds((B,) + (seq_len,) * (n - 1), jnp.float32 if k in ("targets", "weights") else jnp.int32,
@@ -225,47 +216,6 @@ def _sft_config(base, **overrides) -> ml_collections.ConfigDict:
     return c
 
 
-def resident(config, cfg, mesh) -> dict[str, int]:
-    """Per-device bytes of what the loop keeps on the device: P_0's params, the train state's
-    params and optimizer state, the PRM's params (when any run uses it)."""
-    state = sft.abstract_train_state(cfg, config.sft, mesh)
-    prm_params = _abstract(_prm_shapes(cfg), prm_lib.prm_shardings(cfg, mesh))
-    prm = hbm.bytes_per_device(prm_params) if any(config.use_prm) else 0
-    return dict(p0=hbm.param_bytes(cfg, mesh), params=hbm.bytes_per_device(state.params),
-                opt=hbm.bytes_per_device(state.opt_state), prm=prm)
-
-
-def prompt_bucket(config) -> int:
-    """The prompt width the fit check assumes: the power of two >= sft.max_prompt_len (the longest
-    prompt SFT keeps), an upper bound of the prompts the sampler sees."""
-    return sampling.bucket(int(config.sft.max_prompt_len), 8)
-
-
-def resolve_sizes(config, cfg, mesh, prompt_len: int) -> ml_collections.ConfigDict:
-    """A copy of `config` with sampling.batch_rows and sft / p0_sft micro_batch_size derived from
-    sampling.hbm_fraction and sft.hbm_fraction (each left as set when its fraction is 0).
-
-    prompt_len: the longest prompt the sampler will see (with a PRM, the labelling prompts hold a
-    question and a partial solution: prompt_len + max_new_tokens is used)."""
-    c = ml_collections.ConfigDict(config.to_dict())
-    r = resident(config, cfg, mesh)
-    gb = float(c.get("device_memory_gb", 0.0))
-    N = int(c.sampling.max_new_tokens)
-    if float(c.sampling.get("hbm_fraction", 0.0)) > 0:
-        P = prompt_len + N if any(c.use_prm) else prompt_len
-        c.sampling.batch_rows = hbm.rows_per_call(cfg, mesh, sampling.bucket(P, 8), N, float(c.sampling.hbm_fraction),
-                                                  weight_bytes=r["params"], resident_bytes=r["p0"] + r["opt"] + r["prm"],
-                                                  device_memory_gb=gb)
-    if float(c.sft.get("hbm_fraction", 0.0)) > 0:
-        for section, batch in (("sft", c.sft.batch_size), ("p0_sft", c.p0_sft.batch_size)):
-            c[section].micro_batch_size = hbm.micro_batch_size(
-                cfg, mesh, int(c.sft.max_len), int(batch), float(c.sft.hbm_fraction),
-                state_bytes=r["params"] + r["opt"], trainable_bytes=r["opt"] // 2,
-                compute_dtype=c.sft.compute_dtype or cfg.dtype, remat=c.sft.get("remat", "none") == "full",
-                resident_bytes=r["p0"] + r["prm"], device_memory_gb=gb)
-    return c
-
-
 def _chunk_rows(n_queries: int, temperatures: int, k: int, batch_rows: int) -> int:
     """Rows of each pools.sample call: whole queries per chunk, at most batch_rows rows."""
     per_query = temperatures * k
@@ -274,7 +224,7 @@ def _chunk_rows(n_queries: int, temperatures: int, k: int, batch_rows: int) -> i
 
 def plan(config, cfg, mesh, prompt_len: int) -> list[Program]:
     """Every jitted program a run of `config` executes, at its shapes (sizes already resolved)."""
-    c, r = config, resident(config, cfg, mesh)
+    c, r = config, hbm.resident(config, cfg, mesh)
     N, rows_cap, top_k = int(c.sampling.max_new_tokens), int(c.sampling.batch_rows), int(c.sampling.top_k)
     policy = cfg.replace(param_dtype=c.sft.param_dtype or cfg.param_dtype)  # the train state's weights
     loop_resident = r["p0"] + r["opt"] + r["prm"]
@@ -422,8 +372,8 @@ def fit(config, topology: str, prompt_len: int | None = None, log: Callable[[str
     except ValueError as e:
         raise UserError(f"config.mesh on {topology} ({len(devices)} devices): {e}") from None
     cfg = model_config(config)
-    P = int(prompt_len or prompt_bucket(config))
-    config = resolve_sizes(config, cfg, mesh, P)
+    P = int(prompt_len or hbm.prompt_bucket(config))
+    config = hbm.resolve_sizes(config, cfg, mesh, P)
     hbm_bytes = hbm.device_memory_bytes(devices[0])
     programs = [p for p in plan(config, cfg, mesh, P) if not only or re.search(only, p.name)]
     results = compile_all(programs, log, hbm_bytes)

@@ -16,7 +16,7 @@ import tempfile
 
 import ml_collections
 
-from bstar_jax import distributed, models, sft, streams, tpu_fit
+from bstar_jax import distributed, hbm, models, sft, streams
 from bstar_jax import tokenizer as tok
 from bstar_jax.data import Example, with_alternatives
 
@@ -56,7 +56,7 @@ def _sft_p0(config, mesh, tokenizer, cfg, params, train: list[Example], folder) 
     p = config.p0_sft
     micro = int(p.micro_batch_size)
     if float(config.sft.hbm_fraction) > 0:  # the micro-batch follows from device memory (docs/memory.md)
-        micro = int(tpu_fit.resolve_sizes(config, cfg, mesh, tpu_fit.prompt_bucket(config)).p0_sft.micro_batch_size)
+        micro = int(hbm.resolve_sizes(config, cfg, mesh, hbm.prompt_bucket(config)).p0_sft.micro_batch_size)
     logging.info("P_0: %d SFT steps of %s on reference solutions (cached in %s)", int(p.steps), config.model.path,
                  folder)
     _fine_tune_and_save(config, mesh, tokenizer, cfg, params, sft_examples(tokenizer, train), folder,

@@ -8,6 +8,10 @@ accelerator host. Switches:
     python run.py --config=configs/gsm8k.py:cpu                          # 2 iterations on a 2-core CPU
     python run.py --config=configs/gsm8k.py --config.data.name=gsm8k_tfds     # real GSM8K via TFDS (online)
     python run.py --config=configs/gsm8k.py --config.model.path=Qwen/Qwen2.5-0.5B-Instruct   # any HF model
+
+A 1.5B model's float32 train state does not fit each chip of a v5e or v4 slice replicated: shard
+it and recompute activations, e.g. Qwen2.5-1.5B on v5e:2x4 (compiled, docs/memory.md):
+`--config.mesh.data=1 --config.mesh.fsdp=-1 --config.sft.remat=full`.
     python run.py --config=configs/gsm8k.py:tiny                         # about a minute, for checks
 """
 from configs.defaults import base_config, shrink_to_tiny

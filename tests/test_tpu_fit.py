@@ -76,12 +76,12 @@ def test_resolve_sizes_keeps_explicit_sizes_when_off(mesh8):
     config = _config("smollm2-135m")
     config.sampling.hbm_fraction = config.sft.hbm_fraction = 0.0
     cfg = tpu_fit.model_config(config)
-    same = tpu_fit.resolve_sizes(config, cfg, mesh8, 256)
+    same = hbm.resolve_sizes(config, cfg, mesh8, 256)
     assert same.sampling.batch_rows == config.sampling.batch_rows
     assert same.sft.micro_batch_size == config.sft.micro_batch_size
     config.sampling.hbm_fraction = config.sft.hbm_fraction = 0.5
     config.device_memory_gb, config.sampling.batch_rows = 16.0, 8
-    sized = tpu_fit.resolve_sizes(config, cfg, mesh8, 256)
+    sized = hbm.resolve_sizes(config, cfg, mesh8, 256)
     assert sized.sampling.batch_rows % 8 == 0 and sized.sampling.batch_rows > 8
     assert config.sft.batch_size % sized.sft.micro_batch_size == 0
 
@@ -96,7 +96,7 @@ def test_chip_table_and_known_models():
     assert abs(qwen.num_params() / 1e9 - 1.54) < 0.01  # Qwen2.5-1.5B: 1.54B parameters
     mistral = tpu_fit.model_config(_config("mistral-7b"))
     assert abs(mistral.num_params() / 1e9 - 7.24) < 0.01  # Mistral-7B: 7.24B parameters
-    assert tpu_fit.prompt_bucket(_config("mistral-7b")) == 512  # gsm8k keeps prompts <= 320 tokens
+    assert hbm.prompt_bucket(_config("mistral-7b")) == 512  # gsm8k keeps prompts <= 320 tokens
 
 
 def _config(path):
