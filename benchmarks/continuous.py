@@ -6,7 +6,10 @@ below and no EOS (eos_id=-1), so it emits exactly that many tokens — model wei
 made to stop at chosen lengths. The static reference (`sampling.generate`, what rollout runs
 today) gets the same requests in batches of S rows (the same cache rows as our S slots); a
 static batch runs until its longest row ends, so each batch is run with max_new_tokens = that
-batch's longest length: exactly the steps it takes when its rows emit EOS at those lengths.
+batch's longest length: exactly the steps it takes when its rows emit EOS at those lengths
+(its cache is then narrower than ours, P + that length instead of P + cap). The second
+reference is what a run does with `sampling.requests_per_slot = 1`: our sampler on the same
+batches with one slot per request and the cap of the run, each batch ending with its longest row.
 
   (a) demo: the tiny Llama of the demo (4 layers, hidden 128, vocab 512), 16 queries x 8
       samples, prompt 40 tokens, lengths uniform in [60, 70], cap 96; 32 slots.
@@ -69,6 +72,18 @@ def _static(cfg, params, work, slots, seed):
         jax.block_until_ready(out)
 
 
+def _one_slot_per_row(cfg, params, work, cap, slots, seed):
+    """What a run does with sampling.requests_per_slot = 1: the continuous sampler on batches of
+    `slots` requests, one slot each, with the run's cap: a batch ends when its longest row ends."""
+    prompts, lens, index, lengths = work
+    for start in range(0, len(index), slots):
+        rows = slice(start, start + slots)
+        out = continuous.generate_requests(cfg, params, prompts, lens, jax.random.key(seed + start),
+                                           prompt_index=index[rows], request_max_new_tokens=lengths[rows],
+                                           max_new_tokens=cap, temperature=1.0, eos_id=-1)
+        jax.block_until_ready(out)
+
+
 def _best(fn, repeats):
     fn(0)  # compiles
     times = []
@@ -83,12 +98,16 @@ def compare(name, cfg, params, work, cap, slots, repeats, lines):
     useful = int(work[3].sum())
     ours_t = _best(lambda s: _ours(cfg, params, work, cap, slots, s), repeats)
     ref_t = _best(lambda s: _static(cfg, params, work, slots, s), repeats)
+    one_t = _best(lambda s: _one_slot_per_row(cfg, params, work, cap, slots, s), repeats)
     lengths = work[3]
     print(f"[{name}] {len(lengths)} requests over {len(work[1])} prompts, {slots} slots, lengths "
           f"min {lengths.min()} median {int(np.median(lengths))} max {lengths.max()} (cap {cap}), "
-          f"{useful} useful tokens: ours {ours_t:.2f} s, static {ref_t:.2f} s; load {os.getloadavg()[0]:.1f}")
-    lines.append(f"{name} useful tokens/s: ours {useful / ours_t:.0f} tok/s | reference {useful / ref_t:.0f} tok/s"
-                 f" | ratio {ref_t / ours_t:.2f}")
+          f"{useful} useful tokens: ours {ours_t:.2f} s, static {ref_t:.2f} s, one slot per row {one_t:.2f} s; "
+          f"load {os.getloadavg()[0]:.1f}")
+    lines.append(f"{name} useful tokens/s: ours {useful / ours_t:.0f} tok/s | reference (static sampler) "
+                 f"{useful / ref_t:.0f} tok/s | ratio {ref_t / ours_t:.2f}")
+    lines.append(f"{name} useful tokens/s: ours {useful / ours_t:.0f} tok/s | reference (one slot per row, "
+                 f"requests_per_slot=1) {useful / one_t:.0f} tok/s | ratio {one_t / ours_t:.2f}")
 
 
 def demo(repeats, lines):

@@ -1,7 +1,8 @@
 """Rollout: sample a set of queries, grade and reward the responses, give each text an id.
 
-The [T, Q, K] pools the search, the selection and the evaluation read. Generate (one compiled
-sampler call per chunk of queries, every temperature of the grid in it), then grade: the
+The [T, Q, K] pools the search, the selection and the evaluation read. Generate (compiled
+sampler calls over chunks of queries, every temperature of the grid in each, continuous batching
+across chunks: docs/models.md#sampler-calls-in-a-run), then grade: the
 final-answer verifier gives `correct` and the answer-format check gives `valid` (samples without
 the answer block are never selected, docs/algorithm.md#selection); then reward with Eq. 1, or
 Eq. 2 when a PRM scores the responses (`rewards.combined_reward`, the one place it is computed).
