@@ -17,7 +17,8 @@ batches with one slot per request and the cap of the run, each batch ending with
       GSM8K-style questions), 4 queries x 8 samples, lengths log-normal with median 150
       (sigma 0.5), cut at the cap 320; 8 slots.
 
-Each figure is the best of --repeats runs (compiles excluded by a warm-up run); the load
+Each figure is the best of --repeats runs (compiles excluded: each program is compiled first, on
+one-token requests or without running it); the load
 average is printed with the results (the machine is shared).
 
     python benchmarks/continuous.py [--quick] [--repeats 1]
@@ -78,14 +79,25 @@ def _one_slot_per_row(cfg, params, work, cap, slots, seed):
     prompts, lens, index, lengths = work
     for start in range(0, len(index), slots):
         rows = slice(start, start + slots)
-        out = continuous.generate_requests(cfg, params, prompts, lens, jax.random.key(seed + start),
-                                           prompt_index=index[rows], request_max_new_tokens=lengths[rows],
+        used, batch_index = np.unique(index[rows], return_inverse=True)  # a batch prefills its own prompts
+        out = continuous.generate_requests(cfg, params, prompts[used], lens[used], jax.random.key(seed + start),
+                                           prompt_index=batch_index.astype(np.int32),
+                                           request_max_new_tokens=lengths[rows],
                                            max_new_tokens=cap, temperature=1.0, eos_id=-1)
         jax.block_until_ready(out)
 
 
-def _best(fn, repeats):
-    fn(0)  # compiles
+def _compile_static(cfg, work, slots):
+    prompts, lens, index, lengths = work
+    for start in range(0, len(index), slots):
+        rows = index[start:start + slots]
+        sampling.compiled_generate(cfg, None, sampling.bucket(len(rows)),
+                                   sampling.bucket(int(lens[rows].max()), minimum=8),
+                                   int(lengths[start:start + slots].max()), 0)
+
+
+def _best(fn, repeats, warm):
+    warm()  # compiles (the same programs, run on one-token requests or not run at all)
     times = []
     for r in range(repeats):
         t = time.perf_counter()
@@ -96,9 +108,12 @@ def _best(fn, repeats):
 
 def compare(name, cfg, params, work, cap, slots, repeats, lines):
     useful = int(work[3].sum())
-    ours_t = _best(lambda s: _ours(cfg, params, work, cap, slots, s), repeats)
-    ref_t = _best(lambda s: _static(cfg, params, work, slots, s), repeats)
-    one_t = _best(lambda s: _one_slot_per_row(cfg, params, work, cap, slots, s), repeats)
+    short = work[:3] + (np.ones_like(work[3]),)
+    ours_t = _best(lambda s: _ours(cfg, params, work, cap, slots, s), repeats,
+                   lambda: _ours(cfg, params, short, cap, slots, 0))
+    ref_t = _best(lambda s: _static(cfg, params, work, slots, s), repeats, lambda: _compile_static(cfg, work, slots))
+    one_t = _best(lambda s: _one_slot_per_row(cfg, params, work, cap, slots, s), repeats,
+                  lambda: _one_slot_per_row(cfg, params, short, cap, slots, 0))
     lengths = work[3]
     print(f"[{name}] {len(lengths)} requests over {len(work[1])} prompts, {slots} slots, lengths "
           f"min {lengths.min()} median {int(np.median(lengths))} max {lengths.max()} (cap {cap}), "
@@ -146,12 +161,14 @@ def smollm(repeats, lines):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="skip SmolLM2-135M")
+    parser.add_argument("--only-smollm", action="store_true", help="skip the demo case")
     parser.add_argument("--repeats", type=int, default=1)
     args = parser.parse_args()
     print(f"jax {jax.__version__} on {jax.devices()[0].platform} x{len(jax.devices())}; load average "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     lines = []
-    demo(args.repeats, lines)
+    if not args.only_smollm:
+        demo(args.repeats, lines)
     if not args.quick:
         smollm(args.repeats, lines)
     print(f"load average at the end {os.getloadavg()[0]:.1f}")
