@@ -6,7 +6,10 @@ below and no EOS (eos_id=-1), so it emits exactly that many tokens — model wei
 made to stop at chosen lengths. The static reference (`sampling.generate`, what rollout runs
 today) gets the same requests in batches of S rows (the same cache rows as our S slots); a
 static batch runs until its longest row ends, so each batch is run with max_new_tokens = that
-batch's longest length: exactly the steps it takes when its rows emit EOS at those lengths.
+batch's longest length: exactly the steps it takes when its rows emit EOS at those lengths
+(its cache is then narrower than ours, P + that length instead of P + cap). The second
+reference is what a run does with `sampling.requests_per_slot = 1`: our sampler on the same
+batches with one slot per request and the cap of the run, each batch ending with its longest row.
 
   (a) demo: the tiny Llama of the demo (4 layers, hidden 128, vocab 512), 16 queries x 8
       samples, prompt 40 tokens, lengths uniform in [60, 70], cap 96; 32 slots.
@@ -14,7 +17,8 @@ batch's longest length: exactly the steps it takes when its rows emit EOS at tho
       GSM8K-style questions), 4 queries x 8 samples, lengths log-normal with median 150
       (sigma 0.5), cut at the cap 320; 8 slots.
 
-Each figure is the best of --repeats runs (compiles excluded by a warm-up run); the load
+Each figure is the best of --repeats runs (compiles excluded: each program is compiled first, on
+one-token requests or without running it); the load
 average is printed with the results (the machine is shared).
 
     python benchmarks/continuous.py [--quick] [--repeats 1]
@@ -69,8 +73,31 @@ def _static(cfg, params, work, slots, seed):
         jax.block_until_ready(out)
 
 
-def _best(fn, repeats):
-    fn(0)  # compiles
+def _one_slot_per_row(cfg, params, work, cap, slots, seed):
+    """What a run does with sampling.requests_per_slot = 1: the continuous sampler on batches of
+    `slots` requests, one slot each, with the run's cap: a batch ends when its longest row ends."""
+    prompts, lens, index, lengths = work
+    for start in range(0, len(index), slots):
+        rows = slice(start, start + slots)
+        used, batch_index = np.unique(index[rows], return_inverse=True)  # a batch prefills its own prompts
+        out = continuous.generate_requests(cfg, params, prompts[used], lens[used], jax.random.key(seed + start),
+                                           prompt_index=batch_index.astype(np.int32),
+                                           request_max_new_tokens=lengths[rows],
+                                           max_new_tokens=cap, temperature=1.0, eos_id=-1)
+        jax.block_until_ready(out)
+
+
+def _compile_static(cfg, work, slots):
+    prompts, lens, index, lengths = work
+    for start in range(0, len(index), slots):
+        rows = index[start:start + slots]
+        sampling.compiled_generate(cfg, None, sampling.bucket(len(rows)),
+                                   sampling.bucket(int(lens[rows].max()), minimum=8),
+                                   int(lengths[start:start + slots].max()), 0)
+
+
+def _best(fn, repeats, warm):
+    warm()  # compiles (the same programs, run on one-token requests or not run at all)
     times = []
     for r in range(repeats):
         t = time.perf_counter()
@@ -81,14 +108,21 @@ def _best(fn, repeats):
 
 def compare(name, cfg, params, work, cap, slots, repeats, lines):
     useful = int(work[3].sum())
-    ours_t = _best(lambda s: _ours(cfg, params, work, cap, slots, s), repeats)
-    ref_t = _best(lambda s: _static(cfg, params, work, slots, s), repeats)
+    short = work[:3] + (np.ones_like(work[3]),)
+    ours_t = _best(lambda s: _ours(cfg, params, work, cap, slots, s), repeats,
+                   lambda: _ours(cfg, params, short, cap, slots, 0))
+    ref_t = _best(lambda s: _static(cfg, params, work, slots, s), repeats, lambda: _compile_static(cfg, work, slots))
+    one_t = _best(lambda s: _one_slot_per_row(cfg, params, work, cap, slots, s), repeats,
+                  lambda: _one_slot_per_row(cfg, params, short, cap, slots, 0))
     lengths = work[3]
     print(f"[{name}] {len(lengths)} requests over {len(work[1])} prompts, {slots} slots, lengths "
           f"min {lengths.min()} median {int(np.median(lengths))} max {lengths.max()} (cap {cap}), "
-          f"{useful} useful tokens: ours {ours_t:.2f} s, static {ref_t:.2f} s; load {os.getloadavg()[0]:.1f}")
-    lines.append(f"{name} useful tokens/s: ours {useful / ours_t:.0f} tok/s | reference {useful / ref_t:.0f} tok/s"
-                 f" | ratio {ref_t / ours_t:.2f}")
+          f"{useful} useful tokens: ours {ours_t:.2f} s, static {ref_t:.2f} s, one slot per row {one_t:.2f} s; "
+          f"load {os.getloadavg()[0]:.1f}")
+    lines.append(f"{name} useful tokens/s: ours {useful / ours_t:.0f} tok/s | reference (static sampler) "
+                 f"{useful / ref_t:.0f} tok/s | ratio {ref_t / ours_t:.2f}")
+    lines.append(f"{name} useful tokens/s: ours {useful / ours_t:.0f} tok/s | reference (one slot per row, "
+                 f"requests_per_slot=1) {useful / one_t:.0f} tok/s | ratio {one_t / ours_t:.2f}")
 
 
 def demo(repeats, lines):
@@ -127,12 +161,14 @@ def smollm(repeats, lines):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="skip SmolLM2-135M")
+    parser.add_argument("--only-smollm", action="store_true", help="skip the demo case")
     parser.add_argument("--repeats", type=int, default=1)
     args = parser.parse_args()
     print(f"jax {jax.__version__} on {jax.devices()[0].platform} x{len(jax.devices())}; load average "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     lines = []
-    demo(args.repeats, lines)
+    if not args.only_smollm:
+        demo(args.repeats, lines)
     if not args.quick:
         smollm(args.repeats, lines)
     print(f"load average at the end {os.getloadavg()[0]:.1f}")

@@ -182,6 +182,7 @@ def validate_fields(config, mesh) -> None:
     _float(config, "sampling.top_p", gt=0, le=1)
     _int(config, "sampling.top_k", 0)
     _int(config, "sampling.batch_rows", 1)
+    _int(config, "sampling.requests_per_slot", 1)
 
     eval_k = _int(config, "eval.samples_per_query", 1)
     _float(config, "eval.temperature", ge=0)

@@ -16,9 +16,10 @@ even rows that share a prompt. Here:
     writes column P + s mod N for every slot (one scalar `dynamic_update_slice`, as the static
     sampler, so the donated cache is updated in place). A request lives at most N steps, so its
     own columns are never overwritten while it runs; attention masks by position, not column.
-  * Keys: token t of request r draws from fold_in(fold_in(rng, r), t), exactly the static
-    sampler's key for row r, step t; so a request's tokens do not depend on its slot, on the
-    step it started at, or on S (tests/test_sampling.py checks equality with `sampling.generate`).
+  * Keys: token t of request r draws from fold_in(key_r, t) with key_r = fold_in(rng, r) (or the
+    caller's own per-request key), exactly the static sampler's key for row r, step t; so a
+    request's tokens do not depend on its slot, on the step it started at, on S, or on which
+    other requests share its call (tests/test_sampling.py checks equality with `sampling.generate`).
 """
 from __future__ import annotations
 
@@ -91,7 +92,7 @@ def _refill(state: SlotState, done_S, num_requests, prompt_index_R, store: model
 
 
 def _generate_requests(cfg, max_new_tokens, top_k, pad_id, params, prompts_UxP, prompt_lengths_U,
-                       prompt_index_R, max_new_R, num_requests, rng, temperature_R, top_p_R, eos_id, cache):
+                       prompt_index_R, max_new_R, num_requests, keys_R, temperature_R, top_p_R, eos_id, cache):
     """(SampleOutput over R requests, cache). cache: an empty `models.KVCache` of S slots x (P + N)
     columns, donated. Requests >= num_requests are padding and never run."""
     U, P = prompts_UxP.shape
@@ -120,8 +121,7 @@ def _generate_requests(cfg, max_new_tokens, top_k, pad_id, params, prompts_UxP, 
                                                    slot=P + s.step % N)
         hidden_SxE = jnp.where(s.fresh_S[:, None], hidden_UxE[u_S], hidden_Sx1xE[:, 0])
         logits_SxV = models.logits(cfg, params, hidden_SxE)
-        row_keys_S = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(rng, r_S.astype(jnp.uint32))
-        keys_S = jax.vmap(jax.random.fold_in)(row_keys_S, s.count_S)
+        keys_S = jax.vmap(jax.random.fold_in)(keys_R[r_S], s.count_S)
         tok_S, lp_S = next_token(logits_SxV, keys_S, temperature_R[r_S], top_p_R[r_S], top_k)
         # Idle slots write out of range: dropped.
         row_S = jnp.where(live_S, s.request_S, R)
@@ -164,7 +164,7 @@ def lower_generate_requests(cfg: models.ModelConfig, mesh, requests: int, prompt
     S = jax.ShapeDtypeStruct
     return fn.lower(models.param_shapes(cfg), S((prompts, prompt_len), jnp.int32), S((prompts,), jnp.int32),
                     S((requests,), jnp.int32), S((requests,), jnp.int32), S((), jnp.int32),
-                    jax.eval_shape(lambda: jax.random.key(0)), S((requests,), jnp.float32),
+                    jax.eval_shape(lambda: jax.random.split(jax.random.key(0), requests)), S((requests,), jnp.float32),
                     S((requests,), jnp.float32), S((), jnp.int32), models.cache_shapes(cfg, slots, max_len))
 
 
@@ -186,6 +186,23 @@ def dedupe_prompts(prompts, prompt_lengths):
     return prompts[first], lengths[first], index.reshape(-1).astype(np.int32)
 
 
+@functools.partial(jax.jit, static_argnums=(1,))
+def _fold_rows(rng, n):
+    return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(rng, jnp.arange(n, dtype=jnp.uint32))
+
+
+def request_keys(rng, requests: int, padded: int | None = None):
+    """Key array [padded] of R = `requests` requests: fold_in(rng, r) for one key `rng`, or `rng`
+    itself when it is already a key array [R]; padding requests (never run) repeat the last key."""
+    rng = _typed_key(rng)
+    padded = requests if padded is None else padded
+    if rng.ndim == 0:
+        return _fold_rows(rng, padded)
+    if rng.shape != (requests,):
+        raise ValueError(f"rng must be one key or a key array [{requests}] (one per request), got shape {rng.shape}")
+    return rng if padded == requests else jnp.concatenate([rng, jnp.repeat(rng[-1:], padded - requests)])
+
+
 def generate_requests(cfg: models.ModelConfig, params, prompts, prompt_lengths, rng, *, max_new_tokens: int,
                       prompt_index=None, request_max_new_tokens=None, slots: int | None = None,
                       temperature=1.0, top_p=1.0, top_k: int = 0, eos_id: int, mesh=None) -> SampleOutput:
@@ -196,6 +213,8 @@ def generate_requests(cfg: models.ModelConfig, params, prompts, prompt_lengths, 
     prefilled once). request_max_new_tokens: None or int [R] in [1, max_new_tokens], a request's
     own cap. slots: S (None: every request gets a slot; rounded up to a power of two and a
     multiple of the mesh's batch axes). temperature, top_p: a float or float32 [R].
+    rng: one key (request r's key is fold_in(rng, r)) or a key array [R], each request's own key
+    (callers that split one logical batch over several calls keep its keys this way).
     Returns SampleOutput over the R requests, equal (tokens) to `sampling.generate` on the
     expanded rows with the same key.
     """
@@ -230,7 +249,7 @@ def generate_requests(cfg: models.ModelConfig, params, prompts, prompt_lengths, 
     prompts_b[np.arange(Pb)[None, :] >= lengths_b[:, None]] = pad_id  # see sampling.generate
     pad = Rb - R
     args = (prompts_b, lengths_b, np.concatenate([index, np.zeros(pad, np.int32)]).astype(np.int32),
-            np.concatenate([caps, np.ones(pad, np.int32)]).astype(np.int32), np.int32(R), _typed_key(rng),
+            np.concatenate([caps, np.ones(pad, np.int32)]).astype(np.int32), np.int32(R), request_keys(rng, R, Rb),
             np.concatenate([temperature, np.zeros(pad, np.float32)]),
             np.concatenate([top_p, np.ones(pad, np.float32)]), np.int32(eos_id))
     if mesh is not None:

@@ -1,7 +1,8 @@
 """Rollout: sample a set of queries, grade and reward the responses, give each text an id.
 
-The [T, Q, K] pools the search, the selection and the evaluation read. Generate (one compiled
-sampler call per chunk of queries, every temperature of the grid in it), then grade: the
+The [T, Q, K] pools the search, the selection and the evaluation read. Generate (compiled
+sampler calls over chunks of queries, every temperature of the grid in each, continuous batching
+across chunks: docs/models.md#sampler-calls-in-a-run), then grade: the
 final-answer verifier gives `correct` and the answer-format check gives `valid` (samples without
 the answer block are never selected, docs/algorithm.md#selection); then reward with Eq. 1, or
 Eq. 2 when a PRM scores the responses (`rewards.combined_reward`, the one place it is computed).
@@ -14,6 +15,7 @@ from typing import Callable, Sequence
 import jax
 import numpy as np
 
+from bstar_jax import continuous
 from bstar_jax.rewards import combined_reward, verify
 from bstar_jax.sample_grid import GridSamples, sample_grid
 
@@ -61,23 +63,37 @@ def grade(texts_TxQxK: np.ndarray, golds: Sequence[str], task: str, answer_check
 
 def sample(policy, tokenizer, questions: Sequence[str], *, temperatures: Sequence[float], num_samples: int,
            rng, sampling_config, mesh=None) -> GridSamples:
-    """sample_grid over all questions, chunked so each call has at most `batch_rows` rows.
+    """sample_grid over all questions, `batch_rows` cache slots per call (docs/sampling.md#calls).
 
-    Every chunk has the same number of queries (the last is padded with repeats and cut), so a
-    whole run compiles the sampler once per bucket; chunk c draws with fold_in(rng, c).
+    The questions are cut into chunks of at most `batch_rows` rows (whole queries; the last chunk
+    padded with repeats of its first query); row r of chunk c draws with fold_in(fold_in(rng, c), r).
+    Each sampler call takes up to `requests_per_slot` chunks through one chunk's rows of slots: a
+    slot whose row has ended takes the next row of the call (continuous batching), so a call runs
+    until its rows' tokens are spent, not until each chunk's longest row ends. The keys do not
+    depend on the grouping: texts are the same for every `requests_per_slot`. Every call has the
+    same shape (the last is padded with whole chunks whose rows stop after one token), so a run
+    compiles the sampler once per kind of call.
     """
     cfg, params = policy
-    rows_per_query = len(temperatures) * num_samples
-    per_chunk = max(1, int(sampling_config.batch_rows) // rows_per_query)
-    per_chunk = min(per_chunk, len(questions))
+    T, K = len(temperatures), int(num_samples)
+    rows_per_query = T * K
+    per_chunk = min(max(1, int(sampling_config.batch_rows) // rows_per_query), len(questions))
+    chunks = -(-len(questions) // per_chunk)
+    per_call = min(max(1, int(sampling_config.get("requests_per_slot", 1))), chunks)
+    chunk_rows = per_chunk * rows_per_query
     parts = []
-    for c, start in enumerate(range(0, len(questions), per_chunk)):
-        chunk = list(questions[start:start + per_chunk])
-        real = len(chunk)
-        chunk += [chunk[0]] * (per_chunk - real)
-        g = sample_grid(cfg, params, tokenizer, chunk, temperatures=temperatures, num_samples=num_samples,
-                        rng=jax.random.fold_in(rng, c), max_new_tokens=int(sampling_config.max_new_tokens),
-                        top_p=float(sampling_config.top_p), top_k=int(sampling_config.top_k), mesh=mesh)
+    for first in range(0, chunks, per_call):
+        start = first * per_chunk
+        call = list(questions[start:start + per_call * per_chunk])
+        real = len(call)
+        call += [call[0]] * (per_call * per_chunk - real)
+        keys = jax.numpy.concatenate([continuous.request_keys(jax.random.fold_in(rng, c), chunk_rows)
+                                      for c in range(first, first + per_call)])
+        caps = np.full(len(call) * rows_per_query, int(sampling_config.max_new_tokens), np.int32)
+        caps[real * rows_per_query:] = 1  # padding rows: one step, then their slot is free
+        g = sample_grid(cfg, params, tokenizer, call, temperatures=temperatures, num_samples=K, rng=keys,
+                        max_new_tokens=int(sampling_config.max_new_tokens), top_p=float(sampling_config.top_p),
+                        top_k=int(sampling_config.top_k), mesh=mesh, slots=chunk_rows, row_max_new_tokens=caps)
         parts.append(_slice_queries(g, real))
     return _concat_queries(parts)
 

@@ -44,13 +44,16 @@ def encode_questions(tokenizer, questions: Sequence[str]) -> list[list[int]]:
 
 def sample_grid(cfg, params, tokenizer, questions: Sequence[str], *, temperatures: Sequence[float],
                 num_samples: int, rng, max_new_tokens: int, top_p: float = 1.0, top_k: int = 0,
-                eos_id: int | None = None, mesh=None, slots: int | None = None) -> GridSamples:
+                eos_id: int | None = None, mesh=None, slots: int | None = None,
+                row_max_new_tokens=None) -> GridSamples:
     """K = `num_samples` responses per question at each temperature, from one continuous-batching
     call (`continuous.generate_requests`): each question's prompt is prefilled once for its T x K
     rows, and `slots` cache rows (None: one per row) take the rows in order as earlier ones end.
 
-    eos_id defaults to the tokenizer's EOS. A row's draw depends on (rng, its row index), so a
-    call is reproducible; see the module docstring for the row order.
+    eos_id defaults to the tokenizer's EOS. rng: one key (row r draws with fold_in(rng, r)) or a
+    key array [Q * T * K], each row's own key (see the module docstring for the row order); a
+    row's draw depends on its key alone, so a call is reproducible. row_max_new_tokens: None or
+    int [Q * T * K], a row's own cap (a padding row given 1 frees its slot after one step).
     """
     questions = list(questions)
     temps = np.asarray(temperatures, np.float32).reshape(-1)
@@ -76,6 +79,7 @@ def sample_grid(cfg, params, tokenizer, questions: Sequence[str], *, temperature
     temperature_R = np.tile(np.repeat(temps, K), Q)
     out = continuous.generate_requests(cfg, params, prompts_QxP, lens_Q, rng, prompt_index=rows_q,
                                        slots=slots, max_new_tokens=max_new_tokens, temperature=temperature_R,
+                                       request_max_new_tokens=row_max_new_tokens,
                                        top_p=top_p, top_k=top_k, eos_id=eos_id, mesh=mesh)
     # Whole on every process, even when the rows were sharded over several hosts.
     tokens_RxN, lengths_R, logprobs_RxN = distributed.to_host((out.tokens, out.lengths, out.logprobs))

@@ -65,6 +65,10 @@ def base_config() -> mlc.ConfigDict:
     c.sampling.top_k = 0  # 0 = off (vLLM top_k=-1)
     c.sampling.batch_rows = 512  # rows per sampler call (power of two); bigger grids are chunked
     c.sampling.hbm_fraction = 0.0  # > 0: batch_rows follows from this fraction of device memory (docs/memory.md)
+    # Rows per sampler call, in units of batch_rows: a call gets up to this many chunks of rows through
+    # batch_rows cache slots, a finished row's slot taking the next row (continuous batching,
+    # docs/models.md#sampler-calls-in-a-run); 1 = one slot per row. Same texts for every value.
+    c.sampling.requests_per_slot = 4
 
     c.eval = mlc.ConfigDict()
     c.eval.samples_per_query = 32  # K for test Pass@K / Pass@K-S / Reward@K-S (Table 1: K = 32)

@@ -39,6 +39,7 @@ def test_the_shipped_configs_pass(tmp_path, mesh8):
     ("checkpoint.keep", 0, "config.checkpoint.keep=0"),
     ("prm.head_init", "random", "config.prm.head_init"),
     ("data.difficulty", 99, "config.data.difficulty"),
+    ("sampling.requests_per_slot", 0, "config.sampling.requests_per_slot=0: must be >= 1"),
 ])
 def test_each_field_is_checked(tmp_path, mesh1, field, value, needle):
     c = tiny(tmp_path)

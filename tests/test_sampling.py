@@ -230,6 +230,37 @@ def test_grid_is_one_call_one_compile_and_regroups(n_devices):
     assert any("\ufffd" in text for text in b.texts[-1].ravel())
 
 
+def test_rollout_texts_do_not_depend_on_requests_per_slot():
+    """rollout.sample: 5 questions x 2 temperatures x 2 samples, batch_rows 8 -> 3 chunks of 2
+    queries (the last padded); 1 or 2 chunks per call through 8 slots give the same rows, and
+    those equal one sample_grid call per chunk keyed fold_in(rng, chunk) (the per-chunk keys)."""
+    import ml_collections
+
+    from bstar_jax import rollout
+
+    tokenizer = _tokenizer()
+    cfg = CFG.replace(vocab_size=len(tokenizer), max_position_embeddings=128)
+    params = models.init(cfg, 4)
+    questions = ["What is 2 + 3?", "Is é a letter?", "2 + 2?", "What is 7?", "ü + é?"]
+    temps, rng = [0.0, 1.0], jax.random.key(7)
+    runs = []
+    for per_call in (1, 2):
+        sc = ml_collections.ConfigDict(dict(batch_rows=8, max_new_tokens=9, top_p=1.0, top_k=0,
+                                            requests_per_slot=per_call))
+        runs.append(rollout.sample((cfg, params), tokenizer, questions, temperatures=temps, num_samples=2, rng=rng,
+                                   sampling_config=sc))
+    for c, start in enumerate((0, 2, 4)):
+        chunk = (questions[start:start + 2] + questions[:1])[:2]
+        ref = sample_grid.sample_grid(cfg, params, tokenizer, chunk, temperatures=temps, num_samples=2,
+                                      rng=jax.random.fold_in(rng, c), max_new_tokens=9)
+        n = min(2, len(questions) - start)
+        for run in runs:
+            np.testing.assert_array_equal(run.tokens[:, start:start + n], ref.tokens[:, :n])
+            assert (run.texts[:, start:start + n] == ref.texts[:, :n]).all()
+    assert runs[0].texts.shape == (2, 5, 2)
+    assert len({t for t in runs[0].texts[1].ravel()}) > 1
+
+
 @pytest.mark.parametrize("bad", ["negative_temperature", "top_p_zero", "top_p_above_one", "too_long", "empty"])
 def test_bad_input_raises_one_clear_value_error(params, bad):
     prompts, lengths = _prompts([4, 6])
