@@ -319,12 +319,18 @@ def test_divergence_stops_with_the_last_good_checkpoint(finished, tmp_path):
     assert set(kept) <= set(os.listdir(os.path.join(work, "checkpoints", "bstar")))
 
 
+def _default_sigint():
+    """A shell without job control starts background commands with SIGINT ignored, and Python then
+    keeps it ignored; the child must get Ctrl-C however the test suite itself was started."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_says_how_to_resume(finished, tmp_path):
     work = copy_of(finished, tmp_path)
     ckpts = snapshot(os.path.join(work, "checkpoints"))
     proc = subprocess.Popen([sys.executable, "run.py", *TINY, f"--config.workdir={work}", *FINISHED,
                              "--config.iterations=3"], cwd=ROOT, env=_env(), stderr=subprocess.PIPE,
-                            stdout=subprocess.DEVNULL, text=True)
+                            stdout=subprocess.DEVNULL, text=True, preexec_fn=_default_sigint)
     lines = []
     deadline = time.time() + 300
     for line in proc.stderr:  # interrupt once it is resuming (past validation, into the work)
