@@ -13,6 +13,7 @@ import dataclasses
 from typing import Callable, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from bstar_jax import continuous
@@ -63,7 +64,7 @@ def grade(texts_TxQxK: np.ndarray, golds: Sequence[str], task: str, answer_check
 
 def sample(policy, tokenizer, questions: Sequence[str], *, temperatures: Sequence[float], num_samples: int,
            rng, sampling_config, mesh=None) -> GridSamples:
-    """sample_grid over all questions, `batch_rows` cache slots per call (docs/sampling.md#calls).
+    """sample_grid over all questions, `batch_rows` cache slots per call (docs/models.md#sampler-calls-in-a-run).
 
     The questions are cut into chunks of at most `batch_rows` rows (whole queries; the last chunk
     padded with repeats of its first query); row r of chunk c draws with fold_in(fold_in(rng, c), r).
@@ -79,7 +80,7 @@ def sample(policy, tokenizer, questions: Sequence[str], *, temperatures: Sequenc
     rows_per_query = T * K
     per_chunk = min(max(1, int(sampling_config.batch_rows) // rows_per_query), len(questions))
     chunks = -(-len(questions) // per_chunk)
-    per_call = min(max(1, int(sampling_config.get("requests_per_slot", 1))), chunks)
+    per_call = min(max(1, int(sampling_config.requests_per_slot)), chunks)
     chunk_rows = per_chunk * rows_per_query
     parts = []
     for first in range(0, chunks, per_call):
@@ -87,7 +88,7 @@ def sample(policy, tokenizer, questions: Sequence[str], *, temperatures: Sequenc
         call = list(questions[start:start + per_call * per_chunk])
         real = len(call)
         call += [call[0]] * (per_call * per_chunk - real)
-        keys = jax.numpy.concatenate([continuous.request_keys(jax.random.fold_in(rng, c), chunk_rows)
+        keys = jnp.concatenate([continuous.request_keys(jax.random.fold_in(rng, c), chunk_rows)
                                       for c in range(first, first + per_call)])
         caps = np.full(len(call) * rows_per_query, int(sampling_config.max_new_tokens), np.int32)
         caps[real * rows_per_query:] = 1  # padding rows: one step, then their slot is free
