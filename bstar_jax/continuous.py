@@ -176,6 +176,15 @@ def compiled_generate_requests(cfg: models.ModelConfig, mesh, requests: int, pro
                                    top_k=top_k).compile()
 
 
+def call_sizes(requests: int, prompts: int, slots: int | None, multiple: int = 1) -> tuple[int, int, int]:
+    """(R, U, S) the compiled call is built for: `requests` requests over `prompts` distinct
+    prompts through `slots` slots (None: one per request), each rounded up to a power of two
+    >= `multiple` (the mesh's batch-axes size) and S to a multiple of it."""
+    R, U = bucket(requests, minimum=multiple), bucket(prompts, minimum=multiple)
+    S = bucket(min(requests, int(slots)) if slots else requests, minimum=multiple)
+    return R, U, -(-S // multiple) * multiple
+
+
 def dedupe_prompts(prompts, prompt_lengths):
     """(distinct prompts [U, P], their lengths [U], row -> distinct index [B]) of right-padded
     prompt rows; two rows are one prompt when their first `length` tokens agree."""
@@ -239,9 +248,8 @@ def generate_requests(cfg: models.ModelConfig, params, prompts, prompt_lengths, 
         raise ValueError(f"request_max_new_tokens must be [{R}] ints in [1, {N}], got {caps}")
 
     multiple = mesh_lib.batch_size_multiple(mesh) if mesh is not None else 1
-    Rb, Ub, Pb = bucket(R, minimum=multiple), bucket(U, minimum=multiple), bucket(int(lengths.max()), minimum=8)
-    Sb = bucket(min(R, int(slots)) if slots else R, minimum=multiple)
-    Sb = -(-Sb // multiple) * multiple
+    Rb, Ub, Sb = call_sizes(R, U, slots, multiple)
+    Pb = bucket(int(lengths.max()), minimum=8)
     pad_id = _pad_id(cfg)
     prompts_b = np.full((Ub, Pb), pad_id, np.int32)
     prompts_b[:U, :min(prompts.shape[1], Pb)] = prompts[:, :Pb]

@@ -101,10 +101,13 @@ def _local(n: int, mesh, axis: str) -> int:
     return n // size if size > 1 and n % size == 0 else n
 
 
-def sampler_row_bytes(cfg: models.ModelConfig, mesh, prompt_len: int, max_new_tokens: int) -> int:
-    """Per-device bytes one more row costs the sampler (sampling.lower_generate).
+def sampler_row_bytes(cfg: models.ModelConfig, mesh, prompt_len: int, max_new_tokens: int,
+                      requests_per_slot: int = 1) -> int:
+    """Per-device bytes one more row (cache slot) costs the sampler.
 
-    The KV cache of P + N slots (updated in place: the one big buffer), plus the larger of one
+    The KV cache of P + N slots (updated in place: the one big buffer); the continuous sampler's
+    prompt store at worst (every request its own prompt, as in greedy evaluation): the P prompt
+    columns of each of the slot's `requests_per_slot` requests; plus the larger of one
     prefill chunk's layer (PREFILL_CHUNK queries against the P-slot prompt: float32 scores and
     their softmax per head, SwiGLU and float32 norms) and one decode step's vocabulary-wide float32
     temporaries (logits and the sampling strategy's copies), plus the loop's [N] tokens and
@@ -117,7 +120,8 @@ def sampler_row_bytes(cfg: models.ModelConfig, mesh, prompt_len: int, max_new_to
     H, F, V = _local(cfg.num_heads, mesh, "tensor"), _local(cfg.intermediate_size, mesh, "tensor"), \
         _local(cfg.vocab_size, mesh, "tensor")
     E = cfg.hidden_size
-    cache = (2 * cfg.num_layers * _local(cfg.num_kv_heads, mesh, "tensor") * cfg.head_dim * it + 4) * (P + N)
+    column = 2 * cfg.num_layers * _local(cfg.num_kv_heads, mesh, "tensor") * cfg.head_dim * it + 4
+    cache = column * (P + N) + int(requests_per_slot) * (column * P + E * it)
     prefill_layer = H * C * P * (4 + it) + C * (3 * F * it + 4 * E * 4)
     decode_step = 9 * V * 4
     loop_state = 8 * N + 64
@@ -158,7 +162,7 @@ def _budget(mesh, fraction: float, hbm_bytes: int | None, override_gb: float = 0
 
 def rows_per_call(cfg: models.ModelConfig, mesh, prompt_len: int, max_new_tokens: int, fraction: float, *,
                   weight_bytes: int | None = None, resident_bytes: int = 0, hbm_bytes: int | None = None,
-                  device_memory_gb: float = 0.0) -> int:
+                  device_memory_gb: float = 0.0, requests_per_slot: int = 1) -> int:
     """Rows per sampler call that fit `fraction` of a device's memory: (weights + `resident_bytes`
     + rows/device x sampler_row_bytes) <= fraction x HBM, rows/device rounded down to a power of
     two, times the mesh's data-parallel size. weight_bytes defaults to the params in
@@ -166,7 +170,7 @@ def rows_per_call(cfg: models.ModelConfig, mesh, prompt_len: int, max_new_tokens
     the call (P_0, optimizer state, PRM). Raises UserError when not even one row per device fits."""
     budget = _budget(mesh, fraction, hbm_bytes, device_memory_gb)
     fixed = (param_bytes(cfg, mesh) if weight_bytes is None else int(weight_bytes)) + int(resident_bytes)
-    per_row = sampler_row_bytes(cfg, mesh, prompt_len, max_new_tokens)
+    per_row = sampler_row_bytes(cfg, mesh, prompt_len, max_new_tokens, requests_per_slot)
     rows = _round_rows((budget - fixed) / per_row, mesh_lib.batch_size_multiple(mesh))
     if not rows:
         raise UserError(f"sampling.hbm_fraction={fraction}: {fixed / GiB:.2f} GiB of weights and resident "
@@ -239,7 +243,8 @@ def resolve_sizes(config, cfg: models.ModelConfig, mesh, prompt_len: int) -> ml_
         P = prompt_len + N if any(c.use_prm) else prompt_len
         c.sampling.batch_rows = rows_per_call(cfg, mesh, sampling.bucket(P, 8), N, float(c.sampling.hbm_fraction),
                                               weight_bytes=r["params"], resident_bytes=r["p0"] + r["opt"] + r["prm"],
-                                              device_memory_gb=gb)
+                                              device_memory_gb=gb,
+                                              requests_per_slot=int(c.sampling.get("requests_per_slot", 1)))
     if float(c.sft.get("hbm_fraction", 0.0)) > 0:
         for section, batch in (("sft", c.sft.batch_size), ("p0_sft", c.p0_sft.batch_size)):
             c[section].micro_batch_size = micro_batch_size(

@@ -62,6 +62,41 @@ def grade(texts_TxQxK: np.ndarray, golds: Sequence[str], task: str, answer_check
     return correct, valid
 
 
+@dataclasses.dataclass(frozen=True)
+class CallShape:
+    """How `sample` cuts Q questions into sampler calls (docs/models.md#sampler-calls-in-a-run)."""
+
+    per_chunk: int  # questions per chunk (a chunk's rows fill the slots once)
+    chunks: int  # chunks over all the questions
+    per_call: int  # chunks one sampler call takes through its slots
+    rows_per_query: int  # T x K
+
+    @property
+    def chunk_rows(self) -> int:
+        """Rows of a chunk: the call's cache slots."""
+        return self.per_chunk * self.rows_per_query
+
+    @property
+    def questions(self) -> int:
+        """Questions (distinct prompts) of one call."""
+        return self.per_call * self.per_chunk
+
+    @property
+    def requests(self) -> int:
+        """Rows (requests) of one call."""
+        return self.questions * self.rows_per_query
+
+
+def call_shape(n_questions: int, rows_per_query: int, sampling_config) -> CallShape:
+    """The chunking `sample` uses for `n_questions` questions of `rows_per_query` rows each:
+    whole questions per chunk, at most sampling.batch_rows rows (at least one question), and
+    sampling.requests_per_slot chunks per call."""
+    per_chunk = min(max(1, int(sampling_config.batch_rows) // rows_per_query), n_questions)
+    chunks = -(-n_questions // per_chunk)
+    per_call = min(max(1, int(sampling_config.requests_per_slot)), chunks)
+    return CallShape(per_chunk, chunks, per_call, rows_per_query)
+
+
 def sample(policy, tokenizer, questions: Sequence[str], *, temperatures: Sequence[float], num_samples: int,
            rng, sampling_config, mesh=None) -> GridSamples:
     """sample_grid over all questions, `batch_rows` cache slots per call (docs/models.md#sampler-calls-in-a-run).
@@ -76,25 +111,22 @@ def sample(policy, tokenizer, questions: Sequence[str], *, temperatures: Sequenc
     compiles the sampler once per kind of call.
     """
     cfg, params = policy
-    T, K = len(temperatures), int(num_samples)
-    rows_per_query = T * K
-    per_chunk = min(max(1, int(sampling_config.batch_rows) // rows_per_query), len(questions))
-    chunks = -(-len(questions) // per_chunk)
-    per_call = min(max(1, int(sampling_config.requests_per_slot)), chunks)
-    chunk_rows = per_chunk * rows_per_query
+    rows_per_query = len(temperatures) * int(num_samples)
+    shape = call_shape(len(questions), rows_per_query, sampling_config)
     parts = []
-    for first in range(0, chunks, per_call):
-        start = first * per_chunk
-        call = list(questions[start:start + per_call * per_chunk])
+    for first in range(0, shape.chunks, shape.per_call):
+        start = first * shape.per_chunk
+        call = list(questions[start:start + shape.questions])
         real = len(call)
-        call += [call[0]] * (per_call * per_chunk - real)
-        keys = jnp.concatenate([continuous.request_keys(jax.random.fold_in(rng, c), chunk_rows)
-                                      for c in range(first, first + per_call)])
-        caps = np.full(len(call) * rows_per_query, int(sampling_config.max_new_tokens), np.int32)
+        call += [call[0]] * (shape.questions - real)
+        keys = jnp.concatenate([continuous.request_keys(jax.random.fold_in(rng, c), shape.chunk_rows)
+                                for c in range(first, first + shape.per_call)])
+        caps = np.full(shape.requests, int(sampling_config.max_new_tokens), np.int32)
         caps[real * rows_per_query:] = 1  # padding rows: one step, then their slot is free
-        g = sample_grid(cfg, params, tokenizer, call, temperatures=temperatures, num_samples=K, rng=keys,
-                        max_new_tokens=int(sampling_config.max_new_tokens), top_p=float(sampling_config.top_p),
-                        top_k=int(sampling_config.top_k), mesh=mesh, slots=chunk_rows, row_max_new_tokens=caps)
+        g = sample_grid(cfg, params, tokenizer, call, temperatures=temperatures, num_samples=int(num_samples),
+                        rng=keys, max_new_tokens=int(sampling_config.max_new_tokens),
+                        top_p=float(sampling_config.top_p), top_k=int(sampling_config.top_k), mesh=mesh,
+                        slots=shape.chunk_rows, row_max_new_tokens=caps)
         parts.append(_slice_queries(g, real))
     return _concat_queries(parts)
 

@@ -11,7 +11,8 @@ Exit status 0 when every program fits, 1 naming those that do not (a RESOURCE_EX
 counts as not fitting). docs/memory.md has the model and the shipped configs' tables.
 
 Each program comes from one small adapter over the function the run itself compiles:
-`sampler_call` (sampling.lower_generate), `decode_step` (one models.hidden_states + models.logits
+`rollout_call` (continuous.lower_generate_requests, what rollout.sample runs), `sampler_call`
+(sampling.lower_generate, what PRM labelling runs), `decode_step` (one models.hidden_states + models.logits
 token step and sampling.next_token), `sft_step` (sft.make_train_step), `prm_train_step`
 (prm_train.make_step) and `prm_score` (rewards.prm.step_scores); `plan` lists a config's programs.
 """
@@ -33,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from bstar_jax import hbm, models, sampling, sft, trainer, variants
+from bstar_jax import continuous, hbm, models, rollout, sampling, sft, trainer, variants
 from bstar_jax import mesh as mesh_lib
 from bstar_jax.errors import UserError
 from bstar_jax.rewards import prm as prm_lib
@@ -125,13 +126,28 @@ def _cache(cfg, mesh, B, S):
 
 
 def sampler_call(name, cfg, mesh, rows, prompt_len, max_new_tokens, *, top_k=0, resident=0) -> Program:
-    """The sampler (sampling.lower_generate: prefill + while-loop decode) at `rows` rows, bucketed
-    as sampling.generate does: rows -> power of two (data-axis multiple), prompt -> power of two >= 8."""
+    """The static sampler (sampling.lower_generate: prefill + while-loop decode; what PRM labelling
+    runs) at `rows` rows, bucketed as sampling.generate does: rows -> power of two (data-axis
+    multiple), prompt -> power of two >= 8."""
     B, P, N = _rows_bucket(rows, mesh), sampling.bucket(prompt_len, 8), int(max_new_tokens)
     args = hbm.param_bytes(cfg, mesh) + hbm.bytes_per_device(_cache(cfg, mesh, B, P + N))
     lower = functools.partial(sampling.lower_generate, cfg, mesh, B, P, N, top_k=int(top_k))
     return Program(name, f"{B} rows x ({P} prompt + {N} new)", lower, ("sample", cfg, B, P, N, int(top_k)), args,
                    resident)
+
+
+def rollout_call(name, cfg, mesh, shape: rollout.CallShape, prompt_len, max_new_tokens, *, top_k=0,
+                 resident=0) -> Program:
+    """The continuous-batching sampler (continuous.lower_generate_requests) of one rollout.sample
+    call of `shape`: its requests over its distinct prompts through one chunk's rows of slots,
+    sized as continuous.generate_requests sizes them."""
+    R, U, S = continuous.call_sizes(shape.requests, shape.questions, shape.chunk_rows,
+                                    mesh_lib.batch_size_multiple(mesh))
+    P, N = sampling.bucket(prompt_len, 8), int(max_new_tokens)
+    args = hbm.param_bytes(cfg, mesh) + hbm.bytes_per_device(_cache(cfg, mesh, S, P + N))
+    lower = functools.partial(continuous.lower_generate_requests, cfg, mesh, R, U, S, P, N, top_k=int(top_k))
+    what = f"{S} slots x ({P} prompt + {N} new), {R} requests, {U} prompts"
+    return Program(name, what, lower, ("requests", cfg, R, U, S, P, N, int(top_k)), args, resident)
 
 
 def decode_step(cfg, mesh, rows, cache_len, *, top_k=0, resident=0) -> Program:
@@ -216,12 +232,6 @@ def _sft_config(base, **overrides) -> ml_collections.ConfigDict:
     return c
 
 
-def _chunk_rows(n_queries: int, temperatures: int, k: int, batch_rows: int) -> int:
-    """Rows of each pools.sample call: whole queries per chunk, at most batch_rows rows."""
-    per_query = temperatures * k
-    return min(max(1, batch_rows // per_query), n_queries) * per_query
-
-
 def plan(config, cfg, mesh, prompt_len: int) -> list[Program]:
     """Every jitted program a run of `config` executes, at its shapes (sizes already resolved)."""
     c, r = config, hbm.resident(config, cfg, mesh)
@@ -235,16 +245,16 @@ def plan(config, cfg, mesh, prompt_len: int) -> list[Program]:
     searching = [v for v in c.variants if v in variants.SEARCHED]
     if searching:  # the widest dev pool: every temperature unless only τ is searched
         temps = len(c.search.temperatures) if any(variants.searches(v, "temperature") for v in searching) else 1
-        calls.append(("sample: dev search (T x K)", _chunk_rows(int(c.data.num_dev), temps,
-                                                               int(c.search.samples_per_query), rows_cap)))
-    calls += [("sample: iteration", _chunk_rows(n_train, 1, int(c.samples_per_query), rows_cap)),
-              ("sample: eval greedy", _chunk_rows(int(c.data.num_test), 1, 1, rows_cap)),
-              ("sample: eval K", _chunk_rows(int(c.data.num_test), 1, int(c.eval.samples_per_query), rows_cap))]
-    progs = [sampler_call(n, policy, mesh, rows, prompt_len, N, top_k=top_k, resident=loop_resident)
-             for n, rows in calls]
+        calls.append(("sample: dev search (T x K)", int(c.data.num_dev), temps * int(c.search.samples_per_query)))
+    calls += [("sample: iteration", n_train, int(c.samples_per_query)),
+              ("sample: eval greedy", int(c.data.num_test), 1),
+              ("sample: eval K", int(c.data.num_test), int(c.eval.samples_per_query))]
+    shapes = {n: rollout.call_shape(q, rows, c.sampling) for n, q, rows in calls}
+    progs = [rollout_call(n, policy, mesh, shape, prompt_len, N, top_k=top_k, resident=loop_resident)
+             for n, shape in shapes.items()]
     # The step alone takes its cache in row-major layout, which XLA copies into its own tiling, so
     # at full size it holds two caches; for its per-step cost a quarter of the rows is enough.
-    iteration_rows = max(1, dict(calls)["sample: iteration"] // 4)
+    iteration_rows = max(1, shapes["sample: iteration"].chunk_rows // 4)
     progs.append(decode_step(policy, mesh, iteration_rows, sampling.bucket(prompt_len, 8) + N, top_k=top_k,
                              resident=loop_resident))
     progs.append(sft_step("SFT step", cfg, mesh, c.sft, resident=r["p0"] + r["prm"]))
@@ -261,8 +271,8 @@ def plan(config, cfg, mesh, prompt_len: int) -> list[Program]:
         progs.append(sft_step("P_0 SFT step", cfg, mesh, p0, resident=r["p0"]))
     if any(c.use_prm):
         p, L = c.prm, int(c.sft.max_len)
-        progs += [sampler_call("sample: PRM solutions", cfg, mesh,
-                               _chunk_rows(int(p.num_queries), 1, int(p.samples_per_query), rows_cap), prompt_len, N),
+        solutions = rollout.call_shape(int(p.num_queries), int(p.samples_per_query), c.sampling)
+        progs += [rollout_call("sample: PRM solutions", cfg, mesh, solutions, prompt_len, N),
                   sampler_call("sample: PRM completions", cfg, mesh, rows_cap, prompt_len + N, N),
                   prm_train_step(cfg, mesh, p, L, resident=r["p0"]),
                   prm_score(cfg, mesh, 128, L, 32, resident=r["p0"] + r["params"] + r["opt"])]
