@@ -3,6 +3,9 @@
 The static sampler (sampling.py) runs B rows until its longest row ends and prefills every row,
 even rows that share a prompt. Here:
 
+  * When every request has a slot from the start (R = S: a run's default, `requests_per_slot` 1)
+    each slot's prompt is prefilled into the slot, as the static sampler does, and no slot is
+    ever refilled. Otherwise:
   * Distinct prompts are prefilled ONCE, into a prompt store (K/V [layers, U, kv_head, P, D],
     positions, and the final hidden state after each prompt's last token). A request names its
     prompt by index (request r -> prompt_index[r]); `generate_requests` deduplicates identical
@@ -52,18 +55,19 @@ class SlotState:
     cache: models.KVCache
 
 
-def _refill(state: SlotState, done_S, num_requests, prompt_index_R, store: models.KVCache):
+def _refill(state: SlotState, done_S, num_requests, prompt_index_R, store: models.KVCache | None):
     """Gives each slot in `done_S` the next waiting request (slot order), copies that request's
     prompt K/V and positions from `store` into the slot's prompt columns and empties its decode
-    columns; slots left without a request go idle."""
+    columns; slots left without a request go idle. store None: no request waits for a slot (R = S,
+    every prompt was prefilled into its own slot), so nothing is copied."""
     rank_S = jnp.cumsum(done_S.astype(jnp.int32)) - 1
     new_S = state.next_request + rank_S
     take_S = done_S & (new_S < num_requests)
     request_S = jnp.where(take_S, new_S, jnp.where(done_S, -1, state.request_S))
-    P = store.pos.shape[1]
 
     def copy(cache):
         # One slot at a time, as the decode step writes the cache: dynamic_update_slice in place.
+        P = store.pos.shape[1]
         order_S = jnp.argsort(~take_S)  # taken slots first
         u_S = prompt_index_R[jnp.clip(new_S, 0, prompt_index_R.shape[0] - 1)]
         zero = jnp.int32(0)
@@ -81,13 +85,12 @@ def _refill(state: SlotState, done_S, num_requests, prompt_index_R, store: model
 
         return jax.lax.fori_loop(0, jnp.sum(take_S.astype(jnp.int32)), one, cache)
 
-    cache = copy(state.cache)
     return state.replace(
         next_request=state.next_request + jnp.sum(take_S.astype(jnp.int32)),
         request_S=request_S,
         count_S=jnp.where(take_S, 0, state.count_S),
         fresh_S=take_S,
-        cache=cache,
+        cache=state.cache if store is None else copy(state.cache),
     )
 
 
@@ -97,9 +100,19 @@ def _generate_requests(cfg, max_new_tokens, top_k, pad_id, params, prompts_UxP, 
     columns, donated. Requests >= num_requests are padding and never run."""
     U, P = prompts_UxP.shape
     R, N, S = prompt_index_R.shape[0], max_new_tokens, cache.pos.shape[0]
-    # One prefill per distinct prompt; the store is read at every refill.
-    hidden_UxE, store = prefill_hidden(cfg, params, prompts_UxP, prompt_lengths_U,
-                                       models.init_cache(cfg, U, P))
+    if R > S:
+        # One prefill per distinct prompt; the store is read at every refill.
+        hidden_UxE, store = prefill_hidden(cfg, params, prompts_UxP, prompt_lengths_U,
+                                           models.init_cache(cfg, U, P))
+        first_hidden = lambda r_S: hidden_UxE[prompt_index_R[r_S]]
+    else:
+        # Every request has its slot from the start (request r in slot r): each slot's prompt is
+        # prefilled into the slot itself, as the static sampler does. No store and no copy: a
+        # per-slot copy makes the compiler keep the cache in a layout the decode step's attention
+        # does not use, and copy the whole cache between the two (docs/memory.md).
+        hidden_SxE, cache = prefill_hidden(cfg, params, prompts_UxP[prompt_index_R],
+                                           prompt_lengths_U[prompt_index_R], cache)
+        first_hidden, store = (lambda r_S: hidden_SxE[r_S]), None
     state = SlotState(
         step=jnp.zeros((), jnp.int32), next_request=jnp.zeros((), jnp.int32),
         request_S=jnp.full((S,), -1, jnp.int32), count_S=jnp.zeros((S,), jnp.int32),
@@ -119,7 +132,7 @@ def _generate_requests(cfg, max_new_tokens, top_k, pad_id, params, prompts_UxP, 
         pos_S = jnp.where(feed_S, prompt_lengths_U[u_S] + s.count_S - 1, -1)
         hidden_Sx1xE, cache = models.hidden_states(cfg, params, s.last_S[:, None], pos_S[:, None], s.cache,
                                                    slot=P + s.step % N)
-        hidden_SxE = jnp.where(s.fresh_S[:, None], hidden_UxE[u_S], hidden_Sx1xE[:, 0])
+        hidden_SxE = jnp.where(s.fresh_S[:, None], first_hidden(r_S), hidden_Sx1xE[:, 0])
         logits_SxV = models.logits(cfg, params, hidden_SxE)
         keys_S = jax.vmap(jax.random.fold_in)(keys_R[r_S], s.count_S)
         tok_S, lp_S = next_token(logits_SxV, keys_S, temperature_R[r_S], top_p_R[r_S], top_k)
