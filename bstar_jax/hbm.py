@@ -105,9 +105,10 @@ def sampler_row_bytes(cfg: models.ModelConfig, mesh, prompt_len: int, max_new_to
                       requests_per_slot: int = 1) -> int:
     """Per-device bytes one more row (cache slot) costs the sampler.
 
-    The KV cache of P + N slots (updated in place: the one big buffer); the continuous sampler's
-    prompt store at worst (every request its own prompt, as in greedy evaluation): the P prompt
-    columns of each of the slot's `requests_per_slot` requests; plus the larger of one
+    The KV cache of P + N slots (updated in place: the one big buffer); when slots are refilled
+    (`requests_per_slot` > 1) the continuous sampler's prompt store at worst (every request its
+    own prompt, as in greedy evaluation): the P prompt columns of each of the slot's requests;
+    plus the larger of one
     prefill chunk's layer (PREFILL_CHUNK queries against the P-slot prompt: float32 scores and
     their softmax per head, SwiGLU and float32 norms) and one decode step's vocabulary-wide float32
     temporaries (logits and the sampling strategy's copies), plus the loop's [N] tokens and
@@ -121,7 +122,8 @@ def sampler_row_bytes(cfg: models.ModelConfig, mesh, prompt_len: int, max_new_to
         _local(cfg.vocab_size, mesh, "tensor")
     E = cfg.hidden_size
     column = 2 * cfg.num_layers * _local(cfg.num_kv_heads, mesh, "tensor") * cfg.head_dim * it + 4
-    cache = column * (P + N) + int(requests_per_slot) * (column * P + E * it)
+    store = int(requests_per_slot) * (column * P + E * it) if requests_per_slot > 1 else 0
+    cache = column * (P + N) + store
     prefill_layer = H * C * P * (4 + it) + C * (3 * F * it + 4 * E * 4)
     decode_step = 9 * V * 4
     loop_state = 8 * N + 64
