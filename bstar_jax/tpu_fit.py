@@ -37,22 +37,10 @@ import ml_collections
 from bstar_jax import continuous, hbm, models, rollout, sampling, sft, trainer, variants
 from bstar_jax import mesh as mesh_lib
 from bstar_jax.errors import UserError
+from bstar_jax.models import known
 from bstar_jax.rewards import prm as prm_lib
 from bstar_jax.rewards import prm_train
 
-# Shape-only architectures (HF config.json fields): a fit check needs no weights.
-KNOWN_MODELS = {
-    "smollm2-135m": dict(model_type="llama", vocab_size=49152, hidden_size=576, intermediate_size=1536,
-                         num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
-                         max_position_embeddings=8192, tie_word_embeddings=True, rope_theta=100000.0),
-    "qwen2.5-1.5b": dict(model_type="qwen2", vocab_size=151936, hidden_size=1536, intermediate_size=8960,
-                         num_hidden_layers=28, num_attention_heads=12, num_key_value_heads=2,
-                         max_position_embeddings=32768, tie_word_embeddings=True, rope_theta=1000000.0),
-    "mistral-7b": dict(model_type="mistral", vocab_size=32000, hidden_size=4096, intermediate_size=14336,
-                       num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
-                       max_position_embeddings=32768, tie_word_embeddings=False, rope_theta=10000.0,
-                       sliding_window=4096),
-}
 # v4 and v5p chips are one device each (megacore), as Cloud TPU slices run them.
 _MEGACORE = ("v4", "v5p", "v5")
 
@@ -87,13 +75,13 @@ def model_config(config) -> models.ModelConfig:
                                  max_position_embeddings=int(w.max_len), tie_word_embeddings=True)
     else:
         key = str(m.path).rstrip("/").split("/")[-1].lower().removesuffix("-instruct")
-        if key in KNOWN_MODELS:
-            cfg = models.ModelConfig.from_hf_dict(KNOWN_MODELS[key], source=f"known model {key}")
+        if key in known.ARCHITECTURES:
+            cfg = known.model_config(key)
         elif os.path.exists(m.path) and not str(m.path).endswith(".gguf"):
             cfg = models.ModelConfig.from_hf_file(m.path)
         else:
             raise UserError(f"config.model.path={m.path!r}: no shapes known without loading it; use one of "
-                            f"{', '.join(KNOWN_MODELS)} or a folder / config.json")
+                            f"{', '.join(known.ARCHITECTURES)} or a folder / config.json")
     return cfg.replace(param_dtype=m.param_dtype, dtype=m.dtype)
 
 
