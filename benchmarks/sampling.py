@@ -26,6 +26,7 @@ import tempfile
 import time
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 # On a machine shared with other jobs, torch's default OpenMP spin-wait collapses (a generate of
 # 0.25 s took 15-37 s at load 4 here); --omp-passive sets OMP_WAIT_POLICY=PASSIVE, which avoids
 # that but costs torch ~2x on a quiet machine. The default is torch's default.
