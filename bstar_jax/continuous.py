@@ -106,12 +106,13 @@ def _generate_requests(cfg, max_new_tokens, top_k, pad_id, params, prompts_UxP, 
                                            models.init_cache(cfg, U, P))
         first_hidden = lambda r_S: hidden_UxE[prompt_index_R[r_S]]
     else:
-        # Every request has its slot from the start (request r in slot r): each slot's prompt is
-        # prefilled into the slot itself, as the static sampler does. No store and no copy: a
-        # per-slot copy makes the compiler keep the cache in a layout the decode step's attention
-        # does not use, and copy the whole cache between the two (docs/memory.md).
-        hidden_SxE, cache = prefill_hidden(cfg, params, prompts_UxP[prompt_index_R],
-                                           prompt_lengths_U[prompt_index_R], cache)
+        # Every request has its slot from the start (request r in slot r; slots past R stay
+        # idle): each slot's prompt is prefilled into the slot itself, as the static sampler
+        # does. No store and no copy: a per-slot copy makes the compiler keep the cache in a
+        # layout the decode step's attention does not use, and copy the whole cache between the
+        # two (docs/models.md, sampler memory).
+        u_S = prompt_index_R[jnp.minimum(jnp.arange(S), R - 1)]
+        hidden_SxE, cache = prefill_hidden(cfg, params, prompts_UxP[u_S], prompt_lengths_U[u_S], cache)
         first_hidden, store = (lambda r_S: hidden_SxE[r_S]), None
     state = SlotState(
         step=jnp.zeros((), jnp.int32), next_request=jnp.zeros((), jnp.int32),

@@ -108,11 +108,10 @@ def sampler_row_bytes(cfg: models.ModelConfig, mesh, prompt_len: int, max_new_to
     The KV cache of P + N slots (updated in place: the one big buffer); when slots are refilled
     (`requests_per_slot` > 1) the continuous sampler's prompt store at worst (every request its
     own prompt, as in greedy evaluation): the P prompt columns of each of the slot's requests;
-    plus the larger of one
-    prefill chunk's layer (PREFILL_CHUNK queries against the P-slot prompt: float32 scores and
-    their softmax per head, SwiGLU and float32 norms) and one decode step's vocabulary-wide float32
-    temporaries (logits and the sampling strategy's copies), plus the loop's [N] tokens and
-    log-probs. Checked against XLA's memory analysis in docs/memory.md (SmolLM2 shapes, v5e:2x2:
+    plus the larger of one prefill chunk's layer (PREFILL_CHUNK queries against the P-slot
+    prompt: float32 scores and their softmax per head, SwiGLU and float32 norms) and one decode
+    step's vocabulary-wide float32 temporaries (logits and the sampling strategy's copies), plus
+    the loop's [N] tokens and log-probs. Checked against XLA's memory analysis in docs/memory.md (SmolLM2 shapes, v5e:2x2:
     temporaries measured 1.6 MB a row, estimated 2.1 MB).
     """
     it = np.dtype(cfg.jnp_dtype).itemsize

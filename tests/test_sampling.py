@@ -315,6 +315,12 @@ def test_continuous_equals_static_for_any_number_of_slots(params, slots):
     _assert_same(out, ref)
 
 
+def test_continuous_program_takes_more_slots_than_requests():
+    """Slots past the last request stay idle: a program lowered with S > R compiles (the path
+    without refills prefills one prompt per slot, so it must not assume S = R)."""
+    continuous.lower_generate_requests(CFG, None, 4, 4, 8, 16, 8).compile()
+
+
 def test_continuous_sharded_equals_static(params, n_devices):
     prompts, lengths, kw = _requests(seed=22)
     ref = sampling.generate(CFG, params, prompts, lengths, jax.random.key(5), **kw)
