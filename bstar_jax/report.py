@@ -360,7 +360,44 @@ def per_iteration(per_dir: list[list[dict]], variants: list[str], cols) -> list[
     return lines
 
 
-if __name__ == "__main__":  # python -m bstar_jax.report runs/demo_seed0 runs/demo_seed1 ...
-    import sys
+def mean_rows(per_dir: list[list[dict]]) -> list[dict]:
+    """One metrics row per (run, iteration): the mean over seeds of each number the curves plot
+    (None where no seed has it), nested Pass@K-S / Reward@K-S per S alike."""
+    def mean(xs):
+        xs = [x for x in xs if x is not None]
+        return float(np.mean(xs)) if xs else None
 
-    print(summarize_seeds(sys.argv[1:]))
+    keys = ("pass_at_1", "pass_at_k", "diversity", "balance_score", "temperature", "threshold")
+    groups: dict[tuple, list[dict]] = {}
+    for rows in per_dir:
+        for r in rows:
+            groups.setdefault((r["variant"], r["iteration"]), []).append(r)
+    out = []
+    for (variant, iteration), rs in groups.items():
+        row = {"variant": variant, "iteration": iteration} | {k: mean([r.get(k) for r in rs]) for k in keys}
+        for k in ("pass_at_k_s", "reward_at_k_s"):
+            subs = sorted({s for r in rs for s in (r.get(k) or {})}, key=int)
+            row[k] = {s: mean([(r.get(k) or {}).get(s) for r in rs]) for s in subs}
+        out.append(row)
+    return out
+
+
+def plot_seeds(workdirs: list[str], out_dir: str) -> list[str]:
+    """The monitoring curves (as in report.md) of the mean over seeds, as PNGs in `out_dir`."""
+    per_dir = [read_metrics(w) for w in workdirs]
+    rows = mean_rows(per_dir)
+    folder = epath.Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    return _plot_curves(rows, list(dict.fromkeys(r["variant"] for r in per_dir[0])), folder)
+
+
+if __name__ == "__main__":  # python -m bstar_jax.report runs/demo_seed0 runs/demo_seed1 ... [--plots DIR]
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Tables over seeds (and curves of their mean with --plots).")
+    parser.add_argument("workdirs", nargs="+")
+    parser.add_argument("--plots", default="", help="folder for PNG curves of the mean over seeds")
+    args = parser.parse_args()
+    print(summarize_seeds(args.workdirs))
+    if args.plots:
+        print("\n".join(f"![{n[:-4]}]({os.path.join(args.plots, n)})" for n in plot_seeds(args.workdirs, args.plots)))

@@ -88,3 +88,16 @@ def test_summarize_seeds_per_iteration(tmp_path):
     start = lines.index("Per iteration: (T, τ) used")
     assert lines[start + 5] == "| online_rft_fixed | – / – | 0.7, 0.5 / 0.7, 0.5 | 0.7, 0.5 / 0.7, 0.5 |"
     assert any(line.startswith("- online_rft_fixed, ") for line in lines)  # the fixed run's (T, τ) too
+
+
+def test_curves_of_the_mean_over_seeds(tmp_path):
+    _write(tmp_path / "s0", {"bstar": [0.1, 0.2, 0.3], "online_rft": [0.1, 0.15, 0.2]})
+    _write(tmp_path / "s1", {"bstar": [0.3, 0.4, 0.5], "online_rft": [0.3, 0.35, 0.4]})
+    rows = report.mean_rows([report.read_metrics(str(tmp_path / s)) for s in ("s0", "s1")])
+    at = {(r["variant"], r["iteration"]): r for r in rows}
+    assert at[("bstar", 2)]["pass_at_1"] == pytest.approx(0.4)
+    assert at[("online_rft", 1)]["pass_at_k_s"] == pytest.approx({"1": 0.5, "2": 0.25})
+    assert at[("bstar", 0)]["temperature"] is None and at[("bstar", 1)]["temperature"] == pytest.approx(0.7)
+    names = report.plot_seeds([str(tmp_path / "s0"), str(tmp_path / "s1")], str(tmp_path / "plots"))
+    assert "pass_at_k_s_2.png" in names and "temperature.png" in names
+    assert all((tmp_path / "plots" / n).read_bytes()[:4] == b"\x89PNG" for n in names)
