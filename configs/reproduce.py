@@ -10,11 +10,12 @@ same P_0, each with the answer-only reward and with answer+PRM (Table 1's w/o an
   online_rft_fixed        B-STaR's last (T, τ), held fixed           (d) Table 6
   iterative_rft, rest_em  the other baselines                       Table 1
 
-14 runs of 6 iterations. The runs go in this order so that online_rft_fixed finds bstar's last
-choice (config.fixed.from_run). Wall time, estimated (not yet timed end to end): 1-1.5 hours on
-an idle 2-core CPU, from 84 run-iterations against the demo's 16 (4.8x its sampled rows, 5.3x
-its SFT steps; the warm start and the PRM are made once either way).
-`--config.iterations=4` saves about a third; `iterations` may grow on a rerun of the workdir.
+14 runs of 4 iterations, as the demo. The runs go in this order so that online_rft_fixed finds
+bstar's last choice (config.fixed.from_run). Wall time, estimated from measured parts (not yet
+timed end to end): one iteration of a run costs about 2.5-3.5 minutes on an idle 2-core CPU
+(about half of it the test evaluation of 512 problems x 9 samples), so the 56 run-iterations
+take about 2.5-3 hours, plus the warm start and the PRM (made once); one reward alone
+(`--config.use_prm="(False,)"`) about 1.5 hours. `iterations` may grow on a rerun of the workdir.
 
     python run.py --config=configs/reproduce.py
     python -m bstar_jax.report runs/reproduce          # per-iteration tables and paired differences
@@ -31,9 +32,5 @@ def get_config(arg: str | None = None):
     c.workdir = "runs/reproduce_tiny" if arg == "tiny" else "runs/reproduce"
     c.variants = VARIANTS
     c.use_prm = (False, True)
-    if arg != "tiny":
-        # Six iterations rather than the demo's four: room for the trends over iterations
-        # (exploration, the chosen T) within about 1.5 hours for the 14 runs.
-        c.iterations = 6
     c.fixed.from_run = "bstar"  # Table 6: B-STaR's final (T, τ), same reward, held fixed
     return c
