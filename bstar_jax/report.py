@@ -156,7 +156,7 @@ def _base(run: str) -> str:
     return run.removesuffix("+prm")
 
 
-def _plot_curves(rows, variants, out_dir) -> list[str]:
+def _plot_curves(rows, variants, out_dir, note: str = "") -> list[str]:
     """One PNG per metric; answer-only and answer+PRM runs side by side when both ran. A variant
     keeps its colour in both panels; the (T, τ)-searching runs are solid, the others dashed."""
     import matplotlib
@@ -186,7 +186,7 @@ def _plot_curves(rows, variants, out_dir) -> list[str]:
                     base = _base(v)
                     ax.plot(xs, ys, marker="o", label=v, color=colours(known.get(base, len(known)) % 10),
                             linestyle="-" if base in variants_lib.SEARCHED else "--")
-            ax.set_title(title if len(groups) == 1 else f"{title}, {label}", fontsize=9)
+            ax.set_title((title if len(groups) == 1 else f"{title}, {label}") + note, fontsize=9)
             ax.set_xlabel("iteration")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.grid(alpha=0.3)
@@ -388,7 +388,8 @@ def plot_seeds(workdirs: list[str], out_dir: str) -> list[str]:
     rows = mean_rows(per_dir)
     folder = epath.Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    return _plot_curves(rows, list(dict.fromkeys(r["variant"] for r in per_dir[0])), folder)
+    variants = list(dict.fromkeys(r["variant"] for r in per_dir[0]))
+    return _plot_curves(rows, variants, folder, note=f", mean of {len(per_dir)} seeds" if len(per_dir) > 1 else "")
 
 
 if __name__ == "__main__":  # python -m bstar_jax.report runs/demo_seed0 runs/demo_seed1 ... [--plots DIR]
