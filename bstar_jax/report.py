@@ -361,23 +361,26 @@ def per_iteration(per_dir: list[list[dict]], variants: list[str], cols) -> list[
 
 
 def mean_rows(per_dir: list[list[dict]]) -> list[dict]:
-    """One metrics row per (run, iteration): the mean over seeds of each number the curves plot
-    (None where no seed has it), nested Pass@K-S / Reward@K-S per S alike."""
+    """One metrics row per (run, iteration): the mean over seeds of every number in the rows
+    (None where no seed has it), nested ones (Pass@K-S, Reward@K-S) per S alike."""
     def mean(xs):
-        xs = [x for x in xs if x is not None]
+        xs = [x for x in xs if isinstance(x, (int, float)) and not isinstance(x, bool)]
         return float(np.mean(xs)) if xs else None
 
-    keys = ("pass_at_1", "pass_at_k", "diversity", "balance_score", "temperature", "threshold")
     groups: dict[tuple, list[dict]] = {}
     for rows in per_dir:
         for r in rows:
             groups.setdefault((r["variant"], r["iteration"]), []).append(r)
     out = []
     for (variant, iteration), rs in groups.items():
-        row = {"variant": variant, "iteration": iteration} | {k: mean([r.get(k) for r in rs]) for k in keys}
-        for k in ("pass_at_k_s", "reward_at_k_s"):
-            subs = sorted({s for r in rs for s in (r.get(k) or {})}, key=int)
-            row[k] = {s: mean([(r.get(k) or {}).get(s) for r in rs]) for s in subs}
+        row = {"variant": variant, "iteration": iteration}
+        for k in dict.fromkeys(k for r in rs for k in r if k not in row):
+            values = [r.get(k) for r in rs]
+            if any(isinstance(v, dict) for v in values):
+                subs = sorted({s for v in values for s in (v or {})}, key=int)
+                row[k] = {s: mean([(v or {}).get(s) for v in values]) for s in subs}
+            else:
+                row[k] = mean(values)
         out.append(row)
     return out
 
