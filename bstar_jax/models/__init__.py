@@ -1,6 +1,6 @@
 """The Llama-family decoder: config, NNX module, KV cache, pure functions, checkpoints in and out."""
-from bstar_jax.models.cache import (KV_AXES, POS_AXES, KVCache, cache_bytes, cache_shapes, cache_shardings,
-                                    init_cache)
+from bstar_jax.models.cache import (K_AXES, POS_AXES, V_AXES, KVCache, cache_bytes, cache_shapes,
+                                    cache_shardings, init_cache)
 from bstar_jax.models.config import ConfigError, ModelConfig
 from bstar_jax.models.decoder import Decoder
 from bstar_jax.models.functional import (forward, hidden_states, init, logical_axes, logits, module,

@@ -205,28 +205,29 @@ def _attention(cfg, p, h_BxLxE, cos, sin, mask_BxLxS, kv, layer, slot, attend):
         q_BxLxHxD = rms_norm(q_BxLxHxD, p["q_norm"], cfg.rms_norm_eps)
         k_BxLxGxD = rms_norm(k_BxLxGxD, p["k_norm"], cfg.rms_norm_eps)
     q_BxLxHxD = apply_rope(q_BxLxHxD, cos, sin)
-    k_BxGxLxD = apply_rope(k_BxLxGxD, cos, sin).transpose(0, 2, 1, 3)
+    k_BxGxDxL = apply_rope(k_BxLxGxD, cos, sin).transpose(0, 2, 3, 1)
     v_BxGxLxD = v.reshape(B, L, G, D).transpose(0, 2, 1, 3)
 
-    if kv is not None:
+    if kv is not None:  # K is kept as [.., head_dim, slot] (models/cache.py)
         k_cache, v_cache = kv
-        at = (layer, jnp.int32(0), jnp.int32(0), slot, jnp.int32(0))
-        k_cache = jax.lax.dynamic_update_slice(k_cache, k_BxGxLxD[None].astype(k_cache.dtype), at)
-        v_cache = jax.lax.dynamic_update_slice(v_cache, v_BxGxLxD[None].astype(v_cache.dtype), at)
         zero = jnp.int32(0)
-        window = (1, B, G, attend, D)
-        keys_BxGxSxD = jax.lax.dynamic_slice(k_cache, (layer, zero, zero, zero, zero), window)[0]
-        values_BxGxSxD = jax.lax.dynamic_slice(v_cache, (layer, zero, zero, zero, zero), window)[0]
+        k_cache = jax.lax.dynamic_update_slice(k_cache, k_BxGxDxL[None].astype(k_cache.dtype),
+                                               (layer, zero, zero, zero, slot))
+        v_cache = jax.lax.dynamic_update_slice(v_cache, v_BxGxLxD[None].astype(v_cache.dtype),
+                                               (layer, zero, zero, slot, zero))
+        at = (layer, zero, zero, zero, zero)
+        keys_BxGxDxS = jax.lax.dynamic_slice(k_cache, at, (1, B, G, D, attend))[0]
+        values_BxGxSxD = jax.lax.dynamic_slice(v_cache, at, (1, B, G, attend, D))[0]
         kv = (k_cache, v_cache)
     else:
-        keys_BxGxSxD, values_BxGxSxD = k_BxGxLxD, v_BxGxLxD
+        keys_BxGxDxS, values_BxGxSxD = k_BxGxDxL, v_BxGxLxD
 
     # The H/G query heads of a KV head and the L queries as one axis: prefill and decode are
     # then the same two batched matmuls over (batch, kv_head), and the compiler picks one cache
     # layout for both (a layout change between them would copy the whole cache).
-    per, S = H // G, keys_BxGxSxD.shape[2]
+    per, S = H // G, keys_BxGxDxS.shape[3]
     q_grouped = q_BxLxHxD.reshape(B, L, G, per, D).transpose(0, 2, 3, 1, 4).reshape(B, G, per * L, D)
-    scores = jnp.einsum("bkmd,bksd->bkms", q_grouped, keys_BxGxSxD,
+    scores = jnp.einsum("bkmd,bkds->bkms", q_grouped, keys_BxGxDxS,
                         preferred_element_type=jnp.float32).reshape(B, G, per, L, S) * (D ** -0.5)
     scores = jnp.where(mask_BxLxS[:, None, None], scores, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype).reshape(B, G, per * L, S)
