@@ -49,6 +49,42 @@ def _nucleus_threshold(probs_BxV, top_p_B):
     return jnp.min(jnp.where(keep_BxV, sorted_BxV, jnp.inf), axis=-1)
 
 
+# Vocabulary entries per block of the inverse-CDF draw (`_draw`): two cumulative sums of about
+# sqrt(V) entries each instead of one over V.
+DRAW_BLOCK = 256
+
+
+def _draw(keys_B, scaled_BxV):
+    """One token per row from softmax(scaled_BxV) (-inf entries never), by inverse CDF.
+
+    One uniform u per row, found in two levels: the block of DRAW_BLOCK entries whose cumulative
+    mass first exceeds u x total, then the entry within it. Same distribution as
+    `jax.random.categorical`, which draws a Gumbel per vocabulary entry: with V = 49,152 that
+    was 30x the time of this on a CPU and more than a layer stack's step (README, sampler).
+    """
+    B, V = scaled_BxV.shape
+    nb = -(-V // DRAW_BLOCK)
+    u_B = jax.vmap(jax.random.uniform)(keys_B)
+    weight_BxV = jnp.exp(scaled_BxV - jnp.max(scaled_BxV, axis=-1, keepdims=True))
+    weight_BxNxW = jnp.pad(weight_BxV, ((0, 0), (0, nb * DRAW_BLOCK - V))).reshape(B, nb, DRAW_BLOCK)
+
+    def first_above(weight_BxN, target_B):
+        """(index, mass before it) of the first entry whose cumulative weight exceeds target; an
+        entry of weight 0 is never the first (rounding past the end falls on the last nonzero)."""
+        cum_BxN = jnp.cumsum(weight_BxN, axis=-1)
+        last_B = weight_BxN.shape[1] - 1 - jnp.argmax(weight_BxN[:, ::-1] > 0, axis=-1)
+        index_B = jnp.minimum(jnp.sum(cum_BxN <= target_B[:, None], axis=-1), last_B)
+        before_B = jnp.take_along_axis(cum_BxN - weight_BxN, index_B[:, None], axis=-1)[:, 0]
+        return index_B, before_B
+
+    mass_BxN = weight_BxNxW.sum(axis=-1)
+    target_B = u_B * jnp.sum(mass_BxN, axis=-1)
+    block_B, before_B = first_above(mass_BxN, target_B)
+    in_block_BxW = jnp.take_along_axis(weight_BxNxW, block_B[:, None, None], axis=1)[:, 0]
+    entry_B, _ = first_above(in_block_BxW, target_B - before_B)
+    return block_B * DRAW_BLOCK + entry_B
+
+
 def next_token(logits_BxV, rng, temperature_B, top_p_B, top_k: int = 0):
     """Samples one token per row; returns (tokens int32 [B], raw log-probs float32 [B]).
 
@@ -77,8 +113,11 @@ def next_token(logits_BxV, rng, temperature_B, top_p_B, top_k: int = 0):
 
     # The sort costs more than the rest of the step on CPU; skip it when no row asks for a nucleus.
     scaled_BxV = jax.lax.cond(jnp.any(top_p_B < 1.0), nucleus, lambda s: s, scaled_BxV)
-    sampled_B = jax.vmap(jax.random.categorical)(keys_B, scaled_BxV)
-    tokens_B = jnp.where(greedy_B, jnp.argmax(logits_BxV, axis=-1), sampled_B).astype(jnp.int32)
+    argmax_B = jnp.argmax(logits_BxV, axis=-1)
+    # An all-greedy batch (evaluation's Pass@1) draws nothing.
+    tokens_B = jax.lax.cond(jnp.all(greedy_B), lambda: argmax_B,
+                            lambda: jnp.where(greedy_B, argmax_B, _draw(keys_B, scaled_BxV)))
+    tokens_B = tokens_B.astype(jnp.int32)
     logprobs_B = (jnp.take_along_axis(logits_BxV, tokens_B[:, None], axis=-1)[:, 0]
                   - jax.nn.logsumexp(logits_BxV, axis=-1))
     return tokens_B, logprobs_B

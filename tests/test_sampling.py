@@ -280,6 +280,24 @@ def test_bad_input_raises_one_clear_value_error(params, bad):
         sampling.generate(CFG, params, prompts, lengths, jax.random.key(0), **kw)
 
 
+def test_draw_follows_softmax_across_blocks_and_never_draws_excluded_tokens():
+    """The inverse-CDF draw over a vocabulary of several blocks (not a multiple of the block):
+    frequencies follow softmax, -inf entries (top-k / top-p exclusions) are never drawn, also
+    when the only allowed tokens sit at the two ends of the vocabulary."""
+    V, n = 3 * sampling.DRAW_BLOCK + 17, 20_000
+    logits = 2.0 * jax.random.normal(jax.random.key(5), (V,))
+    logits = logits.at[::7].set(-jnp.inf)
+    keys = jax.random.split(jax.random.key(6), n)
+    drawn = np.asarray(sampling._draw(keys, jnp.broadcast_to(logits, (n, V))))
+    counts = np.bincount(drawn, minlength=V)
+    assert counts[::7].sum() == 0
+    assert _chi_square_p(counts, np.asarray(jax.nn.softmax(logits))) > 1e-3
+    ends = jnp.full((V,), -jnp.inf).at[0].set(0.0).at[V - 1].set(1.0)
+    drawn = np.asarray(sampling._draw(keys[:2000], jnp.broadcast_to(ends, (2000, V))))
+    assert set(np.unique(drawn)) == {0, V - 1}
+    assert abs((drawn == V - 1).mean() - 1 / (1 + np.exp(-1.0))) < 0.04
+
+
 def test_next_token_is_a_pure_strategy():
     logits = jax.random.normal(jax.random.key(1), (3, 50))
     tokens, logprobs = sampling.next_token(logits, jax.random.key(2), jnp.array([0.0, 1.0, 0.5]), 1.0)
