@@ -19,7 +19,7 @@ def get_config(arg: str | None = None):
     c.use_prm = (False, True)  # answer-only (Eq. 1) and answer+PRM (Eq. 2)
     c.iterations = 4
     c.warm_start.enabled = True
-    c.warm_start.steps = 300  # P_0: 8-24 % greedy Pass@1 on the test split (seeds 0, 1, 2, 4)
+    c.warm_start.steps = 300  # P_0: 8-24 % greedy Pass@1 on the test split (seeds 0-4)
     c.mesh.data, c.mesh.fsdp, c.mesh.tensor = -1, 1, 1
 
     c.data.name = "synthetic"
