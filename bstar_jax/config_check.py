@@ -185,6 +185,7 @@ def validate_fields(config, mesh) -> None:
     _int(config, "sampling.requests_per_slot", 1)
 
     eval_k = _int(config, "eval.samples_per_query", 1)
+    _int(config, "eval.every", 1)
     _float(config, "eval.temperature", ge=0)
     s_values = _seq(config, "eval.s_values", kind=int)
     if min(s_values) < 1 or max(s_values) > eval_k:

@@ -12,6 +12,16 @@ import numpy as np
 from bstar_jax import metrics, rollout
 
 
+# The test metrics of a row (`evaluate`'s keys without a PRM), None in an iteration not evaluated.
+TEST_METRICS = ("pass_at_1", "pass_at_k", "pass_at_k_s", "reward_at_k_s", "diversity", "eval_truncated",
+                "eval_accuracy")
+
+
+def evaluates(config, iteration: int) -> bool:
+    """Whether `iteration` is evaluated on the test split: P_0 (0), every `eval.every`-th, the last."""
+    return iteration % int(config.eval.every) == 0 or iteration == int(config.iterations)
+
+
 def evaluate(policy, tokenizer, examples, *, rng, config, mesh=None, prm_scorer=None) -> dict:
     """The test metrics of `policy` on `examples`; `rng` is the iteration's evaluation key."""
     return evaluate_per_problem(policy, tokenizer, examples, rng=rng, config=config, mesh=mesh,

@@ -171,7 +171,8 @@ class Run:
                                              description=f"{self.name} it{it} SFT")
         else:
             logging.warning("%s iteration %d: nothing selected at τ=%s; SFT skipped", self.name, it, threshold)
-        row = self._evaluate(state.params, it)
+        evaluated = evaluation.evaluates(c, it)
+        row = self._evaluate(state.params, it) if evaluated else dict.fromkeys(evaluation.TEST_METRICS)
         row.update(
             balance_score=metrics.balance_score(correct, selected, text_id, self.n_star, mesh=self.mesh),
             n_selected=int(selected.sum()), selection_precision=precision, selection_recall=recall,
@@ -278,6 +279,8 @@ class Run:
         base.update(row)
         base["seconds"] = round(time.time() - t0, 2)
         self.log.write(base)
-        logging.info("%s it%d: T=%s τ=%s pass@1=%.3f pass@K=%.3f BS=%s selected=%s (%.0fs)", self.name, it,
-                     temperature, threshold, base["pass_at_1"], base["pass_at_k"], base["balance_score"],
+        def fmt(x):
+            return "-" if x is None else f"{x:.3f}"
+        logging.info("%s it%d: T=%s τ=%s pass@1=%s pass@K=%s BS=%s selected=%s (%.0fs)", self.name, it,
+                     temperature, threshold, fmt(base["pass_at_1"]), fmt(base["pass_at_k"]), base["balance_score"],
                      base["n_selected"], base["seconds"])

@@ -294,8 +294,8 @@ def summarize_seeds(workdirs: list[str]) -> str:
     variants = list(dict.fromkeys(r["variant"] for r in per_dir[0]))
     s_values = sorted({int(s) for r in per_dir[0] for s in (r.get("pass_at_k_s") or {})} - {1})
     cols = [("greedy Pass@1", lambda r: r["pass_at_1"]), ("Pass@K", lambda r: r["pass_at_k"])]
-    cols += [(f"Pass@K-{s}", lambda r, s=s: r["pass_at_k_s"][str(s)]) for s in s_values]
-    cols += [("Reward@K-1", lambda r: r["reward_at_k_s"]["1"]), ("diversity", lambda r: r["diversity"])]
+    cols += [(f"Pass@K-{s}", lambda r, s=s: (r["pass_at_k_s"] or {}).get(str(s))) for s in s_values]
+    cols += [("Reward@K-1", lambda r: (r["reward_at_k_s"] or {}).get("1")), ("diversity", lambda r: r["diversity"])]
 
     def cell(rows, get):
         x = np.array([get(r) for r in rows], float)

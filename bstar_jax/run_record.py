@@ -23,7 +23,7 @@ from bstar_jax.errors import UserError
 FILENAME = "run_config.json"
 # Fields that change where or how visibly a run goes, not what it computes.
 NEUTRAL = ("workdir", "progress", "on_config_change", "checkpoint.keep", "mesh.data", "mesh.fsdp", "mesh.tensor",
-           "export.final", "export.every_iteration")
+           "export.final", "export.every_iteration", "eval.every")
 GROWABLE = ("iterations",)
 # Fields newer than some records: a record without them ran no variant that reads them
 # (online_rft_fixed), so their absence there is no change.

@@ -75,6 +75,9 @@ def base_config() -> mlc.ConfigDict:
     c.eval.samples_per_query = 32  # K for test Pass@K / Pass@K-S / Reward@K-S (Table 1: K = 32)
     c.eval.temperature = 1.0  # test-time T (unstated in the paper; assumption, docs/algorithm.md#grids-and-defaults)
     c.eval.s_values = (1, 4)  # S of Pass@K-S and Reward@K-S (Table 1: P@32-4)
+    # Test evaluation every this many iterations; P_0 and the last iteration always. The rows of
+    # the others hold None for the test metrics (a cheaper run where the test pass is long).
+    c.eval.every = 1
 
     c.sft = sft.default_config()  # every field documented in bstar_jax/sft.py (paper §2.3, App. A.1)
     c.sft.compute_dtype = "float32"  # "bfloat16" on accelerators (fp32 master weights either way)

@@ -16,10 +16,10 @@ def tiny(workdir):
 
 
 def test_the_shipped_configs_pass(tmp_path, mesh8):
-    from configs import gsm8k, math, reproduce
+    from configs import gsm8k, math, real_cpu, reproduce
 
     config_check.validate(tiny(tmp_path / "a"), mesh8)
-    for module in (demo, gsm8k, math, reproduce):
+    for module in (demo, gsm8k, math, real_cpu, reproduce):
         for arg in ("tiny", None):
             c = module.get_config(arg)
             c.workdir = str(tmp_path / f"{module.__name__}_{arg}")
@@ -40,6 +40,7 @@ def test_the_shipped_configs_pass(tmp_path, mesh8):
     ("prm.head_init", "random", "config.prm.head_init"),
     ("data.difficulty", 99, "config.data.difficulty"),
     ("sampling.requests_per_slot", 0, "config.sampling.requests_per_slot=0: must be >= 1"),
+    ("eval.every", 0, "config.eval.every=0: must be >= 1"),
 ])
 def test_each_field_is_checked(tmp_path, mesh1, field, value, needle):
     c = tiny(tmp_path)

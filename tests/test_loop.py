@@ -162,6 +162,19 @@ def test_other_variants(variant, tmp_path, p0_dir):
     assert [r["iteration"] for r in rows] == [0, 1] and rows[1]["variant"] == variant
 
 
+def test_eval_every_skips_the_test_pass_between_p0_and_the_last_iteration(tmp_path, p0_dir):
+    work = with_p0(tmp_path, p0_dir)
+    loop.run(tiny(work, variants=("online_rft",), use_prm=(False,), iterations=2, **{"eval.every": 5}),
+             mesh_lib.make_mesh())
+    rows = rows_of(work)
+    assert [r["iteration"] for r in rows] == [0, 1, 2]
+    assert rows[1]["pass_at_1"] is None and rows[1]["pass_at_k_s"] is None and rows[1]["n_selected"] > 0
+    assert rows[0]["pass_at_1"] is not None and rows[2]["pass_at_1"] is not None
+    assert sorted(os.listdir(work / "eval" / "online_rft")) == ["iteration_0.npz", "iteration_2.npz"]
+    summary = report.summarize_seeds([str(work)])  # tables and paired rows read only evaluated iterations
+    assert "| online_rft | " in summary and "online_rft − P_0" in summary
+
+
 # ----------------------------------------------------------------------------- random streams
 
 
@@ -293,7 +306,7 @@ def test_nothing_selected_skips_sft_and_continues(tmp_path, p0_dir, caplog):
     assert "nothing selected" in caplog.text
 
 
-@pytest.mark.parametrize("name", ["demo", "gsm8k", "math"])
+@pytest.mark.parametrize("name", ["demo", "gsm8k", "math", "real_cpu"])
 @pytest.mark.parametrize("arg", [None, "tiny"])
 def test_every_config_builds_and_validates(name, arg, n_devices):
     import importlib
