@@ -279,8 +279,10 @@ class Run:
         base.update(row)
         base["seconds"] = round(time.time() - t0, 2)
         self.log.write(base)
-        def fmt(x):
+
+        def fmt(x):  # None: an iteration without a test pass (eval.every)
             return "-" if x is None else f"{x:.3f}"
+
         logging.info("%s it%d: T=%s τ=%s pass@1=%s pass@K=%s BS=%s selected=%s (%.0fs)", self.name, it,
                      temperature, threshold, fmt(base["pass_at_1"]), fmt(base["pass_at_k"]), base["balance_score"],
                      base["n_selected"], base["seconds"])

@@ -60,7 +60,7 @@ def _draw(keys_B, scaled_BxV):
     One uniform u per row, found in two levels: the block of DRAW_BLOCK entries whose cumulative
     mass first exceeds u x total, then the entry within it. Same distribution as
     `jax.random.categorical`, which draws a Gumbel per vocabulary entry: with V = 49,152 that
-    was 30x the time of this on a CPU and more than a layer stack's step (README, sampler).
+    took 10-27x as long on a CPU (benchmarks/decode_parts.py).
     """
     B, V = scaled_BxV.shape
     nb = -(-V // DRAW_BLOCK)
