@@ -11,11 +11,10 @@ same P_0, each with the answer-only reward and with answer+PRM (Table 1's w/o an
   iterative_rft, rest_em  the other baselines                       Table 1
 
 14 runs of 4 iterations, as the demo. The runs go in this order so that online_rft_fixed finds
-bstar's last choice (config.fixed.from_run). Wall time, estimated from measured parts (not yet
-timed end to end): one iteration of a run costs about 2.5-3.5 minutes on an idle 2-core CPU
-(about half of it the test evaluation of 512 problems x 9 samples), so the 56 run-iterations
-take about 2.5-3 hours, plus the warm start and the PRM (made once); one reward alone
-(`--config.use_prm="(False,)"`) about 1.5 hours. `iterations` may grow on a rerun of the workdir.
+bstar's last choice (config.fixed.from_run). Wall time: one reward alone
+(`--config.use_prm="(False,)"`, 28 run-iterations) took 1 h 54 CPU-minutes, 2 h 03 min of wall
+time with other jobs on the 2 cores (docs/results.md); both rewards, with the PRM made once,
+about twice that. `iterations` may grow on a rerun of the workdir.
 
     python run.py --config=configs/reproduce.py
     python -m bstar_jax.report runs/reproduce          # per-iteration tables and paired differences
