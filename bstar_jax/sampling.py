@@ -113,11 +113,7 @@ def next_token(logits_BxV, rng, temperature_B, top_p_B, top_k: int = 0):
 
     # The sort costs more than the rest of the step on CPU; skip it when no row asks for a nucleus.
     scaled_BxV = jax.lax.cond(jnp.any(top_p_B < 1.0), nucleus, lambda s: s, scaled_BxV)
-    argmax_B = jnp.argmax(logits_BxV, axis=-1)
-    # An all-greedy batch (evaluation's Pass@1) draws nothing.
-    tokens_B = jax.lax.cond(jnp.all(greedy_B), lambda: argmax_B,
-                            lambda: jnp.where(greedy_B, argmax_B, _draw(keys_B, scaled_BxV)))
-    tokens_B = tokens_B.astype(jnp.int32)
+    tokens_B = jnp.where(greedy_B, jnp.argmax(logits_BxV, axis=-1), _draw(keys_B, scaled_BxV)).astype(jnp.int32)
     logprobs_B = (jnp.take_along_axis(logits_BxV, tokens_B[:, None], axis=-1)[:, 0]
                   - jax.nn.logsumexp(logits_BxV, axis=-1))
     return tokens_B, logprobs_B
