@@ -170,6 +170,7 @@ def test_eval_every_skips_the_test_pass_between_p0_and_the_last_iteration(tmp_pa
     assert [r["iteration"] for r in rows] == [0, 1, 2]
     assert rows[1]["pass_at_1"] is None and rows[1]["pass_at_k_s"] is None and rows[1]["n_selected"] > 0
     assert rows[0]["pass_at_1"] is not None and rows[2]["pass_at_1"] is not None
+    assert set(rows[1]) == set(rows[2])  # evaluation.TEST_METRICS names every key a test pass writes
     assert sorted(os.listdir(work / "eval" / "online_rft")) == ["iteration_0.npz", "iteration_2.npz"]
     summary = report.summarize_seeds([str(work)])  # tables and paired rows read only evaluated iterations
     assert "| online_rft | " in summary and "online_rft − P_0" in summary

@@ -12,7 +12,7 @@ masks keys by position (docs/models.md). `kv_head` before `cache_seq` makes both
 products of a one-token step plain batched matmuls over (batch, kv_head), and K stored with
 `head_dim` before `cache_seq` makes Q·K a (queries x head_dim) @ (head_dim x slots) product, the
 layout P·V already has: with K as [slots, head_dim] the CPU backend transposed the layer's whole
-key window on every step (Q·K took 2-2.6x as long, same floats).
+key window on every step (Q·K took 1.8-2.3x as long, same floats: benchmarks/decode_parts.py).
 """
 from __future__ import annotations
 
@@ -40,7 +40,8 @@ def cache_shapes(cfg: ModelConfig, batch: int, max_len: int, dtype=None) -> KVCa
     """jax.ShapeDtypeStruct of each cache array, without allocating."""
     dt = jnp.dtype(dtype or cfg.jnp_dtype)
     L, G, D = cfg.num_layers, cfg.num_kv_heads, cfg.head_dim
-    return KVCache(jax.ShapeDtypeStruct((L, batch, G, D, max_len), dt), jax.ShapeDtypeStruct((L, batch, G, max_len, D), dt),
+    return KVCache(jax.ShapeDtypeStruct((L, batch, G, D, max_len), dt),
+                   jax.ShapeDtypeStruct((L, batch, G, max_len, D), dt),
                    jax.ShapeDtypeStruct((batch, max_len), jnp.int32))
 
 
