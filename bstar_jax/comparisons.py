@@ -90,6 +90,8 @@ def paired_table(workdirs: list[str], runs: list[str], *, last: dict | None = No
         if not all(x is not None and y is not None for x, y in found):
             continue
         for metric, value in METRICS:
+            if metric == "Pass@K" and any(int(x["num_samples"]) == 0 or int(y["num_samples"]) == 0 for x, y in found):
+                continue  # greedy-only evaluation (eval.samples_per_query = 0)
             aligned = [stats.align(x["problem_id"], value(x), y["problem_id"], value(y)) for x, y in found]
             d = stats.paired_difference([p for p, _ in aligned], [q for _, q in aligned],
                                         num_resamples=num_resamples, seed=seed)

@@ -184,11 +184,11 @@ def validate_fields(config, mesh) -> None:
     _int(config, "sampling.batch_rows", 1)
     _int(config, "sampling.requests_per_slot", 1)
 
-    eval_k = _int(config, "eval.samples_per_query", 1)
+    eval_k = _int(config, "eval.samples_per_query", 0)  # 0: greedy Pass@1 only
     _int(config, "eval.every", 1)
     _float(config, "eval.temperature", ge=0)
     s_values = _seq(config, "eval.s_values", kind=int)
-    if min(s_values) < 1 or max(s_values) > eval_k:
+    if eval_k and (min(s_values) < 1 or max(s_values) > eval_k):
         _fail("eval.s_values", s_values, f"every S must be in 1..eval.samples_per_query (K={eval_k})")
 
     s = "sft"

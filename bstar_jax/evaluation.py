@@ -2,7 +2,8 @@
 
 Greedy Pass@1, and from K samples at the evaluation temperature: unbiased Pass@K, Pass@K-S,
 Reward@K-S under the training reward (and under the PRM alone when there is one), and the
-distinct-equation diversity of the correct responses.
+distinct-equation diversity of the correct responses. With K = 0 (`eval.samples_per_query`) only
+greedy Pass@1 is measured and the sampled metrics are None.
 """
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import numpy as np
 from bstar_jax import metrics, rollout
 
 
-# The test metrics of a row (`evaluate`'s keys without a PRM), None in an iteration not evaluated.
+# The test metrics of a row (`evaluate`'s keys without a PRM), None in an iteration not evaluated
+# (and all but pass_at_1 None when eval.samples_per_query is 0).
 TEST_METRICS = ("pass_at_1", "pass_at_k", "pass_at_k_s", "reward_at_k_s", "diversity", "eval_truncated",
                 "eval_accuracy")
 
@@ -35,7 +37,13 @@ def evaluate_per_problem(policy, tokenizer, examples, *, rng, config, mesh=None,
     greedy_key, sample_key = jax.random.split(rng)
     greedy = rollout.rollout(policy, tokenizer, examples, temperatures=[0.0], num_samples=1, rng=greedy_key,
                              config=config, mesh=mesh)
+    greedy_correct = np.asarray(greedy.correct[0, :, 0], bool)
+    per_problem = {"problem_id": np.array([str(e.id) for e in examples]), "greedy_correct": greedy_correct}
     K = int(config.eval.samples_per_query)
+    if K == 0:  # greedy Pass@1 only: the sampled metrics are not measured
+        out = dict.fromkeys(TEST_METRICS)
+        out["pass_at_1"] = float(greedy_correct.mean())
+        return out, {**per_problem, "sample_correct": np.zeros(len(examples), np.int32), "num_samples": np.int32(0)}
     pool = rollout.rollout(policy, tokenizer, examples, temperatures=[float(config.eval.temperature)],
                            num_samples=K, rng=sample_key, config=config, mesh=mesh, prm_scorer=prm_scorer)
     correct, text_id, reward = pool.correct[0], pool.text_id[0], pool.reward[0]
@@ -57,7 +65,4 @@ def evaluate_per_problem(policy, tokenizer, examples, *, rng, config, mesh=None,
     }
     if pool.prm_min is not None:
         out["reward_at_k_s_prm"] = reward_at(pool.prm_min[0])
-    per_problem = {"problem_id": np.array([str(e.id) for e in examples]),
-                   "greedy_correct": np.asarray(greedy.correct[0, :, 0], bool),
-                   "sample_correct": correct.sum(1).astype(np.int32), "num_samples": np.int32(K)}
-    return out, per_problem
+    return out, {**per_problem, "sample_correct": correct.sum(1).astype(np.int32), "num_samples": np.int32(K)}

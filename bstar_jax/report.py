@@ -299,6 +299,8 @@ def summarize_seeds(workdirs: list[str]) -> str:
 
     def cell(rows, get):
         x = np.array([get(r) for r in rows], float)
+        if np.isnan(x).all():  # not measured (e.g. a greedy-only evaluation)
+            return "–"
         return f"{x.mean():.3f} ± {x.std(ddof=1) if len(x) > 1 else 0.0:.3f}"
 
     def pick(rows, variant, last):

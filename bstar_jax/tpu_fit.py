@@ -235,8 +235,9 @@ def plan(config, cfg, mesh, prompt_len: int) -> list[Program]:
         temps = len(c.search.temperatures) if any(variants.searches(v, "temperature") for v in searching) else 1
         calls.append(("sample: dev search (T x K)", int(c.data.num_dev), temps * int(c.search.samples_per_query)))
     calls += [("sample: iteration", n_train, int(c.samples_per_query)),
-              ("sample: eval greedy", int(c.data.num_test), 1),
-              ("sample: eval K", int(c.data.num_test), int(c.eval.samples_per_query))]
+              ("sample: eval greedy", int(c.data.num_test), 1)]
+    if int(c.eval.samples_per_query):  # 0: greedy only
+        calls.append(("sample: eval K", int(c.data.num_test), int(c.eval.samples_per_query)))
     shapes = {n: rollout.call_shape(q, rows, c.sampling) for n, q, rows in calls}
     progs = [rollout_call(n, policy, mesh, shape, prompt_len, N, top_k=top_k, resident=loop_resident)
              for n, shape in shapes.items()]

@@ -176,6 +176,20 @@ def test_eval_every_skips_the_test_pass_between_p0_and_the_last_iteration(tmp_pa
     assert "| online_rft | " in summary and "online_rft − P_0" in summary
 
 
+def test_greedy_only_evaluation_measures_the_same_pass_at_1_at_half_the_samples(tmp_path, p0_dir):
+    """eval.samples_per_query = 0: greedy Pass@1 equals a full evaluation's (same key), every
+    sampled metric is None, and the paired comparison covers greedy Pass@1 only."""
+    work = with_p0(tmp_path, p0_dir)
+    loop.run(tiny(work, variants=("online_rft",), use_prm=(False,), iterations=1, **{"eval.samples_per_query": 0}),
+             mesh_lib.make_mesh())
+    rows, full = rows_of(work), rows_of(p0_dir.parent)
+    assert rows[0]["pass_at_1"] == full[0]["pass_at_1"]
+    assert all(rows[i][k] is None for i in (0, 1) for k in ("pass_at_k", "pass_at_k_s", "diversity"))
+    assert rows[1]["pass_at_1"] is not None and set(rows[0]) == set(full[0])
+    summary = report.summarize_seeds([str(work)])
+    assert "| online_rft − P_0 | greedy Pass@1 |" in summary and "| online_rft − P_0 | Pass@K |" not in summary
+
+
 # ----------------------------------------------------------------------------- random streams
 
 
