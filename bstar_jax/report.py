@@ -296,6 +296,7 @@ def summarize_seeds(workdirs: list[str]) -> str:
     cols = [("greedy Pass@1", lambda r: r["pass_at_1"]), ("Pass@K", lambda r: r["pass_at_k"])]
     cols += [(f"Pass@K-{s}", lambda r, s=s: (r["pass_at_k_s"] or {}).get(str(s))) for s in s_values]
     cols += [("Reward@K-1", lambda r: (r["reward_at_k_s"] or {}).get("1")), ("diversity", lambda r: r["diversity"])]
+    cols = [(n, get) for n, get in cols if any(get(r) is not None for rows in per_dir for r in rows)]  # measured ones
 
     def cell(rows, get):
         x = np.array([get(r) for r in rows], float)

@@ -188,6 +188,7 @@ def test_greedy_only_evaluation_measures_the_same_pass_at_1_at_half_the_samples(
     assert rows[1]["pass_at_1"] is not None and set(rows[0]) == set(full[0])
     summary = report.summarize_seeds([str(work)])
     assert "| online_rft − P_0 | greedy Pass@1 |" in summary and "| online_rft − P_0 | Pass@K |" not in summary
+    assert "| run | greedy Pass@1 |" in summary  # the unmeasured columns are left out
 
 
 # ----------------------------------------------------------------------------- random streams
