@@ -36,7 +36,8 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bstar_jax import continuous, models  # noqa: E402
+from bstar_jax import models  # noqa: E402
+from bstar_jax.sample_grid import sample_grid  # noqa: E402
 from bstar_jax.tokenizer import encode_prompts, load_tokenizer  # noqa: E402
 from benchmarks.continuous import GSM_QUESTIONS  # noqa: E402
 
@@ -55,23 +56,16 @@ def _timed(fn):
 
 
 class Ours:
-    """The continuous-batching sampler a run uses (one slot per row)."""
+    """`sample_grid`, the call a run makes: K = batch / 4 samples of each prompt, one slot per row."""
 
     def __init__(self, cfg, params, tokenizer):
-        self.cfg, self.params = cfg, params
-        ids = encode_prompts(tokenizer, GSM_QUESTIONS)
-        self.lens = np.array([len(p) for p in ids], np.int32)
-        self.prompts = np.zeros((len(ids), self.lens.max()), np.int32)
-        for q, p in enumerate(ids):
-            self.prompts[q, :len(p)] = p
+        self.cfg, self.params, self.tokenizer = cfg, params, tokenizer
 
     def __call__(self, batch, new_tokens, temperature, seed):
-        index = (np.arange(batch) % len(self.lens)).astype(np.int32)
-        out = continuous.generate_requests(self.cfg, self.params, self.prompts, self.lens, jax.random.key(seed),
-                                           prompt_index=index, max_new_tokens=new_tokens,
-                                           temperature=np.full((batch,), temperature, np.float32), top_p=1.0,
-                                           eos_id=-1)
-        return out.tokens
+        out = sample_grid(self.cfg, self.params, self.tokenizer, GSM_QUESTIONS, temperatures=[temperature],
+                          num_samples=batch // len(GSM_QUESTIONS), rng=jax.random.key(seed),
+                          max_new_tokens=new_tokens, eos_id=-1)
+        return out.tokens.reshape(batch, new_tokens)
 
 
 class Tunix:
@@ -127,7 +121,7 @@ def measure(name, sampler, batch, new_tokens, temperatures, repeats, lines):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batches", type=int, nargs="+", default=[16, 64])
+    parser.add_argument("--batches", type=int, nargs="+", default=[16, 64], help="multiples of 4")
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--temperatures", type=float, nargs="+", default=[0.5, 0.7, 0.9, 1.1])
     parser.add_argument("--repeats", type=int, default=2)

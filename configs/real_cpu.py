@@ -11,7 +11,8 @@ Sizes come from measured runs on the 2-core CPU: P_0 after 8 / 10 / 12 SFT steps
 0.195 / 0.234 greedy Pass@1 on the 512 test problems (8 steps leave 17 % of greedy answers
 unfinished); 10 steps keep P_0 in the 10-50 % band with room to improve. Seed 0 took 36 min of
 wall time alone on the machine (2 min P_0 SFT, 2 min per greedy test pass, ~5 min per B-STaR
-iteration with its search, ~4 min per online RFT iteration); results in docs/results.md.
+iteration with its search, ~4 min per online RFT iteration); results in README (a pretrained
+model on a CPU).
 
     python run.py --config=configs/real_cpu.py                                   # seed 0
     python run.py --config=configs/real_cpu.py --config.seed=1 --config.workdir=runs/real_cpu_seed1
