@@ -14,18 +14,28 @@ batches with one slot per request and the cap of the run, each batch ending with
   (a) demo: the tiny Llama of the demo (4 layers, hidden 128, vocab 512), 16 queries x 8
       samples, prompt 40 tokens, lengths uniform in [60, 70], cap 96; 32 slots.
   (b) SmolLM2-135M (embedded GGUF) on GSM-format prompts (the project's prompt format over
-      GSM8K-style questions), 4 queries x 8 samples, lengths log-normal with median 150
-      (sigma 0.5), cut at the cap 320; 8 slots.
+      GSM8K-style questions), --smollm-queries queries (default 4, cycling over 4 questions) x 8
+      samples, lengths log-normal with median 150 (sigma 0.5, drawn with --length-seed), cut at
+      the cap 320; 8 slots.
+
+Beside the times it prints each side's decode steps, known from the lengths alone: a static batch
+takes as many steps as its longest row; the continuous sampler gives a finished slot the next
+request in request order, so its steps are those of that list schedule. Their ratio is the most
+refilling can gain on that draw at equal cost per step; the time per step shows the rest (our
+ring of `cap` decode columns is attended in full at every step, a static batch's cache is only as
+wide as its longest row). With few requests per slot the ratio depends much on the draw: 32
+lengths through 8 slots give 1.31-1.73 over draws 0-4, 64 give 1.44-1.67.
 
 Each figure is the best of --repeats runs (compiles excluded: each program is compiled first, on
 one-token requests or without running it); the load
 average is printed with the results (the machine is shared).
 
-    python benchmarks/continuous.py [--quick] [--repeats 1]
+    python benchmarks/continuous.py [--quick] [--repeats 1] [--smollm-queries 4] [--length-seed 0] [--no-one-slot]
 """
 from __future__ import annotations
 
 import argparse
+import heapq
 import os
 import sys
 import tempfile
@@ -98,6 +108,18 @@ def _compile_static(cfg, work, slots):
                                    int(lengths[start:start + slots].max()), 0)
 
 
+def decode_steps(lengths, slots: int) -> tuple[int, int]:
+    """(static steps, continuous steps) of these response lengths through `slots` rows: static
+    batches of `slots` consecutive requests, each as long as its longest row; continuous, each
+    request taking the first slot to free up, in request order."""
+    lengths = [int(n) for n in lengths]
+    static = sum(max(lengths[i:i + slots]) for i in range(0, len(lengths), slots))
+    free_at = [0] * min(slots, len(lengths))
+    for n in lengths:
+        heapq.heappush(free_at, heapq.heappop(free_at) + n)
+    return static, max(free_at)
+
+
 def _best(fn, repeats, warm):
     warm()  # compiles (the same programs, run on one-token requests or not run at all)
     times = []
@@ -108,23 +130,28 @@ def _best(fn, repeats, warm):
     return min(times)
 
 
-def compare(name, cfg, params, work, cap, slots, repeats, lines):
+def compare(name, cfg, params, work, cap, slots, repeats, lines, one_slot=True):
     useful = int(work[3].sum())
     short = work[:3] + (np.ones_like(work[3]),)
     ours_t = _best(lambda s: _ours(cfg, params, work, cap, slots, s), repeats,
                    lambda: _ours(cfg, params, short, cap, slots, 0))
     ref_t = _best(lambda s: _static(cfg, params, work, slots, s), repeats, lambda: _compile_static(cfg, work, slots))
     one_t = _best(lambda s: _one_slot_per_row(cfg, params, work, cap, slots, s), repeats,
-                  lambda: _one_slot_per_row(cfg, params, short, cap, slots, 0))
+                  lambda: _one_slot_per_row(cfg, params, short, cap, slots, 0)) if one_slot else float("nan")
     lengths = work[3]
+    static_steps, our_steps = decode_steps(lengths, slots)
     print(f"[{name}] {len(lengths)} requests over {len(work[1])} prompts, {slots} slots, lengths "
           f"min {lengths.min()} median {int(np.median(lengths))} max {lengths.max()} (cap {cap}), "
           f"{useful} useful tokens: ours {ours_t:.2f} s, static {ref_t:.2f} s, one slot per row {one_t:.2f} s; "
           f"load {os.getloadavg()[0]:.1f}")
+    print(f"[{name}] decode steps: ours {our_steps} ({1e3 * ours_t / our_steps:.0f} ms/step), static "
+          f"{static_steps} ({1e3 * ref_t / static_steps:.0f} ms/step), one slot per row {static_steps} "
+          f"({1e3 * one_t / static_steps:.0f} ms/step); step ratio static/ours {static_steps / our_steps:.2f}")
     lines.append(f"{name} useful tokens/s: ours {useful / ours_t:.0f} tok/s | reference (static sampler) "
                  f"{useful / ref_t:.0f} tok/s | ratio {ref_t / ours_t:.2f}")
-    lines.append(f"{name} useful tokens/s: ours {useful / ours_t:.0f} tok/s | reference (one slot per row, "
-                 f"requests_per_slot=1) {useful / one_t:.0f} tok/s | ratio {one_t / ours_t:.2f}")
+    if one_slot:
+        lines.append(f"{name} useful tokens/s: ours {useful / ours_t:.0f} tok/s | reference (one slot per row, "
+                     f"requests_per_slot=1) {useful / one_t:.0f} tok/s | ratio {one_t / ours_t:.2f}")
 
 
 def demo(repeats, lines):
@@ -144,20 +171,20 @@ def demo(repeats, lines):
     compare("demo (tiny Llama, lengths 60-70, cap 96)", cfg, params, work, 96, 32, repeats, lines)
 
 
-def smollm(repeats, lines):
+def smollm(repeats, lines, queries=4, length_seed=0, one_slot=True):
     cfg, params = models.load("smollm2-135m")
     tokenizer = load_tokenizer("smollm2-135m")
-    ids = encode_prompts(tokenizer, GSM_QUESTIONS)
+    ids = encode_prompts(tokenizer, [GSM_QUESTIONS[q % len(GSM_QUESTIONS)] for q in range(queries)])
     lens = np.array([len(p) for p in ids], np.int32)
     prompts = np.zeros((len(ids), lens.max()), np.int32)
     for q, p in enumerate(ids):
         prompts[q, :len(p)] = p
     K, cap = 8, 320
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(length_seed)
     lengths = np.minimum(np.rint(150 * np.exp(0.5 * rng.standard_normal(len(ids) * K))), cap).clip(1)
     work = _workload(prompts, lens, K, lengths)
     compare("SmolLM2-135M GSM format (log-normal lengths, median 150, cap 320)", cfg, params, work, cap, 8,
-            repeats, lines)
+            repeats, lines, one_slot)
 
 
 def main():
@@ -165,6 +192,9 @@ def main():
     parser.add_argument("--quick", action="store_true", help="skip SmolLM2-135M")
     parser.add_argument("--only-smollm", action="store_true", help="skip the demo case")
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--smollm-queries", type=int, default=4, help="SmolLM2 queries (x 8 samples each)")
+    parser.add_argument("--length-seed", type=int, default=0, help="seed of the SmolLM2 length draw")
+    parser.add_argument("--no-one-slot", action="store_true", help="skip the one-slot-per-row reference")
     args = parser.parse_args()
     print(f"jax {jax.__version__} on {jax.devices()[0].platform} x{len(jax.devices())}; load average "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
@@ -172,7 +202,7 @@ def main():
     if not args.only_smollm:
         demo(args.repeats, lines)
     if not args.quick:
-        smollm(args.repeats, lines)
+        smollm(args.repeats, lines, args.smollm_queries, args.length_seed, not args.no_one_slot)
     print(f"load average at the end {os.getloadavg()[0]:.1f}")
     print("\n".join(lines))
 

@@ -15,9 +15,11 @@ import numpy as np
 from bstar_jax import distributed, stats
 
 _FILE = re.compile(r"iteration_(\d+)\.npz$")
-METRICS = (("greedy Pass@1", lambda d: d["greedy_correct"].astype(float)),
+# (name, per-problem value, whether it needs the K test samples: a greedy-only evaluation,
+# eval.samples_per_query = 0, measures only the metrics that do not).
+METRICS = (("greedy Pass@1", lambda d: d["greedy_correct"].astype(float), False),
            # Pass@K of one problem from K samples is whether any of them is correct.
-           ("Pass@K", lambda d: (d["sample_correct"] > 0).astype(float)))
+           ("Pass@K", lambda d: (d["sample_correct"] > 0).astype(float), True))
 
 
 def results_path(workdir, run: str, iteration: int):
@@ -89,9 +91,9 @@ def paired_table(workdirs: list[str], runs: list[str], *, last: dict | None = No
         found = [_per_seed(w, a, b, last) for w in workdirs]
         if not all(x is not None and y is not None for x, y in found):
             continue
-        for metric, value in METRICS:
-            if metric == "Pass@K" and any(int(x["num_samples"]) == 0 or int(y["num_samples"]) == 0 for x, y in found):
-                continue  # greedy-only evaluation (eval.samples_per_query = 0)
+        for metric, value, needs_samples in METRICS:
+            if needs_samples and any(int(x["num_samples"]) == 0 or int(y["num_samples"]) == 0 for x, y in found):
+                continue
             aligned = [stats.align(x["problem_id"], value(x), y["problem_id"], value(y)) for x, y in found]
             d = stats.paired_difference([p for p, _ in aligned], [q for _, q in aligned],
                                         num_resamples=num_resamples, seed=seed)
