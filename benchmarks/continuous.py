@@ -23,14 +23,16 @@ takes as many steps as its longest row; the continuous sampler gives a finished 
 request in request order, so its steps are those of that list schedule. Their ratio is the most
 refilling can gain on that draw at equal cost per step; the time per step shows the rest (our
 ring of `cap` decode columns is attended in full at every step, a static batch's cache is only as
-wide as its longest row). With few requests per slot the ratio depends much on the draw: 32
-lengths through 8 slots give 1.31-1.73 over draws 0-4, 64 give 1.44-1.67.
+wide as its longest row). With few requests per slot that ceiling depends much on the draw
+(`--step-ratios 1000`: 32 requests through 8 slots 1.27-1.65 for 90 % of draws, mean 1.44; 64
+requests mean 1.56; 128 requests mean 1.63).
 
 Each figure is the best of --repeats runs (compiles excluded: each program is compiled first, on
 one-token requests or without running it); the load
 average is printed with the results (the machine is shared).
 
     python benchmarks/continuous.py [--quick] [--repeats 1] [--smollm-queries 4] [--length-seed 0] [--no-one-slot]
+    python benchmarks/continuous.py --step-ratios 1000   # the step ceiling over length draws, no model
 """
 from __future__ import annotations
 
@@ -120,6 +122,22 @@ def decode_steps(lengths, slots: int) -> tuple[int, int]:
     return static, max(free_at)
 
 
+def smollm_lengths(n: int, seed: int, cap: int = 320) -> np.ndarray:
+    """n response lengths of the SmolLM2 case: log-normal, median 150, sigma 0.5, cut at `cap`."""
+    rng = np.random.default_rng(seed)
+    return np.minimum(np.rint(150 * np.exp(0.5 * rng.standard_normal(n))), cap).clip(1)
+
+
+def step_ratios(draws: int, slots: int = 8) -> None:
+    """Prints static/continuous decode-step ratios over `draws` length draws (no model is run):
+    what refilling can gain at equal cost per step, by requests per call."""
+    for requests in (32, 64, 128):
+        r = np.array([np.divide(*decode_steps(smollm_lengths(requests, seed), slots)) for seed in range(draws)])
+        p5, p50, p95 = np.percentile(r, [5, 50, 95])
+        print(f"{requests} requests through {slots} slots, {draws} draws: static/continuous steps mean "
+              f"{r.mean():.2f}, median {p50:.2f}, 5-95 % {p5:.2f}-{p95:.2f}")
+
+
 def _best(fn, repeats, warm):
     warm()  # compiles (the same programs, run on one-token requests or not run at all)
     times = []
@@ -180,8 +198,7 @@ def smollm(repeats, lines, queries=4, length_seed=0, one_slot=True):
     for q, p in enumerate(ids):
         prompts[q, :len(p)] = p
     K, cap = 8, 320
-    rng = np.random.default_rng(length_seed)
-    lengths = np.minimum(np.rint(150 * np.exp(0.5 * rng.standard_normal(len(ids) * K))), cap).clip(1)
+    lengths = smollm_lengths(len(ids) * K, length_seed, cap)
     work = _workload(prompts, lens, K, lengths)
     compare("SmolLM2-135M GSM format (log-normal lengths, median 150, cap 320)", cfg, params, work, cap, 8,
             repeats, lines, one_slot)
@@ -195,7 +212,11 @@ def main():
     parser.add_argument("--smollm-queries", type=int, default=4, help="SmolLM2 queries (x 8 samples each)")
     parser.add_argument("--length-seed", type=int, default=0, help="seed of the SmolLM2 length draw")
     parser.add_argument("--no-one-slot", action="store_true", help="skip the one-slot-per-row reference")
+    parser.add_argument("--step-ratios", type=int, default=0, metavar="DRAWS",
+                        help="only print decode-step ratios over this many SmolLM2 length draws")
     args = parser.parse_args()
+    if args.step_ratios:
+        return step_ratios(args.step_ratios)
     print(f"jax {jax.__version__} on {jax.devices()[0].platform} x{len(jax.devices())}; load average "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     lines = []
