@@ -3,8 +3,8 @@
 Useful tokens are the tokens of each response up to and including its EOS. A response's length
 is forced: every request gets its own cap (`request_max_new_tokens`) drawn from the distribution
 below and no EOS (eos_id=-1), so it emits exactly that many tokens — model weights cannot be
-made to stop at chosen lengths. The static reference (`sampling.generate`, what rollout runs
-today) gets the same requests in batches of S rows (the same cache rows as our S slots); a
+made to stop at chosen lengths. The static reference (`sampling.generate`, the static sampler)
+gets the same requests in batches of S rows (the same cache rows as our S slots); a
 static batch runs until its longest row ends, so each batch is run with max_new_tokens = that
 batch's longest length: exactly the steps it takes when its rows emit EOS at those lengths
 (its cache is then narrower than ours, P + that length instead of P + cap). The second
@@ -17,6 +17,11 @@ batches with one slot per request and the cap of the run, each batch ending with
       GSM8K-style questions), --smollm-queries queries (default 4, cycling over 4 questions) x 8
       samples, lengths log-normal with median 150 (sigma 0.5, drawn with --length-seed), cut at
       the cap 320; 8 slots.
+  (c) --shared-prefill: what a CPU run's iteration samples (configs/real_cpu.py): SmolLM2-135M,
+      32 synthetic shopping questions x 8 samples = 256 rows, one slot per row (R = S, a run's
+      default), 96 new tokens, no EOS (every row runs all 96 steps, so both sides decode alike).
+      Ours prefills each distinct prompt once and writes its K/V into its 8 slots; the
+      reference is the static sampler (`sampling.generate`), which prefills every row.
 
 Beside the times it prints each side's decode steps, known from the lengths alone: a static batch
 takes as many steps as its longest row; the continuous sampler gives a finished slot the next
@@ -32,6 +37,7 @@ one-token requests or without running it); the load
 average is printed with the results (the machine is shared).
 
     python benchmarks/continuous.py [--quick] [--repeats 1] [--smollm-queries 4] [--length-seed 0] [--no-one-slot]
+    python benchmarks/continuous.py --shared-prefill --repeats 2
     python benchmarks/continuous.py --step-ratios 1000   # the step ceiling over length draws, no model
 """
 from __future__ import annotations
@@ -172,6 +178,45 @@ def compare(name, cfg, params, work, cap, slots, repeats, lines, one_slot=True):
                      f"requests_per_slot=1) {useful / one_t:.0f} tok/s | ratio {one_t / ours_t:.2f}")
 
 
+def shared_prefill(repeats, lines, queries=32, samples=8, new_tokens=96):
+    """Case (c): the same rows through ours (one prefill per distinct prompt) and the static
+    sampler (one per row); equal tokens checked, best of `repeats` each, interleaved."""
+    from bstar_jax.data import load_split
+
+    cfg, params = models.load("smollm2-135m")
+    tokenizer = load_tokenizer("smollm2-135m")
+    questions = [e.question for e in load_split("synthetic", "train", seed=0, n_train=queries, n_dev=0, n_test=0,
+                                                difficulty=1)]
+    ids = encode_prompts(tokenizer, questions)
+    lens = np.array([len(p) for p in ids], np.int32)
+    prompts = np.zeros((queries, lens.max()), np.int32)
+    for q, p in enumerate(ids):
+        prompts[q, :len(p)] = p
+    rows, row_lens = np.repeat(prompts, samples, 0), np.repeat(lens, samples)
+    kw = dict(max_new_tokens=new_tokens, temperature=1.0, eos_id=-1)
+    ours = lambda: continuous.generate_requests(cfg, params, rows, row_lens, jax.random.key(0), **kw)
+    static = lambda: sampling.generate(cfg, params, rows, row_lens, jax.random.key(0), **kw)
+    a, b = jax.block_until_ready(ours()), jax.block_until_ready(static())  # compiles
+    # Same keys, same distribution; the two programs sum floats in other orders, so a draw that
+    # lands in the far tail of the distribution (log-prob ~ -12) can pick a neighbouring token.
+    same = int((np.asarray(a.tokens) == np.asarray(b.tokens)).all(axis=1).sum())
+    times = {"ours": [], "static": []}
+    for _ in range(repeats):
+        for name, fn in (("ours", ours), ("static", static)):
+            t = time.perf_counter()
+            jax.block_until_ready(fn())
+            times[name].append(time.perf_counter() - t)
+    ours_t, static_t = min(times["ours"]), min(times["static"])
+    tokens = len(rows) * new_tokens
+    print(f"[shared prefill] {queries} prompts (length {lens.min()}-{lens.max()}) x {samples} samples, "
+          f"{new_tokens} new tokens: ours {ours_t:.1f} s, static {static_t:.1f} s ({same}/{len(rows)} rows "
+          f"with the same tokens); "
+          f"load {os.getloadavg()[0]:.1f}")
+    lines.append(f"shared prefill (SmolLM2-135M, {queries} x {samples} rows, {new_tokens} new tokens) tokens/s: ours "
+                 f"{tokens / ours_t:.0f} tok/s | reference (static sampler, a prefill per row) "
+                 f"{tokens / static_t:.0f} tok/s | ratio {static_t / ours_t:.2f}")
+
+
 def demo(repeats, lines):
     from transformers import LlamaConfig, LlamaForCausalLM
     import torch
@@ -212,6 +257,7 @@ def main():
     parser.add_argument("--smollm-queries", type=int, default=4, help="SmolLM2 queries (x 8 samples each)")
     parser.add_argument("--length-seed", type=int, default=0, help="seed of the SmolLM2 length draw")
     parser.add_argument("--no-one-slot", action="store_true", help="skip the one-slot-per-row reference")
+    parser.add_argument("--shared-prefill", action="store_true", help="only case (c), a CPU run's sampling")
     parser.add_argument("--step-ratios", type=int, default=0, metavar="DRAWS",
                         help="only print decode-step ratios over this many SmolLM2 length draws")
     args = parser.parse_args()
@@ -220,9 +266,11 @@ def main():
     print(f"jax {jax.__version__} on {jax.devices()[0].platform} x{len(jax.devices())}; load average "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     lines = []
-    if not args.only_smollm:
+    if args.shared_prefill:
+        shared_prefill(args.repeats, lines)
+    elif not args.only_smollm:
         demo(args.repeats, lines)
-    if not args.quick:
+    if not (args.quick or args.shared_prefill):
         smollm(args.repeats, lines, args.smollm_queries, args.length_seed, not args.no_one_slot)
     print(f"load average at the end {os.getloadavg()[0]:.1f}")
     print("\n".join(lines))

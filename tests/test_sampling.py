@@ -324,7 +324,7 @@ def _assert_same(out, ref):
     np.testing.assert_allclose(out.logprobs, ref.logprobs, atol=1e-5)
 
 
-@pytest.mark.parametrize("slots", [1, 3])
+@pytest.mark.parametrize("slots", [1, 3, None])  # None: a slot per request, shared prompts prefilled once
 def test_continuous_equals_static_for_any_number_of_slots(params, slots):
     prompts, lengths, kw = _requests()
     ref = sampling.generate(CFG, params, prompts, lengths, jax.random.key(3), **kw)
@@ -335,7 +335,8 @@ def test_continuous_equals_static_for_any_number_of_slots(params, slots):
 
 def test_continuous_program_takes_more_slots_than_requests():
     """Slots past the last request stay idle: a program lowered with S > R compiles (the path
-    without refills prefills one prompt per slot, so it must not assume S = R)."""
+    without refills fills every slot's prompt columns, idle ones too, so it must not assume
+    S = R)."""
     continuous.lower_generate_requests(CFG, None, 4, 4, 8, 16, 8).compile()
 
 
@@ -343,7 +344,7 @@ def test_continuous_sharded_equals_static(params, n_devices):
     prompts, lengths, kw = _requests(seed=22)
     ref = sampling.generate(CFG, params, prompts, lengths, jax.random.key(5), **kw)
     mesh = mesh_lib.make_mesh(data=2, fsdp=2, tensor=2)
-    for slots in (8, 16):
+    for slots in (8, 16, None):
         out = continuous.generate_requests(CFG, params, prompts, lengths, jax.random.key(5), slots=slots,
                                            mesh=mesh, **kw)
         _assert_same(out, ref)
