@@ -17,8 +17,8 @@ batches with one slot per request and the cap of the run, each batch ending with
       GSM8K-style questions), --smollm-queries queries (default 4, cycling over 4 questions) x 8
       samples, lengths log-normal with median 150 (sigma 0.5, drawn with --length-seed), cut at
       the cap 320; 8 slots.
-  (c) --shared-prefill: what a CPU run's iteration samples (configs/real_cpu.py): SmolLM2-135M,
-      32 synthetic shopping questions x 8 samples = 256 rows, one slot per row (R = S, a run's
+  (c) --shared-prefill: the rows of a CPU run's iteration (configs/real_cpu.py): SmolLM2-135M,
+      8 synthetic shopping questions x 8 samples = 64 rows, one slot per row (R = S, a run's
       default), 96 new tokens, no EOS (every row runs all 96 steps, so both sides decode alike).
       Ours prefills each distinct prompt once and writes its K/V into its 8 slots; the
       reference is the static sampler (`sampling.generate`), which prefills every row.
@@ -178,7 +178,7 @@ def compare(name, cfg, params, work, cap, slots, repeats, lines, one_slot=True):
                      f"requests_per_slot=1) {useful / one_t:.0f} tok/s | ratio {one_t / ours_t:.2f}")
 
 
-def shared_prefill(repeats, lines, queries=32, samples=8, new_tokens=96):
+def shared_prefill(repeats, lines, queries=8, samples=8, new_tokens=96):
     """Case (c): the same rows through ours (one prefill per distinct prompt) and the static
     sampler (one per row); equal tokens checked, best of `repeats` each, interleaved."""
     from bstar_jax.data import load_split
