@@ -161,16 +161,17 @@ def compare(name, cfg, params, work, cap, slots, repeats, lines, one_slot=True):
                    lambda: _ours(cfg, params, short, cap, slots, 0))
     ref_t = _best(lambda s: _static(cfg, params, work, slots, s), repeats, lambda: _compile_static(cfg, work, slots))
     one_t = _best(lambda s: _one_slot_per_row(cfg, params, work, cap, slots, s), repeats,
-                  lambda: _one_slot_per_row(cfg, params, short, cap, slots, 0)) if one_slot else float("nan")
+                  lambda: _one_slot_per_row(cfg, params, short, cap, slots, 0)) if one_slot else None
     lengths = work[3]
     static_steps, our_steps = decode_steps(lengths, slots)
     print(f"[{name}] {len(lengths)} requests over {len(work[1])} prompts, {slots} slots, lengths "
           f"min {lengths.min()} median {int(np.median(lengths))} max {lengths.max()} (cap {cap}), "
-          f"{useful} useful tokens: ours {ours_t:.2f} s, static {ref_t:.2f} s, one slot per row {one_t:.2f} s; "
-          f"load {os.getloadavg()[0]:.1f}")
+          f"{useful} useful tokens: ours {ours_t:.2f} s, static {ref_t:.2f} s"
+          f"{f', one slot per row {one_t:.2f} s' if one_slot else ''}; load {os.getloadavg()[0]:.1f}")
+    one = f", one slot per row {static_steps} ({1e3 * one_t / static_steps:.0f} ms/step)" if one_slot else ""
     print(f"[{name}] decode steps: ours {our_steps} ({1e3 * ours_t / our_steps:.0f} ms/step), static "
-          f"{static_steps} ({1e3 * ref_t / static_steps:.0f} ms/step), one slot per row {static_steps} "
-          f"({1e3 * one_t / static_steps:.0f} ms/step); step ratio static/ours {static_steps / our_steps:.2f}")
+          f"{static_steps} ({1e3 * ref_t / static_steps:.0f} ms/step){one}; step ratio static/ours "
+          f"{static_steps / our_steps:.2f}")
     lines.append(f"{name} useful tokens/s: ours {useful / ours_t:.0f} tok/s | reference (static sampler) "
                  f"{useful / ref_t:.0f} tok/s | ratio {ref_t / ours_t:.2f}")
     if one_slot:
@@ -178,20 +179,27 @@ def compare(name, cfg, params, work, cap, slots, repeats, lines, one_slot=True):
                      f"requests_per_slot=1) {useful / one_t:.0f} tok/s | ratio {one_t / ours_t:.2f}")
 
 
+def _prompt_rows(tokenizer, questions):
+    """(prompt ids [Q, P] right-padded with 0, lengths [Q]) of the questions in the project's format."""
+    ids = encode_prompts(tokenizer, questions)
+    lens = np.array([len(p) for p in ids], np.int32)
+    prompts = np.zeros((len(ids), lens.max()), np.int32)
+    for q, p in enumerate(ids):
+        prompts[q, :len(p)] = p
+    return prompts, lens
+
+
 def shared_prefill(repeats, lines, queries=8, samples=8, new_tokens=96):
     """Case (c): the same rows through ours (one prefill per distinct prompt) and the static
-    sampler (one per row); equal tokens checked, best of `repeats` each, interleaved."""
+    sampler (one per row), best of `repeats` each, interleaved; prints how many rows drew the
+    same tokens on both sides."""
     from bstar_jax.data import load_split
 
     cfg, params = models.load("smollm2-135m")
     tokenizer = load_tokenizer("smollm2-135m")
     questions = [e.question for e in load_split("synthetic", "train", seed=0, n_train=queries, n_dev=0, n_test=0,
                                                 difficulty=1)]
-    ids = encode_prompts(tokenizer, questions)
-    lens = np.array([len(p) for p in ids], np.int32)
-    prompts = np.zeros((queries, lens.max()), np.int32)
-    for q, p in enumerate(ids):
-        prompts[q, :len(p)] = p
+    prompts, lens = _prompt_rows(tokenizer, questions)
     rows, row_lens = np.repeat(prompts, samples, 0), np.repeat(lens, samples)
     kw = dict(max_new_tokens=new_tokens, temperature=1.0, eos_id=-1)
     ours = lambda: continuous.generate_requests(cfg, params, rows, row_lens, jax.random.key(0), **kw)
@@ -237,13 +245,9 @@ def demo(repeats, lines):
 def smollm(repeats, lines, queries=4, length_seed=0, one_slot=True):
     cfg, params = models.load("smollm2-135m")
     tokenizer = load_tokenizer("smollm2-135m")
-    ids = encode_prompts(tokenizer, [GSM_QUESTIONS[q % len(GSM_QUESTIONS)] for q in range(queries)])
-    lens = np.array([len(p) for p in ids], np.int32)
-    prompts = np.zeros((len(ids), lens.max()), np.int32)
-    for q, p in enumerate(ids):
-        prompts[q, :len(p)] = p
+    prompts, lens = _prompt_rows(tokenizer, [GSM_QUESTIONS[q % len(GSM_QUESTIONS)] for q in range(queries)])
     K, cap = 8, 320
-    lengths = smollm_lengths(len(ids) * K, length_seed, cap)
+    lengths = smollm_lengths(len(lens) * K, length_seed, cap)
     work = _workload(prompts, lens, K, lengths)
     compare("SmolLM2-135M GSM format (log-normal lengths, median 150, cap 320)", cfg, params, work, cap, 8,
             repeats, lines, one_slot)
