@@ -20,8 +20,8 @@ batches with one slot per request and the cap of the run, each batch ending with
   (c) --shared-prefill: the rows of a CPU run's iteration (configs/real_cpu.py): SmolLM2-135M,
       8 synthetic shopping questions x 8 samples = 64 rows, one slot per row (R = S, a run's
       default), 96 new tokens, no EOS (every row runs all 96 steps, so both sides decode alike).
-      Ours prefills each distinct prompt once and writes its K/V into its 8 slots; the
-      reference is the static sampler (`sampling.generate`), which prefills every row.
+      Ours is the continuous sampler with a slot per row (each slot prefilled with its prompt);
+      the reference is the static sampler (`sampling.generate`).
 
 Beside the times it prints each side's decode steps, known from the lengths alone: a static batch
 takes as many steps as its longest row; the continuous sampler gives a finished slot the next
@@ -190,8 +190,7 @@ def _prompt_rows(tokenizer, questions):
 
 
 def shared_prefill(repeats, lines, queries=8, samples=8, new_tokens=96):
-    """Case (c): the same rows through ours (one prefill per distinct prompt) and the static
-    sampler (one per row), best of `repeats` each, interleaved; prints how many rows drew the
+    """Case (c): the same rows through ours (a slot per row) and the static sampler, best of `repeats` each, interleaved; prints how many rows drew the
     same tokens on both sides."""
     from bstar_jax.data import load_split
 
@@ -221,7 +220,7 @@ def shared_prefill(repeats, lines, queries=8, samples=8, new_tokens=96):
           f"with the same tokens); "
           f"load {os.getloadavg()[0]:.1f}")
     lines.append(f"shared prefill (SmolLM2-135M, {queries} x {samples} rows, {new_tokens} new tokens) tokens/s: ours "
-                 f"{tokens / ours_t:.0f} tok/s | reference (static sampler, a prefill per row) "
+                 f"{tokens / ours_t:.0f} tok/s | reference (static sampler) "
                  f"{tokens / static_t:.0f} tok/s | ratio {static_t / ours_t:.2f}")
 
 

@@ -4,10 +4,8 @@ The static sampler (sampling.py) runs B rows until its longest row ends and pref
 even rows that share a prompt. Here:
 
   * When every request has a slot from the start (R = S: a run's default, `requests_per_slot` 1)
-    no slot is ever refilled. Each distinct prompt is prefilled once and its K/V written into
-    all the slots that continue it (one gather before the loop: the K samples of a query share
-    one prefill); when every slot has its own prompt, each is prefilled into its slot, as the
-    static sampler does. Otherwise:
+    each slot's prompt is prefilled into the slot, as the static sampler does, and no slot is
+    ever refilled. Otherwise:
   * Distinct prompts are prefilled ONCE, into a prompt store (K/V [layers, U, kv_head, P, D],
     positions, and the final hidden state after each prompt's last token). A request names its
     prompt by index (request r -> prompt_index[r]); `generate_requests` deduplicates identical
@@ -96,16 +94,6 @@ def _refill(state: SlotState, done_S, num_requests, prompt_index_R, store: model
     )
 
 
-def _write_prompts(cache: models.KVCache, prompts: models.KVCache, u_S) -> models.KVCache:
-    """The cache with slot s's first P columns (K/V and positions) taken from row u_S[s] of
-    `prompts`, a prefilled cache of the U distinct prompts' P columns; one bulk write."""
-    zero = jnp.int32(0)
-    at = (zero,) * 5
-    return models.KVCache(jax.lax.dynamic_update_slice(cache.k, prompts.k[:, u_S].astype(cache.k.dtype), at),
-                          jax.lax.dynamic_update_slice(cache.v, prompts.v[:, u_S].astype(cache.v.dtype), at),
-                          jax.lax.dynamic_update_slice(cache.pos, prompts.pos[u_S], (zero, zero)))
-
-
 def _generate_requests(cfg, max_new_tokens, top_k, pad_id, params, prompts_UxP, prompt_lengths_U,
                        prompt_index_R, max_new_R, num_requests, keys_R, temperature_R, top_p_R, eos_id, cache):
     """(SampleOutput over R requests, cache). cache: an empty `models.KVCache` of S slots x (P + N)
@@ -119,19 +107,12 @@ def _generate_requests(cfg, max_new_tokens, top_k, pad_id, params, prompts_UxP, 
         first_hidden = lambda r_S: hidden_UxE[prompt_index_R[r_S]]
     else:
         # Every request has its slot from the start (request r in slot r; slots past R stay
-        # idle) and no slot is ever refilled, so no store is kept for the loop: no per-slot copy,
-        # which makes the compiler keep the cache in a layout the decode step's attention does not
-        # use and copy the whole cache between the two (docs/models.md, sampler memory).
+        # idle): each slot's prompt is prefilled into the slot itself, as the static sampler
+        # does. No store and no copy: a per-slot copy makes the compiler keep the cache in a
+        # layout the decode step's attention does not use, and copy the whole cache between the
+        # two (docs/models.md, sampler memory).
         u_S = prompt_index_R[jnp.minimum(jnp.arange(S), R - 1)]
-        if U < S:
-            # Slots share prompts (K samples of a query): each distinct prompt is prefilled once
-            # and its K/V written into all its slots in one gather before the loop.
-            hidden_UxE, shared = prefill_hidden(cfg, params, prompts_UxP, prompt_lengths_U,
-                                                models.init_cache(cfg, U, P))
-            cache = _write_prompts(cache, shared, u_S)
-            hidden_SxE = hidden_UxE[u_S]
-        else:
-            hidden_SxE, cache = prefill_hidden(cfg, params, prompts_UxP[u_S], prompt_lengths_U[u_S], cache)
+        hidden_SxE, cache = prefill_hidden(cfg, params, prompts_UxP[u_S], prompt_lengths_U[u_S], cache)
         first_hidden, store = (lambda r_S: hidden_SxE[r_S]), None
     state = SlotState(
         step=jnp.zeros((), jnp.int32), next_request=jnp.zeros((), jnp.int32),
