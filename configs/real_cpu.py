@@ -41,15 +41,18 @@ def get_config(arg: str | None = None):
 
     c.p0_sft.steps, c.p0_sft.batch_size, c.p0_sft.micro_batch_size, c.p0_sft.lr = 10, 16, 16, 1e-4
 
-    c.queries_per_iteration, c.samples_per_query, c.target_size = 64, 8, 128  # M, K, N: n* = 2
-    c.search.samples_per_query = 4  # >= n* distinct correct per query possible
-    c.search.temperatures = (0.7, 0.9, 1.1)  # 3 T x 4 samples x 42 dev queries = two 252-row sampler calls
+    # M, K, N: n* = N / M = 4. At ~20 % accuracy the selection (< 70 of 512) never reaches N, so
+    # it keeps every distinct correct response; with n* = 4 the balance score counts them too
+    # (with N = 128, n* = 2 stopped counting at two per query).
+    c.queries_per_iteration, c.samples_per_query, c.target_size = 64, 8, 256
+    c.search.samples_per_query = 4  # = n*: the score is the share of dev samples distinct and correct
+    c.search.temperatures = (0.8, 0.9, 1.0, 1.1)  # 4 T x 4 samples x 42 dev queries = 672 rows
     c.search.include_reference = False  # the model's own samples only
     c.sampling.max_new_tokens, c.sampling.batch_rows = 96, 256
     c.eval.samples_per_query = 0  # greedy Pass@1 only: the measure, at half the cost of a pass
     c.eval.every = 3  # P_0 and the last iteration
 
-    c.sft.steps_per_iteration, c.sft.batch_size, c.sft.micro_batch_size = 8, 16, 16  # one epoch of N
+    c.sft.steps_per_iteration, c.sft.batch_size, c.sft.micro_batch_size = 8, 16, 16  # 128 rows: 2-3 epochs of the selection
     c.sft.lr = c.sft.min_lr = 5e-5  # the same LR in every iteration
     c.sft.warmup_steps, c.sft.decay_steps = 1, 3 * 8
     c.sft.max_len, c.sft.max_prompt_len, c.sft.max_target_len = 192, 96, 96
