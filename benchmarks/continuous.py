@@ -20,7 +20,8 @@ batches with one slot per request and the cap of the run, each batch ending with
   (c) --shared-prefill: the rows of a CPU run's iteration (configs/real_cpu.py): SmolLM2-135M,
       8 synthetic shopping questions x 8 samples = 64 rows, one slot per row (R = S, a run's
       default), 96 new tokens, no EOS (every row runs all 96 steps, so both sides decode alike).
-      Ours is the continuous sampler with a slot per row (each slot prefilled with its prompt);
+      Ours is the continuous sampler with a slot per row (each prompt prefilled once, its K/V
+      gathered into its 8 slots);
       the reference is the static sampler (`sampling.generate`).
 
 Beside the times it prints each side's decode steps, known from the lengths alone: a static batch

@@ -4,8 +4,10 @@ The static sampler (sampling.py) runs B rows until its longest row ends and pref
 even rows that share a prompt. Here:
 
   * When every request has a slot from the start (R = S: a run's default, `requests_per_slot` 1)
-    each slot's prompt is prefilled into the slot, as the static sampler does, and no slot is
-    ever refilled. Otherwise:
+    no slot is ever refilled. If slots share prompts (the T x K rows of a query), each distinct
+    prompt is prefilled once and its K/V written into all its slots in one gather, split over the
+    mesh like the cache; otherwise each slot's prompt is prefilled into the slot, as the static
+    sampler does. Otherwise:
   * Distinct prompts are prefilled ONCE, into a prompt store (K/V [layers, U, kv_head, P, D],
     positions, and the final hidden state after each prompt's last token). A request names its
     prompt by index (request r -> prompt_index[r]); `generate_requests` deduplicates identical
@@ -94,7 +96,41 @@ def _refill(state: SlotState, done_S, num_requests, prompt_index_R, store: model
     )
 
 
-def _generate_requests(cfg, max_new_tokens, top_k, pad_id, params, prompts_UxP, prompt_lengths_U,
+def shares_prefill(prompts: int, slots: int, mesh=None) -> bool:
+    """Whether a call without refills prefills each distinct prompt once (into a store replicated
+    on every device, then gathered into the slots) instead of once per slot: when it leaves each
+    device at most as many prompt rows to prefill, U * (batch devices) <= S, and fewer than S."""
+    devices = mesh_lib.batch_size_multiple(mesh) if mesh is not None else 1
+    return int(prompts) * max(devices, 2) <= int(slots)
+
+
+def _write_prompts(cfg, cache: models.KVCache, prompts: models.KVCache, u_S, mesh) -> models.KVCache:
+    """The cache with slot s's first P columns (K/V and positions) taken from row u_S[s] of
+    `prompts`, a prefilled cache of the U distinct prompts' P columns. One layer at a time, in a
+    loop over the donated cache: gathering all layers at once holds a second copy of the prompt
+    columns of every slot (at gsm8k.py's shapes on v5e:2x4, 6 GB per device beside the 9.8 GB
+    cache: RESOURCE_EXHAUSTED); one layer's rows are 1/num_layers of that. Each layer's rows are
+    constrained to the cache's split over the mesh, else the compiler may keep them whole on
+    every device."""
+    zero = jnp.int32(0)
+
+    def constrain(x, axes):
+        return x if mesh is None else jax.lax.with_sharding_constraint(
+            x, mesh_lib.named_sharding(axes, mesh, x.shape))
+
+    def write_layer(layer, kv):
+        k, v = kv
+        rows_k = constrain(jax.lax.dynamic_slice_in_dim(prompts.k, layer, 1, 0)[:, u_S].astype(k.dtype), models.K_AXES)
+        rows_v = constrain(jax.lax.dynamic_slice_in_dim(prompts.v, layer, 1, 0)[:, u_S].astype(v.dtype), models.V_AXES)
+        at = (layer, zero, zero, zero, zero)
+        return jax.lax.dynamic_update_slice(k, rows_k, at), jax.lax.dynamic_update_slice(v, rows_v, at)
+
+    k, v = jax.lax.fori_loop(0, cfg.num_layers, write_layer, (cache.k, cache.v))
+    pos = jax.lax.dynamic_update_slice(cache.pos, prompts.pos[u_S], (zero, zero))
+    return models.KVCache(k, v, pos)
+
+
+def _generate_requests(cfg, max_new_tokens, top_k, pad_id, mesh, params, prompts_UxP, prompt_lengths_U,
                        prompt_index_R, max_new_R, num_requests, keys_R, temperature_R, top_p_R, eos_id, cache):
     """(SampleOutput over R requests, cache). cache: an empty `models.KVCache` of S slots x (P + N)
     columns, donated. Requests >= num_requests are padding and never run."""
@@ -107,12 +143,18 @@ def _generate_requests(cfg, max_new_tokens, top_k, pad_id, params, prompts_UxP, 
         first_hidden = lambda r_S: hidden_UxE[prompt_index_R[r_S]]
     else:
         # Every request has its slot from the start (request r in slot r; slots past R stay
-        # idle): each slot's prompt is prefilled into the slot itself, as the static sampler
-        # does. No store and no copy: a per-slot copy makes the compiler keep the cache in a
-        # layout the decode step's attention does not use, and copy the whole cache between the
-        # two (docs/models.md, sampler memory).
+        # idle) and no slot is ever refilled, so no store is kept for the loop: a per-slot copy
+        # inside it makes the compiler keep the cache in a layout the decode step's attention
+        # does not use, and copy the whole cache between the two (docs/models.md, sampler memory).
         u_S = prompt_index_R[jnp.minimum(jnp.arange(S), R - 1)]
-        hidden_SxE, cache = prefill_hidden(cfg, params, prompts_UxP[u_S], prompt_lengths_U[u_S], cache)
+        if shares_prefill(U, S, mesh):
+            # Slots share prompts (the samples of a query): one prefill per distinct prompt.
+            hidden_UxE, shared = prefill_hidden(cfg, params, prompts_UxP, prompt_lengths_U,
+                                                models.init_cache(cfg, U, P))
+            cache = _write_prompts(cfg, cache, shared, u_S, mesh)
+            hidden_SxE = hidden_UxE[u_S]
+        else:
+            hidden_SxE, cache = prefill_hidden(cfg, params, prompts_UxP[u_S], prompt_lengths_U[u_S], cache)
         first_hidden, store = (lambda r_S: hidden_SxE[r_S]), None
     state = SlotState(
         step=jnp.zeros((), jnp.int32), next_request=jnp.zeros((), jnp.int32),
@@ -172,7 +214,7 @@ def lower_generate_requests(cfg: models.ModelConfig, mesh, requests: int, prompt
         # Results split by request along the batch axes, as the static sampler's by row.
         out_sh = SampleOutput(*(mesh_lib.batch_sharding(mesh, n) for n in (2, 1, 2)))
     cache_sh = models.KVCache(*(Format(Layout.AUTO, sh) for sh in cache_sh))
-    fn = jax.jit(functools.partial(_generate_requests, cfg, int(max_new_tokens), int(top_k), _pad_id(cfg)),
+    fn = jax.jit(functools.partial(_generate_requests, cfg, int(max_new_tokens), int(top_k), _pad_id(cfg), mesh),
                  in_shardings=(param_sh,) + (rep,) * 9 + (cache_sh,),
                  out_shardings=(out_sh, cache_sh), donate_argnums=(10,))
     S = jax.ShapeDtypeStruct

@@ -350,6 +350,20 @@ def test_continuous_sharded_equals_static(params, n_devices):
         _assert_same(out, ref)
 
 
+def test_continuous_shared_prefill_sharded_equals_static(params, n_devices):
+    """8 prompts x 8 samples on a mesh whose batch axes span 4 devices: U * 4 <= S, so each
+    distinct prompt is prefilled once and gathered into its slots, split like the cache."""
+    prompts, lengths = _prompts([3, 8, 6, 1, 5, 7, 2, 4], seed=24)
+    prompts, lengths = np.repeat(prompts, 8, 0), np.repeat(lengths, 8)
+    kw = dict(max_new_tokens=12, temperature=np.tile([1.0, 0.7, 0.0, 1.3], 16), top_p=np.tile([1.0, 0.9], 32),
+              eos_id=5)
+    mesh = mesh_lib.make_mesh(data=2, fsdp=2, tensor=2)
+    assert continuous.shares_prefill(8, 64, mesh) and not continuous.shares_prefill(32, 64, mesh)
+    ref = sampling.generate(CFG, params, prompts, lengths, jax.random.key(7), **kw)
+    _assert_same(continuous.generate_requests(CFG, params, prompts, lengths, jax.random.key(7), mesh=mesh, **kw),
+                 ref)
+
+
 def test_shared_prompts_equal_unshared_and_request_caps_cut(params):
     prompts, lengths, kw = _requests(seed=23)
     distinct, lens, index = continuous.dedupe_prompts(prompts, lengths)
