@@ -5,9 +5,9 @@ even rows that share a prompt. Here:
 
   * When every request has a slot from the start (R = S: a run's default, `requests_per_slot` 1)
     no slot is ever refilled. If slots share prompts (the T x K rows of a query), each distinct
-    prompt is prefilled once and its K/V written into all its slots in one gather, split over the
-    mesh like the cache; otherwise each slot's prompt is prefilled into the slot, as the static
-    sampler does. Otherwise:
+    prompt is prefilled once, into a store split over the mesh like the cache, and its K/V
+    gathered into all its slots one layer at a time; otherwise each slot's prompt is prefilled
+    into the slot, as the static sampler does. Otherwise:
   * Distinct prompts are prefilled ONCE, into a prompt store (K/V [layers, U, kv_head, P, D],
     positions, and the final hidden state after each prompt's last token). A request names its
     prompt by index (request r -> prompt_index[r]); `generate_requests` deduplicates identical
@@ -96,17 +96,40 @@ def _refill(state: SlotState, done_S, num_requests, prompt_index_R, store: model
     )
 
 
-def shares_prefill(prompts: int, slots: int, mesh=None) -> bool:
-    """Whether a call without refills prefills each distinct prompt once (into a store replicated
-    on every device, then gathered into the slots) instead of once per slot: when it leaves each
-    device at most as many prompt rows to prefill, U * (batch devices) <= S, and fewer than S."""
+def _store_rows(prompts: int, mesh=None) -> int:
+    """Rows of the shared-prefill store: the U distinct prompts padded to a multiple of the
+    devices on the batch axes, so that the store is split over them like the cache."""
     devices = mesh_lib.batch_size_multiple(mesh) if mesh is not None else 1
-    return int(prompts) * max(devices, 2) <= int(slots)
+    return -(-int(prompts) // devices) * devices
+
+
+def shares_prefill(prompts: int, slots: int, mesh=None) -> bool:
+    """Whether a call without refills prefills each distinct prompt once (into a store split over
+    the batch axes like the cache, then gathered into the slots) instead of once per slot: when
+    the store has at most half as many rows as there are slots."""
+    return 2 * _store_rows(prompts, mesh) <= int(slots)
+
+
+def _prefill_store(cfg, params, prompts_UxP, prompt_lengths_U, mesh):
+    """(hidden [U', E], store): the U distinct prompts, padded to U' = `_store_rows` rows by
+    repeating the first, prefilled into a cache of U' rows x P columns split over the batch axes
+    (each device prefills U' / devices prompts; a replicated store held every prompt's K/V on
+    every device: 3 GB per chip for gsm8k.py's iteration on v5e:4x4)."""
+    U, P = prompts_UxP.shape
+    rows = _store_rows(U, mesh)
+    pad_U = jnp.where(jnp.arange(rows) < U, jnp.arange(rows), 0)
+    prompts, lengths, store = prompts_UxP[pad_U], prompt_lengths_U[pad_U], models.init_cache(cfg, rows, P)
+    if mesh is not None:
+        prompts = jax.lax.with_sharding_constraint(prompts, mesh_lib.batch_sharding(mesh, 2))
+        lengths = jax.lax.with_sharding_constraint(lengths, mesh_lib.batch_sharding(mesh, 1))
+        store = models.KVCache(*(jax.lax.with_sharding_constraint(x, sh) for x, sh in
+                                 zip(store, models.cache_shardings(cfg, mesh, rows, P, store.k.dtype))))
+    return prefill_hidden(cfg, params, prompts, lengths, store)
 
 
 def _write_prompts(cfg, cache: models.KVCache, prompts: models.KVCache, u_S, mesh) -> models.KVCache:
     """The cache with slot s's first P columns (K/V and positions) taken from row u_S[s] of
-    `prompts`, a prefilled cache of the U distinct prompts' P columns. One layer at a time, in a
+    `prompts`, the prefilled store of the distinct prompts' P columns. One layer at a time, in a
     loop over the donated cache: gathering all layers at once holds a second copy of the prompt
     columns of every slot (at gsm8k.py's shapes on v5e:2x4, 6 GB per device beside the 9.8 GB
     cache: RESOURCE_EXHAUSTED); one layer's rows are 1/num_layers of that. Each layer's rows are
@@ -149,8 +172,7 @@ def _generate_requests(cfg, max_new_tokens, top_k, pad_id, mesh, params, prompts
         u_S = prompt_index_R[jnp.minimum(jnp.arange(S), R - 1)]
         if shares_prefill(U, S, mesh):
             # Slots share prompts (the samples of a query): one prefill per distinct prompt.
-            hidden_UxE, shared = prefill_hidden(cfg, params, prompts_UxP, prompt_lengths_U,
-                                                models.init_cache(cfg, U, P))
+            hidden_UxE, shared = _prefill_store(cfg, params, prompts_UxP, prompt_lengths_U, mesh)
             cache = _write_prompts(cfg, cache, shared, u_S, mesh)
             hidden_SxE = hidden_UxE[u_S]
         else:

@@ -358,7 +358,7 @@ def test_continuous_shared_prefill_sharded_equals_static(params, n_devices):
     kw = dict(max_new_tokens=12, temperature=np.tile([1.0, 0.7, 0.0, 1.3], 16), top_p=np.tile([1.0, 0.9], 32),
               eos_id=5)
     mesh = mesh_lib.make_mesh(data=2, fsdp=2, tensor=2)
-    assert continuous.shares_prefill(8, 64, mesh) and not continuous.shares_prefill(32, 64, mesh)
+    assert continuous.shares_prefill(8, 64, mesh) and not continuous.shares_prefill(33, 64, mesh)
     ref = sampling.generate(CFG, params, prompts, lengths, jax.random.key(7), **kw)
     _assert_same(continuous.generate_requests(CFG, params, prompts, lengths, jax.random.key(7), mesh=mesh, **kw),
                  ref)
