@@ -50,7 +50,7 @@ def test_absurd_rows_do_not_fit(tiny_fit):
 
 def test_gsm8k_iteration_sampler_fits_v5e_2x4():
     """The iteration's sampler call of gsm8k.py on v5e:2x4 (4,096 slots over 128 prompts, each
-    prefilled once and gathered into its 32 slots): 14.2 of 17.2 GB per chip. Gathering every
+    prefilled once and gathered into its 32 slots): 12.8 of 17.2 GB per chip. Gathering every
     layer's prompt columns at once held a second copy of them beside the 9.8 GB cache and ran out
     of HBM, which this catches; the small model of test_tpu_compile.py does not show it."""
     from bstar_jax import tpu_fit
