@@ -351,8 +351,9 @@ def test_continuous_sharded_equals_static(params, n_devices):
 
 
 def test_continuous_shared_prefill_sharded_equals_static(params, n_devices):
-    """8 prompts x 8 samples on a mesh whose batch axes span 4 devices: U * 4 <= S, so each
-    distinct prompt is prefilled once and gathered into its slots, split like the cache."""
+    """8 prompts x 8 samples on a mesh whose batch axes span 4 devices: the store's 8 rows are an
+    eighth of the 64 slots, so each distinct prompt is prefilled once and gathered into its
+    slots, split like the cache."""
     prompts, lengths = _prompts([3, 8, 6, 1, 5, 7, 2, 4], seed=24)
     prompts, lengths = np.repeat(prompts, 8, 0), np.repeat(lengths, 8)
     kw = dict(max_new_tokens=12, temperature=np.tile([1.0, 0.7, 0.0, 1.3], 16), top_p=np.tile([1.0, 0.9], 32),
