@@ -120,12 +120,10 @@ def _prefill_store(cfg, params, prompts_UxP, prompt_lengths_U, mesh):
     U, P = prompts_UxP.shape
     rows = _store_rows(U, mesh)
     pad_U = jnp.where(jnp.arange(rows) < U, jnp.arange(rows), 0)
-    prompts, lengths, store = prompts_UxP[pad_U], prompt_lengths_U[pad_U], models.init_cache(cfg, rows, P)
-    if mesh is not None:
-        prompts = jax.lax.with_sharding_constraint(prompts, mesh_lib.batch_sharding(mesh, 2))
-        lengths = jax.lax.with_sharding_constraint(lengths, mesh_lib.batch_sharding(mesh, 1))
-        store = models.KVCache(*(jax.lax.with_sharding_constraint(x, sh) for x, sh in
-                                 zip(store, models.cache_shardings(cfg, mesh, rows, P, store.k.dtype))))
+    prompts = mesh_lib.constrain(prompts_UxP[pad_U], ("batch", None), mesh)
+    lengths = mesh_lib.constrain(prompt_lengths_U[pad_U], ("batch",), mesh)
+    store = models.KVCache(*(mesh_lib.constrain(x, axes, mesh) for x, axes in
+                             zip(models.init_cache(cfg, rows, P), (models.K_AXES, models.V_AXES, models.POS_AXES))))
     return prefill_hidden(cfg, params, prompts, lengths, store)
 
 
@@ -139,14 +137,12 @@ def _write_prompts(cfg, cache: models.KVCache, prompts: models.KVCache, u_S, mes
     every device."""
     zero = jnp.int32(0)
 
-    def constrain(x, axes):
-        return x if mesh is None else jax.lax.with_sharding_constraint(
-            x, mesh_lib.named_sharding(axes, mesh, x.shape))
+    def rows(store, axes, dtype, layer):  # layer `layer` of the store, one row per slot
+        return mesh_lib.constrain(jax.lax.dynamic_slice_in_dim(store, layer, 1, 0)[:, u_S].astype(dtype), axes, mesh)
 
     def write_layer(layer, kv):
         k, v = kv
-        rows_k = constrain(jax.lax.dynamic_slice_in_dim(prompts.k, layer, 1, 0)[:, u_S].astype(k.dtype), models.K_AXES)
-        rows_v = constrain(jax.lax.dynamic_slice_in_dim(prompts.v, layer, 1, 0)[:, u_S].astype(v.dtype), models.V_AXES)
+        rows_k, rows_v = rows(prompts.k, models.K_AXES, k.dtype, layer), rows(prompts.v, models.V_AXES, v.dtype, layer)
         at = (layer, zero, zero, zero, zero)
         return jax.lax.dynamic_update_slice(k, rows_k, at), jax.lax.dynamic_update_slice(v, rows_v, at)
 

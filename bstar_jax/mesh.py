@@ -106,6 +106,12 @@ def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
     return NamedSharding(mesh, P(BATCH_AXES, *([None] * (ndim - 1))))
 
 
+def constrain(x, logical_axes, mesh: Mesh | None):
+    """`x` (inside a traced function) constrained to the sharding of its logical axes on `mesh`;
+    `x` itself when `mesh` is None."""
+    return x if mesh is None else jax.lax.with_sharding_constraint(x, named_sharding(logical_axes, mesh, x.shape))
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 
