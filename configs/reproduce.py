@@ -11,10 +11,10 @@ same P_0, each with the answer-only reward and with answer+PRM (Table 1's w/o an
   iterative_rft, rest_em  the other baselines                       Table 1
 
 14 runs of 4 iterations, as the demo. The runs go in this order so that online_rft_fixed finds
-bstar's last choice (config.fixed.from_run). Wall time: one reward alone
-(`--config.use_prm="(False,)"`, 28 run-iterations) took 1 h 54 CPU-minutes, 2 h 03 min of wall
-time with other jobs on the 2 cores (docs/results.md); both rewards, with the PRM made once,
-about twice that. `iterations` may grow on a rerun of the workdir.
+bstar's last choice (config.fixed.from_run). Wall time alone on a 2-core CPU with two CPU devices
+(XLA_FLAGS=--xla_force_host_platform_device_count=2): about 40 min for both rewards (seed 0:
+answer+PRM half 23 min with the warm start and the PRM, answer-only half 16 min;
+docs/results.md). `iterations` may grow on a rerun of the workdir.
 
     python run.py --config=configs/reproduce.py
     python -m bstar_jax.report runs/reproduce          # per-iteration tables and paired differences
