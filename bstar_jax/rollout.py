@@ -102,7 +102,9 @@ def sample(policy, tokenizer, questions: Sequence[str], *, temperatures: Sequenc
     """sample_grid over all questions, `batch_rows` cache slots per call (docs/models.md#sampler-calls-in-a-run).
 
     The questions are cut into chunks of at most `batch_rows` rows (whole queries; the last chunk
-    padded with repeats of its first query); row r of chunk c draws with fold_in(fold_in(rng, c), r).
+    padded with repeats of its first query); the rows of query q and sample k of chunk c draw with
+    fold_in(fold_in(rng, c), q * K + k) at EVERY temperature of the grid (`common_keys`), so the
+    temperatures of a search are compared on common random numbers.
     Each sampler call takes up to `requests_per_slot` chunks through one chunk's rows of slots: a
     slot whose row has ended takes the next row of the call (continuous batching), so a call runs
     until its rows' tokens are spent, not until each chunk's longest row ends. The keys do not
@@ -119,8 +121,8 @@ def sample(policy, tokenizer, questions: Sequence[str], *, temperatures: Sequenc
         call = list(questions[start:start + shape.questions])
         real = len(call)
         call += [call[0]] * (shape.questions - real)
-        keys = jnp.concatenate([continuous.request_keys(jax.random.fold_in(rng, c), shape.chunk_rows)
-                                for c in range(first, first + shape.per_call)])
+        keys = jnp.concatenate([common_keys(jax.random.fold_in(rng, c), shape.per_chunk, len(temperatures),
+                                            int(num_samples)) for c in range(first, first + shape.per_call)])
         caps = np.full(shape.requests, int(sampling_config.max_new_tokens), np.int32)
         caps[real * rows_per_query:] = 1  # padding rows: one step, then their slot is free
         g = sample_grid(cfg, params, tokenizer, call, temperatures=temperatures, num_samples=int(num_samples),
@@ -129,6 +131,17 @@ def sample(policy, tokenizer, questions: Sequence[str], *, temperatures: Sequenc
                         slots=shape.chunk_rows, row_max_new_tokens=caps)
         parts.append(_slice_queries(g, real))
     return _concat_queries(parts)
+
+
+def common_keys(rng, n_questions: int, n_temperatures: int, num_samples: int) -> jax.Array:
+    """Row keys [Q * T * K] of one chunk (row = (q * T + t) * K + k): fold_in(rng, q * K + k), the
+    same at every t. Each temperature's samples keep their distribution (K independent draws per
+    query), but sample k of a query at T and at T' use the same uniforms token by token (common
+    random numbers), so a difference between two temperatures' balance scores reflects the
+    temperatures more than the luck of the draw. With one temperature these are
+    fold_in(rng, r) for row r."""
+    keys_QxK = continuous.request_keys(rng, n_questions * num_samples).reshape(n_questions, 1, num_samples)
+    return jnp.broadcast_to(keys_QxK, (n_questions, n_temperatures, num_samples)).reshape(-1)
 
 
 def _slice_queries(g: GridSamples, n: int) -> GridSamples:

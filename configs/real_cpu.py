@@ -29,7 +29,7 @@ def get_config(arg: str | None = None):
     c.task = "gsm8k"  # numeric final answers
     c.variants = ("bstar", "online_rft")
     c.use_prm = (False,)  # answer-only reward
-    c.iterations = 3
+    c.iterations = 4
     c.model.path = "smollm2-135m"
     c.model.dtype = c.sft.compute_dtype = "float32"  # bfloat16 matmuls are slower on a CPU
     c.mesh.data, c.mesh.fsdp, c.mesh.tensor = -1, 1, 1
@@ -46,14 +46,17 @@ def get_config(arg: str | None = None):
     c.queries_per_iteration, c.samples_per_query, c.target_size = 64, 8, 256
     c.search.samples_per_query = 4  # = n*: the score is the share of dev samples distinct and correct
     c.search.temperatures = (0.8, 0.9, 1.0, 1.1)  # 4 T x 4 samples x 42 dev queries = 672 rows
+    # Refill slots as rows end (continuous batching): the same texts, 1.3x faster on this CPU
+    # (the search's rows: 234 s for 1,344 rows against 152 s for 672 rows with one request per slot).
+    c.sampling.requests_per_slot = 4
     c.search.include_reference = False  # the model's own samples only
     c.sampling.max_new_tokens, c.sampling.batch_rows = 96, 256
     c.eval.samples_per_query = 0  # greedy Pass@1 only: the measure, at half the cost of a pass
-    c.eval.every = 3  # P_0 and the last iteration
+    c.eval.every = 4  # P_0 and the last iteration
 
     c.sft.steps_per_iteration, c.sft.batch_size, c.sft.micro_batch_size = 8, 16, 16  # 128 rows: 2-3 epochs of the selection
     c.sft.lr = c.sft.min_lr = 5e-5  # the same LR in every iteration
-    c.sft.warmup_steps, c.sft.decay_steps = 1, 3 * 8
+    c.sft.warmup_steps, c.sft.decay_steps = 1, 4 * 8
     c.sft.max_len, c.sft.max_prompt_len, c.sft.max_target_len = 192, 96, 96
     if arg == "tiny":
         shrink_to_tiny(c)

@@ -233,7 +233,7 @@ def test_grid_is_one_call_one_compile_and_regroups(n_devices):
 def test_rollout_texts_do_not_depend_on_requests_per_slot():
     """rollout.sample: 5 questions x 2 temperatures x 2 samples, batch_rows 8 -> 3 chunks of 2
     queries (the last padded); 1 or 2 chunks per call through 8 slots give the same rows, and
-    those equal one sample_grid call per chunk keyed fold_in(rng, chunk) (the per-chunk keys)."""
+    those equal one sample_grid call per chunk keyed with rollout.common_keys(fold_in(rng, chunk))."""
     import ml_collections
 
     from bstar_jax import rollout
@@ -252,13 +252,35 @@ def test_rollout_texts_do_not_depend_on_requests_per_slot():
     for c, start in enumerate((0, 2, 4)):
         chunk = (questions[start:start + 2] + questions[:1])[:2]
         ref = sample_grid.sample_grid(cfg, params, tokenizer, chunk, temperatures=temps, num_samples=2,
-                                      rng=jax.random.fold_in(rng, c), max_new_tokens=9)
+                                      rng=rollout.common_keys(jax.random.fold_in(rng, c), 2, 2, 2), max_new_tokens=9)
         n = min(2, len(questions) - start)
         for run in runs:
             np.testing.assert_array_equal(run.tokens[:, start:start + n], ref.tokens[:, :n])
             assert (run.texts[:, start:start + n] == ref.texts[:, :n]).all()
     assert runs[0].texts.shape == (2, 5, 2)
     assert len({t for t in runs[0].texts[1].ravel()}) > 1
+
+
+def test_rollout_temperatures_share_random_numbers():
+    """Sample k of a query draws with the same key at every temperature of the grid (common random
+    numbers): a grid that repeats a temperature gives the same rows twice, the K samples of a query
+    still differ, and a one-temperature grid keeps the per-row keys fold_in(rng, r)."""
+    import ml_collections
+
+    from bstar_jax import rollout
+
+    tokenizer = _tokenizer()
+    cfg = CFG.replace(vocab_size=len(tokenizer), max_position_embeddings=128)
+    params = models.init(cfg, 5)
+    sc = ml_collections.ConfigDict(dict(batch_rows=12, max_new_tokens=9, top_p=1.0, top_k=0, requests_per_slot=1))
+    g = rollout.sample((cfg, params), tokenizer, ["What is 2 + 3?", "2 + 2?"], temperatures=[0.9, 1.0, 0.9],
+                       num_samples=3, rng=jax.random.key(3), sampling_config=sc)
+    np.testing.assert_array_equal(g.tokens[0], g.tokens[2])
+    assert (g.texts[0] == g.texts[2]).all()
+    assert len(set(g.texts[2, 0])) > 1  # the K samples of a query are independent draws
+    one = rollout.common_keys(jax.random.key(3), 4, 1, 3)
+    np.testing.assert_array_equal(jax.random.key_data(one),
+                                  jax.random.key_data(continuous.request_keys(jax.random.key(3), 12)))
 
 
 @pytest.mark.parametrize("bad", ["negative_temperature", "top_p_zero", "top_p_above_one", "too_long", "empty"])
