@@ -10,14 +10,14 @@ last iteration only (`eval.every`): on a CPU one test pass of this model costs m
 Sizes come from measured runs on the 2-core CPU: P_0 after 8 / 10 / 12 SFT steps scored 0.039 /
 0.195 / 0.234 greedy Pass@1 on the 512 test problems (8 steps leave 17 % of greedy answers
 unfinished); 10 steps keep P_0 in the 10-50 % band with room to improve. B-STaR's search sees
-42 dev queries x 4 samples at 4 temperatures: with 16 queries its balance scores moved in
-steps of 1/32 and the best T won by at most one step; its temperatures share random numbers
-(`rollout.common_keys`), which cuts the variance of a two-temperature score difference to
-0.18-0.55 of independent draws here. Each iteration trains at the same LR (a cosine decay over
-the run left the last iteration ~1e-5). Four iterations: after three, B-STaR was above P_0 by
-more than two standard errors on one seed of three. Seed 0 took 38 min 26 s of wall time on
-the machine (~2 min P_0 SFT, ~1.7 min per greedy test pass, 4.5-6 min per B-STaR iteration with
-its search, 2.5-4.5 min per online RFT iteration); results in README (a pretrained model on a CPU).
+32 dev queries x 8 samples at 4 temperatures that share random numbers (`rollout.common_keys`,
+which cuts the variance of a two-temperature score difference to 0.18-0.55 of independent
+draws here). Each iteration trains at the same LR (a cosine decay over the run left the last
+iteration ~1e-5). Four iterations: after three, B-STaR was above P_0 by more than two standard
+errors on one seed of three. Cost on a 2-core CPU, phases measured alone: P_0 SFT 173 s, a
+greedy test pass 188 s, a B-STaR iteration with its search ~590 s, about 75 min a seed in all on
+that machine (on a faster one, where the test pass took 113 s, n* = 4 with 4 x 42 dev samples
+took 38 min 26 s); results in README (a pretrained model on a CPU).
 
     python run.py --config=configs/real_cpu.py                                   # seed 0
     python run.py --config=configs/real_cpu.py --config.seed=1 --config.workdir=runs/real_cpu_seed1
