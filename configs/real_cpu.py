@@ -14,10 +14,12 @@ unfinished); 10 steps keep P_0 in the 10-50 % band with room to improve. B-STaR'
 which cuts the variance of a two-temperature score difference to 0.18-0.55 of independent
 draws here). Each iteration trains at the same LR (a cosine decay over the run left the last
 iteration ~1e-5). Four iterations: after three, B-STaR was above P_0 by more than two standard
-errors on one seed of three. Cost on a 2-core CPU, phases measured alone: P_0 SFT 173 s, a
-greedy test pass 188 s, a B-STaR iteration with its search ~590 s, about 75 min a seed in all on
-that machine (on a faster one, where the test pass took 113 s, n* = 4 with 4 x 42 dev samples
-took 38 min 26 s); results in README (a pretrained model on a CPU).
+errors on one seed of three. Over seeds 0-2 of this configuration B-STaR gained +0.070, -0.016
+and +0.018 and online RFT +0.127, +0.082 and +0.139: with the answer-only reward the two differ
+only in T, and 32 dev queries separate the temperatures by one to four queries. Cost: seed 2,
+run alone on a 2-core CPU, 1 h 22 min (P_0 SFT 158 s, a greedy test pass 160 s, a B-STaR
+iteration with its search 640-700 s, an online RFT iteration 345-400 s); results in README (a
+pretrained model on a CPU).
 
     python run.py --config=configs/real_cpu.py                                   # seed 0
     python run.py --config=configs/real_cpu.py --config.seed=1 --config.workdir=runs/real_cpu_seed1
