@@ -18,7 +18,7 @@ errors on one seed of three. Over seeds 0-2 of this configuration B-STaR gained 
 and +0.018 and online RFT +0.127, +0.082 and +0.139: with the answer-only reward the two differ
 only in T, and 32 dev queries separate the temperatures by one to four queries. Cost: seed 2,
 run alone on a 2-core CPU, 1 h 22 min (P_0 SFT 158 s, a greedy test pass 160 s, a B-STaR
-iteration with its search 640-700 s, an online RFT iteration 345-400 s); results in README (a
+iteration with its search 636-705 s, an online RFT iteration 344-397 s); results in README (a
 pretrained model on a CPU).
 
     python run.py --config=configs/real_cpu.py                                   # seed 0
