@@ -25,6 +25,10 @@ def test_the_shipped_configs_pass(tmp_path, mesh8):
             c.workdir = str(tmp_path / f"{module.__name__}_{arg}")
             # full-size configs: fields only (their data and model files are the user's)
             (config_check.validate if arg == "tiny" else config_check.validate_fields)(c, mesh8)
+    for module, arg in ((gsm8k, "cpu"), (real_cpu, "fast")):  # the named presets
+        c = module.get_config(arg)
+        c.workdir = str(tmp_path / f"{module.__name__}_{arg}")
+        config_check.validate_fields(c, mesh8)
 
 
 @pytest.mark.parametrize("field, value, needle", [
