@@ -291,7 +291,11 @@ def summarize_seeds(workdirs: list[str]) -> str:
     per_dir = [read_metrics(w) for w in workdirs]
     if not all(per_dir):
         raise ValueError(f"no metrics.jsonl rows in {[w for w, r in zip(workdirs, per_dir) if not r]}")
-    variants = list(dict.fromkeys(r["variant"] for r in per_dir[0]))
+    # Only the runs every workdir has: a statistic over seeds needs each seed.
+    variants = [v for v in dict.fromkeys(r["variant"] for r in per_dir[0])
+                if all(any(r["variant"] == v for r in rows) for rows in per_dir)]
+    if not variants:
+        raise ValueError(f"no run (variant) is in every one of {list(workdirs)}")
     s_values = sorted({int(s) for r in per_dir[0] for s in (r.get("pass_at_k_s") or {})} - {1})
     cols = [("greedy Pass@1", lambda r: r["pass_at_1"]), ("Pass@K", lambda r: r["pass_at_k"])]
     cols += [(f"Pass@K-{s}", lambda r, s=s: (r["pass_at_k_s"] or {}).get(str(s))) for s in s_values]

@@ -31,6 +31,14 @@ def test_summarize_seeds(tmp_path):
     assert not any(line.startswith("- online_rft") for line in lines)
 
 
+def test_summarize_seeds_keeps_the_runs_every_seed_has(tmp_path):
+    _write(tmp_path / "s0", {"bstar": [0.1, 0.2], "online_rft": [0.1, 0.3]})
+    _write(tmp_path / "s1", {"bstar": [0.3, 0.2]})  # online RFT not run on this seed
+    lines = report.summarize_seeds([str(tmp_path / "s0"), str(tmp_path / "s1")]).splitlines()
+    assert lines[3].startswith("| bstar, iteration 1 | 0.200 ± 0.000 |")
+    assert not any("online_rft" in line for line in lines)
+
+
 def test_summarize_seeds_names_an_empty_workdir(tmp_path):
     _write(tmp_path / "s0", {"bstar": [0.1, 0.2]})
     (tmp_path / "empty").mkdir()
