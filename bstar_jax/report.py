@@ -326,8 +326,7 @@ def summarize_seeds(workdirs: list[str]) -> str:
             lines.append(f"- {v}, {w}: " + " ".join(f"({t:g}, {tau:g})" for t, tau in chosen))
     balance = [("balance score of the iteration's selection", lambda r: r.get("balance_score"))]
     lines += [""] + per_iteration(per_dir, variants, cols + balance)
-    last_its = {(w, v): pick(rows, v, last=True)["iteration"] for w, rows in zip(workdirs, per_dir) for v in variants
-                if any(r["variant"] == v for r in rows)}
+    last_its = {(w, v): pick(rows, v, last=True)["iteration"] for w, rows in zip(workdirs, per_dir) for v in variants}
     paired = comparisons.paired_table(workdirs, variants, last=last_its)  # reads eval/<run>/iteration_<i>.npz
     return "\n".join(lines + (["", paired] if paired else []))
 

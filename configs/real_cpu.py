@@ -26,8 +26,9 @@ of M = 40 queries and 8 SFT steps, a search over 16 dev queries at T = 0.9 / 1.0
 of 384 tokens (three examples a row where 192 held one). Then neither method beats P_0: seed 0
 P_0 0.195, B-STaR 0.182, online RFT 0.213; seed 1 P_0 0.246, B-STaR 0.225, online RFT 0.160;
 seed 2 (B-STaR only) P_0 0.236, B-STaR 0.172. On seeds 0 and 1 the temperatures tied on the 16
-dev queries in five of six iterations, so the tie rule (the lowest T) chose. At an LR of 1e-4 (6 steps) the
-first iteration's 29 selected responses cut seed 0's sampled accuracy from 11.6 % to 4.4 %.
+dev queries in five of six iterations, so the tie rule (the lowest T) chose. At an LR of 1e-4
+(6 steps) the first iteration's 29 selected responses cut seed 0's sampled accuracy from 11.6 %
+to 4.4 %.
 
     python run.py --config=configs/real_cpu.py                                   # seed 0
     python run.py --config=configs/real_cpu.py --config.seed=1 --config.workdir=runs/real_cpu_seed1

@@ -19,16 +19,12 @@ def test_the_shipped_configs_pass(tmp_path, mesh8):
     from configs import gsm8k, math, real_cpu, reproduce
 
     config_check.validate(tiny(tmp_path / "a"), mesh8)
-    for module in (demo, gsm8k, math, real_cpu, reproduce):
-        for arg in ("tiny", None):
-            c = module.get_config(arg)
-            c.workdir = str(tmp_path / f"{module.__name__}_{arg}")
-            # full-size configs: fields only (their data and model files are the user's)
-            (config_check.validate if arg == "tiny" else config_check.validate_fields)(c, mesh8)
-    for module, arg in ((gsm8k, "cpu"), (real_cpu, "fast")):  # the named presets
+    presets = [(module, arg) for module in (demo, gsm8k, math, real_cpu, reproduce) for arg in ("tiny", None)]
+    for module, arg in presets + [(gsm8k, "cpu"), (real_cpu, "fast")]:
         c = module.get_config(arg)
         c.workdir = str(tmp_path / f"{module.__name__}_{arg}")
-        config_check.validate_fields(c, mesh8)
+        # full-size configs: fields only (their data and model files are the user's)
+        (config_check.validate if arg == "tiny" else config_check.validate_fields)(c, mesh8)
 
 
 @pytest.mark.parametrize("field, value, needle", [
