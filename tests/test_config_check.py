@@ -20,7 +20,7 @@ def test_the_shipped_configs_pass(tmp_path, mesh8):
 
     config_check.validate(tiny(tmp_path / "a"), mesh8)
     presets = [(module, arg) for module in (demo, gsm8k, math, real_cpu, reproduce) for arg in ("tiny", None)]
-    for module, arg in presets + [(gsm8k, "cpu"), (real_cpu, "fast")]:
+    for module, arg in presets + [(gsm8k, "cpu"), (real_cpu, "fast"), (real_cpu, "wide")]:
         c = module.get_config(arg)
         c.workdir = str(tmp_path / f"{module.__name__}_{arg}")
         # full-size configs: fields only (their data and model files are the user's)
