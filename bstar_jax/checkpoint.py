@@ -10,7 +10,9 @@ state and metrics were sane (finite), so a run that drifts into nonsense never r
 last good checkpoint (orbax keeps each checkpoint's `sane` flag as its metrics).
 
 Orbax writes to a temporary folder and renames it when complete, so a crash mid-save leaves the
-previous checkpoints as they were. A checkpoint that is there but unreadable (a truncated or
+previous checkpoints as they were. Before a save into a local folder, the free space there is
+checked against the state's size: a disk too full for the next checkpoint is a CheckpointError
+(one line: folder, space needed and free, how to resume) instead of a failed write deep in orbax. A checkpoint that is there but unreadable (a truncated or
 altered file) is detected on restore, by orbax's own errors or by the fingerprint (a position-
 weighted sum of every array's bits, checked after reading), and the previous one is restored
 instead, with a log line naming the one skipped. Restoring takes a target of ShapeDtypeStructs
@@ -21,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import shutil
 from typing import Any
 
 import jax
@@ -173,6 +176,7 @@ class Checkpointer:
             self._manager.wait_until_finished()
             self._manager.delete(stale)
         tree = _to_tree(state)
+        self._check_free_space(tree, iteration)
         meta = {"iteration": iteration, "temperature": temperature, "threshold": threshold,
                 "metrics": _jsonable(metrics or {}),
                 "fingerprint": _fingerprint_dict(tree), **_jsonable(extra or {})}
@@ -184,6 +188,24 @@ class Checkpointer:
             metrics={"sane": float(meta["sane"])}, force=True)
         if not saved:
             raise CheckpointError(f"{self.directory}: orbax declined to save iteration {iteration}")
+
+    def _check_free_space(self, tree, iteration: int) -> None:
+        """Raises CheckpointError when the local folder's disk has less free space than the
+        arrays of `tree` take (plus 5 %); remote folders (gs://) are not checked."""
+        if "://" in self.directory:
+            return
+        needed = int(1.05 * sum(int(getattr(x, "nbytes", 0)) for x in jax.tree.leaves(tree)))
+        folder = self.directory
+        while not os.path.exists(folder):
+            folder = os.path.dirname(folder)
+        free = shutil.disk_usage(folder).free
+        if free < needed:
+            done = [s for s in self.iterations() if s < iteration]
+            resume = f"resumes after iteration {done[-1]}" if done else "starts again"
+            raise CheckpointError(
+                f"{self.directory}: no room to save iteration {iteration} ({needed / 2**30:.2f} GiB "
+                f"needed, {free / 2**30:.2f} GiB free on its disk); free space (e.g. old runs' "
+                f"checkpoints) and rerun the same command: it {resume}")
 
     def restore(self, target, iteration: int | None = None) -> Restored | None:
         """Restores onto `target` (a tree of ShapeDtypeStructs with shardings, e.g.

@@ -2,6 +2,7 @@
 import json
 import logging
 import os
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -88,6 +89,26 @@ def test_keeps_the_last_n(tmp_path):
             ck.save(it, state, metrics={"iteration": it})
         ck.wait()
         assert ck.iterations() == [3, 4] and ck.latest_iteration() == 4
+
+
+def test_a_full_disk_is_one_clear_error_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    mesh = mesh_lib.make_mesh(-1, 1, 1)
+    state = random_state(mesh)
+    size = sum(x.nbytes for x in jax.tree.leaves(state))
+    with checkpoint.Checkpointer(tmp_path, max_to_keep=1) as ck:
+        ck.save(1, state)
+        ck.wait()
+        usage = shutil.disk_usage(tmp_path)
+        monkeypatch.setattr(checkpoint.shutil, "disk_usage", lambda path: usage._replace(free=size // 2))
+        with pytest.raises(checkpoint.CheckpointError) as raised:
+            ck.save(2, state)
+        message = str(raised.value)
+        assert "\n" not in message and str(tmp_path) in message and "iteration 2" in message
+        assert "resumes after iteration 1" in message
+        assert ck.iterations() == [1]
+        assert not [name for name in os.listdir(tmp_path) if "tmp" in name]  # nothing half-written
+        monkeypatch.undo()
+        assert_same(ck.restore(sft.abstract_train_state(CFG, tiny_config(), mesh)).state, state)
 
 
 # A failed tensorstore read leaves an asyncio callback behind that fires after orbax's loop closed.
