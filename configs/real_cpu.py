@@ -36,7 +36,8 @@ T = 0.9 / 1.0 / 1.1. Seed 0 (36 min 27 s alone): P_0 0.195, B-STaR 0.234 (+0.039
 online RFT 0.240 (+0.045, SE 0.022); seed 1 (33 min 48 s): P_0 0.246, B-STaR 0.221 (-0.025,
 SE 0.021), online RFT 0.262 (+0.016, SE 0.022); seed 2 (33 min 49 s): P_0 0.236,
 B-STaR 0.285 (+0.049, SE 0.022), online RFT 0.312 (+0.076, SE 0.025). B-STaR clears two SE on
-seed 2 only (seed 0: 1.93 SE).
+seed 2 only (seed 0: 1.93 SE). Seeds 3 and 4: B-STaR +0.021 and +0.068 (SE 0.023), online RFT
++0.008 and +0.027; over the five seeds B-STaR - P_0 = +0.030, 95 % CI [-0.005, +0.062].
 
     python run.py --config=configs/real_cpu.py                                   # seed 0
     python run.py --config=configs/real_cpu.py --config.seed=1 --config.workdir=runs/real_cpu_seed1
