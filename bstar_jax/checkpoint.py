@@ -11,12 +11,13 @@ last good checkpoint (orbax keeps each checkpoint's `sane` flag as its metrics).
 
 Orbax writes to a temporary folder and renames it when complete, so a crash mid-save leaves the
 previous checkpoints as they were. Before a save into a local folder, the free space there is
-checked against the state's size: a disk too full for the next checkpoint is a CheckpointError
-(one line: folder, space needed and free, how to resume) instead of a failed write deep in orbax. A checkpoint that is there but unreadable (a truncated or
-altered file) is detected on restore, by orbax's own errors or by the fingerprint (a position-
-weighted sum of every array's bits, checked after reading), and the previous one is restored
-instead, with a log line naming the one skipped. Restoring takes a target of ShapeDtypeStructs
-with shardings (e.g. sft.abstract_train_state), so a checkpoint loads onto any mesh.
+checked against the state's size: a disk too full for the next checkpoint is a CheckpointError (one
+line: folder, space needed and free, how to resume) instead of a failed write deep in orbax. A
+checkpoint that is there but unreadable (a truncated or altered file) is detected on restore, by
+orbax's own errors or by the fingerprint (a position-weighted sum of every array's bits, checked
+after reading), and the previous one is restored instead, with a log line naming the one skipped.
+Restoring takes a target of ShapeDtypeStructs with shardings (e.g. sft.abstract_train_state), so a
+checkpoint loads onto any mesh.
 """
 from __future__ import annotations
 
@@ -200,8 +201,8 @@ class Checkpointer:
             folder = os.path.dirname(folder)
         free = shutil.disk_usage(folder).free
         if free < needed:
-            done = [s for s in self.iterations() if s < iteration]
-            resume = f"resumes after iteration {done[-1]}" if done else "starts again"
+            last = self.latest_iteration()  # the stale ones (>= iteration) are deleted by now
+            resume = "starts again" if last is None else f"resumes after iteration {last}"
             raise CheckpointError(
                 f"{self.directory}: no room to save iteration {iteration} ({needed / 2**30:.2f} GiB "
                 f"needed, {free / 2**30:.2f} GiB free on its disk); free space (e.g. old runs' "
