@@ -1,7 +1,7 @@
 """B-STaR self-improvement: `python run.py --config=configs/gsm8k.py [--config.x=y ...] [--verbose]`.
 
 A doorway only: parse the config, start multi-host JAX when there are several processes, build
-the mesh, and hand over to `bstar_jax.loop.run`. `bstar_jax.cli` turns a user error into one line
+the mesh, and hand over to `bstar_jax.bstar.experiment.run`. `bstar_jax.cli.main` turns a user error into one line
 and exit status 2, Ctrl-C into exit status 130 (docs/errors.md).
 """
 import os
@@ -10,7 +10,7 @@ import sys
 from absl import flags
 from ml_collections import config_flags
 
-from bstar_jax import cli
+from bstar_jax.cli import main as cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file (optionally :tiny).")
 flags.mark_flags_as_required(["config"])
@@ -18,7 +18,9 @@ flags.mark_flags_as_required(["config"])
 
 def main(argv):
     del argv
-    from bstar_jax import config_check, loop, mesh
+    from bstar_jax.config import check as config_check
+    from bstar_jax.bstar import experiment as loop
+    from bstar_jax.core import mesh
 
     config = _CONFIG.value
     mesh.initialize_distributed()

@@ -5,7 +5,7 @@ dev subset size and sample count, configs/gsm8k.py) over the main grid 8 T x 21 
 grid 15 T x 200 τ (paper §4 and App. D; docs/algorithm.md#grids-and-defaults); one selection +
 balance score runs on the iteration's pool, 2048 queries x 32 samples (configs/gsm8k.py).
 Ours is timed after compilation (median of repeated calls, host conversion included); the
-reference (tests/balance_reference.py, plain Python) once. Both must choose the same
+reference (tests/oracles/balance_reference.py, plain Python) once. Both must choose the same
 configuration and give the same table.
 
     python benchmarks/balance.py [--queries 600] [--samples 64] [--pool-queries 2048]
@@ -82,7 +82,7 @@ def main():
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                                    + f" --xla_force_host_platform_device_count={args.devices}").strip()
     import jax
-    from bstar_jax import balance, metrics
+    from bstar_jax.bstar import balance, metrics
     from balance_reference import reference_balance_score, reference_search, reference_select
 
     rng = np.random.default_rng(0)

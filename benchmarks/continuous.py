@@ -56,8 +56,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bstar_jax import continuous, models, sampling  # noqa: E402
-from bstar_jax.tokenizer import encode_prompts, load_tokenizer  # noqa: E402
+from bstar_jax.generate import engine as continuous
+from bstar_jax import models, sampling  # noqa: E402
+from bstar_jax.text.tokenizer import encode_prompts, load_tokenizer  # noqa: E402
 
 GSM_QUESTIONS = [
     "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "

@@ -27,8 +27,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bstar_jax import batching, models, sft  # noqa: E402
-from bstar_jax import mesh as mesh_lib  # noqa: E402
+from bstar_jax.train import batching
+from bstar_jax import models, sft  # noqa: E402
+from bstar_jax.core import mesh as mesh_lib  # noqa: E402
 
 
 def case(name, gsm_layers):

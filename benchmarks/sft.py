@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from bstar_jax.models.hf import params_from_torch_layout
-from bstar_jax import mesh as mesh_lib  # noqa: E402
+from bstar_jax.core import mesh as mesh_lib  # noqa: E402
 from bstar_jax import models, sft  # noqa: E402
 
 SIZES = {

@@ -37,8 +37,8 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bstar_jax import models  # noqa: E402
-from bstar_jax.sample_grid import sample_grid  # noqa: E402
-from bstar_jax.tokenizer import encode_prompts, load_tokenizer  # noqa: E402
+from bstar_jax.generate.grid import sample_grid  # noqa: E402
+from bstar_jax.text.tokenizer import encode_prompts, load_tokenizer  # noqa: E402
 from benchmarks.continuous import GSM_QUESTIONS  # noqa: E402
 
 COMPILES = [0]

@@ -5,7 +5,7 @@ Units are in the comments; "paper §x" / "App. x" point at the number's source
 """
 import ml_collections as mlc
 
-from bstar_jax import sft
+from bstar_jax.train import sft
 
 
 def base_config() -> mlc.ConfigDict:
@@ -79,7 +79,7 @@ def base_config() -> mlc.ConfigDict:
     # the others hold None for the test metrics (a cheaper run where the test pass is long).
     c.eval.every = 1
 
-    c.sft = sft.default_config()  # every field documented in bstar_jax/sft.py (paper §2.3, App. A.1)
+    c.sft = sft.default_config()  # every field documented in bstar_jax/train/sft.py (paper §2.3, App. A.1)
     c.sft.compute_dtype = "float32"  # "bfloat16" on accelerators (fp32 master weights either way)
     c.sft.hbm_fraction = 0.0  # > 0: micro_batch_size (and p0_sft's) follow from this fraction of device memory
 

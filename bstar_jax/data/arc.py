@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import pathlib
 
-from bstar_jax import tokenizer
+from bstar_jax.text import tokenizer
 from bstar_jax.data.records import DataError, Example, field, read_records, record_id, take
 
 

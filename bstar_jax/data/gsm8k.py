@@ -10,7 +10,7 @@ import os
 import pathlib
 import re
 
-from bstar_jax import tokenizer
+from bstar_jax.text import tokenizer
 from bstar_jax.data.records import DataError, Example, field, read_records, record_id, take
 
 _NUMBER_WITH_COMMAS = re.compile(r"-?\d{1,3}(,\d{3})+(\.\d+)?")

@@ -9,7 +9,7 @@ repeated questions skipped (templates do repeat now and then).
 """
 from __future__ import annotations
 
-from bstar_jax import tokenizer
+from bstar_jax.text import tokenizer
 from bstar_jax.data.records import DataError, Example
 
 _INSTRUCTION = " Give the result as your final answer. Do not include units."

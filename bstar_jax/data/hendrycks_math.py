@@ -14,7 +14,7 @@ import os
 import pathlib
 import re
 
-from bstar_jax import tokenizer
+from bstar_jax.text import tokenizer
 from bstar_jax.data.records import DataError, Example, field, read_records, record_id, take
 
 _BLANK_LINE = re.compile(r"\n\s*\n")

@@ -11,7 +11,7 @@ from typing import Any, Iterator, Mapping
 
 from etils import epath
 
-from bstar_jax.errors import UserError
+from bstar_jax.core.errors import UserError
 
 TASKS = ("gsm8k", "math", "arc")
 

@@ -21,7 +21,7 @@ import random
 import re
 from typing import Sequence
 
-from bstar_jax import tokenizer
+from bstar_jax.text import tokenizer
 from bstar_jax.data.records import Example
 
 NAMES = ("Ann", "Ben", "Cal", "Dot", "Eve", "Max", "Sam", "Zoe")

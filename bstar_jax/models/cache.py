@@ -21,7 +21,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from bstar_jax import mesh as mesh_lib
+from bstar_jax.core import mesh as mesh_lib
 from bstar_jax.models.config import ModelConfig
 
 # Logical axes (mapped to the mesh by mesh.LOGICAL_RULES).

@@ -64,6 +64,12 @@ class ModelConfig:
                 raise ConfigError(f"{name}={getattr(self, name)!r}; expected one of {sorted(_DTYPES)}")
 
     @property
+    def pad_id(self) -> int:
+        """The token that fills a row after its EOS and the unused prompt columns (id 0 when the
+        checkpoint names no pad token); masks keep it out of every result."""
+        return int(self.pad_token_id) if self.pad_token_id is not None and self.pad_token_id >= 0 else 0
+
+    @property
     def jnp_dtype(self):
         return _DTYPES[self.dtype]
 

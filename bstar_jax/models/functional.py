@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from bstar_jax import mesh as mesh_lib
+from bstar_jax.core import mesh as mesh_lib
 from bstar_jax.models.config import ModelConfig
 from bstar_jax.models.decoder import Decoder
 

@@ -14,7 +14,7 @@ from safetensors import safe_open
 from etils import epath
 from safetensors.numpy import save as save_safetensors
 
-from bstar_jax.errors import UserError
+from bstar_jax.core.errors import UserError
 from bstar_jax.models.config import ModelConfig
 
 # our layer param -> (HF tensor name under model.layers.{i}., transpose?)

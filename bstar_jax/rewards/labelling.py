@@ -24,11 +24,13 @@ from typing import NamedTuple, Sequence
 import jax
 import numpy as np
 
-from bstar_jax import distributed, models, sampling
+from bstar_jax.core import distributed
+from bstar_jax import models
+from bstar_jax.generate import sampling
 from bstar_jax.rewards import prm as prm_lib
 from bstar_jax.rewards import verify
 from bstar_jax.rewards.records import PRMRecord
-from bstar_jax.tokenizer import ANSWER_MARKER, format_prompt
+from bstar_jax.text.tokenizer import ANSWER_MARKER, format_prompt
 
 
 class LabelResult(NamedTuple):

@@ -42,10 +42,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from bstar_jax import batching, distributed
-from bstar_jax import mesh as mesh_lib
+from bstar_jax.train import batching
+from bstar_jax.core import distributed
+from bstar_jax.core import mesh as mesh_lib
 from bstar_jax import models
-from bstar_jax.tokenizer import ANSWER_MARKER, STEP_SEPARATOR
+from bstar_jax.text.tokenizer import ANSWER_MARKER, STEP_SEPARATOR
 
 TRUNCATED_SCORE = -5.0  # the official code's broken-sample entry (paper App. A.1)
 PRM_SCALE = 5.0  # Eq. 2: prm / 5 "normalises" the raw logit to about [-1, 1] (unclipped)
@@ -306,7 +307,7 @@ def score_responses(cfg: models.ModelConfig, prm_params, tokenizer, prompts: Seq
     multiple = mesh_lib.batch_size_multiple(mesh) if mesh is not None else 1
     bs = -(-max(1, batch_size) // multiple) * multiple
     params = shard_prm(cfg, prm_params, mesh) if mesh is not None else prm_params
-    pad_id = int(cfg.pad_token_id) if cfg.pad_token_id is not None and cfg.pad_token_id >= 0 else 0
+    pad_id = cfg.pad_id
     for lo in range(0, len(todo), bs):
         rows = todo[lo:lo + bs]
         L = batching.bucket_length(max(encoded[i][0].size for i in rows), max(max_len, 16))

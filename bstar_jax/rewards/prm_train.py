@@ -22,13 +22,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from bstar_jax import batching
-from bstar_jax import mesh as mesh_lib
+from bstar_jax.train import batching
+from bstar_jax.core import mesh as mesh_lib
 from bstar_jax import models
-from bstar_jax import trainer
+from bstar_jax.train import trainer
 from bstar_jax.rewards import prm as prm_lib
 from bstar_jax.rewards.records import PRMRecord, as_record
-from bstar_jax.tokenizer import STEP_SEPARATOR, format_prompt
+from bstar_jax.text.tokenizer import STEP_SEPARATOR, format_prompt
 
 def encode_record(tokenizer, rec: PRMRecord, *, max_len: int, index: int = 0):
     """(ids int32 [n], targets float32 [n], weights float32 [n]) of one record, cut to max_len."""
@@ -138,7 +138,7 @@ def train_prm(cfg: models.ModelConfig, prm_params, tokenizer, records: Sequence,
     mask = trainable_mask(prm_params)
     state = trainer.init_state(prm_params, mask, spec, prm_lib.prm_shardings(cfg, mesh), mesh)
     step_fn = make_step(cfg, mask, spec, trainer.shardings_of(state), mesh, remat=remat)
-    pad_id = int(cfg.pad_token_id) if cfg.pad_token_id is not None and cfg.pad_token_id >= 0 else 0
+    pad_id = cfg.pad_id
     batches = batching.iterate_rows([prm_row(e) for e in encoded], batch_size, jax.random.key(seed),
                                     max_len=max_len, pad_id=pad_id, mesh=mesh, pack=pack, pack_len=pack_len,
                                     accum=spec.batch_size // spec.micro_batch_size,

@@ -18,7 +18,7 @@ as 18); here 18.0 == 18 but 17.6 != 18, and a zero denominator is no answer (the
 takes the numerator).
 
 Every check runs in time linear in the text (no regex here can backtrack super-linearly, and
-answers over MAX_ANSWER_CHARS are compared as exact strings, not normalised); tests/test_verify.py
+answers over MAX_ANSWER_CHARS are compared as exact strings, not normalised); tests/unit/rewards/test_verify.py
 fuzzes each task with adversarial 100,000-character strings. Malformed input never raises: None or an answer-less response is simply incorrect, bytes are
 decoded as UTF-8 with replacement characters. Only an unknown task or mode raises ValueError.
 """

@@ -1,0 +1,64 @@
+"""Policies out of the loop as Hugging Face folders (docs/results.md#exported-policies).
+
+<workdir>/policies/<run>/final and, when config.export.every_iteration, .../iteration_<i>: config.json,
+model.safetensors and the tokenizer files, which `transformers.AutoModelForCausalLM.from_pretrained`
+and `AutoTokenizer.from_pretrained` load. Each folder is written by the writer process into
+<folder>.partial and renamed into place, so a reader never sees half a policy; a marker file
+(`bstar_export.json`) records which iteration a folder holds, so a resumed run skips folders that
+already hold what it would write.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+
+from bstar_jax.core import distributed
+from bstar_jax import models
+
+MARKER = "bstar_export.json"
+
+
+def policy_dir(workdir, run: str, iteration: int | None = None):
+    """<workdir>/policies/<run>/final, or .../iteration_<i> when `iteration` is given (an
+    `epath.Path`: the workdir may be local or gs://)."""
+    leaf = "final" if iteration is None else f"iteration_{int(iteration)}"
+    return distributed.path(workdir) / "policies" / run / leaf
+
+
+def exported_iteration(folder) -> int | None:
+    """The iteration a complete exported folder holds, or None (absent, partial or foreign)."""
+    try:
+        return int(json.loads((distributed.path(folder) / MARKER).read_text())["iteration"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def export_policy(cfg, params, tokenizer, folder, *, run: str, iteration: int) -> bool:
+    """Writes the policy (`cfg`, `params`) and `tokenizer` as an HF folder at `folder`.
+
+    Returns False (and writes nothing) when `folder` already holds this run's `iteration`: a
+    resumed run redraws every iteration identically, so that folder is already what it would
+    write. Every process must call it (sharded params are gathered collectively); only the
+    writer process touches files, and every process returns once the folder is in place.
+    """
+    if exported_iteration(folder) == int(iteration):  # shared storage: every process sees the same
+        return False
+    host = distributed.to_host(params)  # a collective: every process gathers
+    if distributed.is_writer():
+        folder = distributed.path(folder)
+        tmp, old = folder.with_name(folder.name + ".partial"), folder.with_name(folder.name + ".old")
+        for stale in (tmp, old):
+            if stale.exists():
+                stale.rmtree()
+        models.save_hf(cfg, host, tmp)
+        with tempfile.TemporaryDirectory() as local:  # save_pretrained writes local files only
+            tokenizer.save_pretrained(local)
+            distributed.copy_tree(local, tmp)
+        (tmp / MARKER).write_text(json.dumps({"run": run, "iteration": int(iteration)}))
+        if folder.exists():  # an older iteration's final: swap, then drop it
+            folder.rename(old)
+        tmp.rename(folder)
+        if old.exists():
+            old.rmtree()
+    distributed.barrier(f"export: {folder}")
+    return True

@@ -1,0 +1,171 @@
+"""The workdir remembers its run: <workdir>/run_config.json (docs/errors.md).
+
+The first start writes the resolved config and what its model and data resolved to (paths, sizes
+and content hashes) atomically. A later start in a workdir that already holds results
+(checkpoints, P_0, metrics rows) compares: a field that changes results refuses the run with the
+list of differing fields, unless `config.on_config_change="continue"`; fields that do not change
+results (`NEUTRAL`) may differ, and `iterations` may grow (a run extends exactly: every iteration
+draws its own random numbers). Only process 0 writes; paths go through etils.epath (gs:// works).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+
+from etils import epath
+
+from bstar_jax.core import distributed
+from bstar_jax.core.errors import UserError
+
+FILENAME = "run_config.json"
+# Fields that change where or how visibly a run goes, not what it computes.
+NEUTRAL = ("workdir", "progress", "on_config_change", "checkpoint.keep", "mesh.data", "mesh.fsdp", "mesh.tensor",
+           "export.final", "export.every_iteration", "eval.every")
+GROWABLE = ("iterations",)
+# Fields newer than some records: a record without them ran no variant that reads them
+# (online_rft_fixed), so their absence there is no change.
+INTRODUCED = ("fixed.from_run", "fixed.temperature", "fixed.threshold")
+# Fields no longer in the config, with the value that behaves as the config does without them
+# (search.restrict gave way to the variants bstar_temperature_only and bstar_threshold_only).
+RETIRED = {"search.restrict": "both"}
+_HASH_WHOLE = 64 << 20  # files up to this size are hashed whole; larger: size + head and tail
+
+
+class ConfigChangedError(UserError):
+    """A rerun whose config differs from the one that made the workdir."""
+
+
+def _flatten(tree, prefix: str = "") -> dict:
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def _file_digest(path: str) -> dict:
+    size = os.path.getsize(path)
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        if size <= _HASH_WHOLE:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        else:
+            h.update(f.read(1 << 20))
+            f.seek(size - (1 << 20))
+            h.update(f.read(1 << 20))
+    return {"size": size, "sha256": h.hexdigest()}
+
+
+def _resolve(path: str) -> dict | None:
+    """What a model/data path resolved to: per file, size and hash (None when not local)."""
+    from bstar_jax.models.gguf_io import EMBEDDED_MODELS, embedded_path
+
+    if not path:
+        return None
+    if path in EMBEDDED_MODELS:
+        try:
+            path = embedded_path(path)
+        except (KeyError, FileNotFoundError):
+            return None
+    path = os.path.expanduser(path)
+    if os.path.isfile(path):
+        return {"path": os.path.abspath(path), **_file_digest(path)}
+    if os.path.isdir(path):
+        files = sorted(f for f in os.listdir(path) if f.endswith((".json", ".safetensors", ".gguf", ".model", ".txt")))
+        return {"path": os.path.abspath(path),
+                "files": {f: _file_digest(os.path.join(path, f)) for f in files if os.path.isfile(os.path.join(path, f))}}
+    return {"path": path}  # a hub id: its revision is not pinned here
+
+
+def describe(config) -> dict:
+    """The record of a run: the flat config and what its model and data paths resolved to."""
+    flat = _flatten(config.to_dict())
+    resolved = {}
+    if not flat.get("warm_start.enabled"):
+        for f in ("model.path", "model.tokenizer", "prm.path"):
+            resolved[f] = _resolve(flat.get(f) or "")
+    for f in ("data.train_path", "data.test_path"):
+        if flat.get("data.name", "").endswith("_jsonl"):
+            resolved[f] = _resolve(flat.get(f) or "")
+    return {"config": flat, "resolved": resolved}
+
+
+def _has_results(workdir) -> bool:
+    workdir = epath.Path(workdir)
+    for sub in ("checkpoints", "p0"):
+        p = workdir / sub
+        if p.is_dir() and any(True for _ in p.iterdir()):
+            return True
+    metrics = workdir / "metrics.jsonl"
+    return metrics.is_file() and metrics.stat().length > 0
+
+
+def differences(old: dict, new: dict) -> list[str]:
+    """`field: old -> new` for every field (or resolved file) that would change results."""
+    out = []
+    a, b = old.get("config", {}), new.get("config", {})
+    for k in sorted(set(a) | set(b)):
+        if k in NEUTRAL or a.get(k) == b.get(k):
+            continue
+        if (k in INTRODUCED and k not in a) or (k in RETIRED and k not in b and a.get(k) == RETIRED[k]):
+            continue
+        if k in GROWABLE and isinstance(a.get(k), int) and isinstance(b.get(k), int) and b[k] >= a[k]:
+            continue
+        out.append(f"{k}: {a.get(k, '(unset)')!r} -> {b.get(k, '(unset)')!r}")
+    ra, rb = old.get("resolved", {}), new.get("resolved", {})
+    for k in sorted(set(ra) | set(rb)):
+        if ra.get(k) != rb.get(k) and not (k in [d.split(":")[0] for d in out]):
+            out.append(f"{k}: the file(s) it names changed (size or contents)")
+    return out
+
+
+def _write(path: epath.Path, record: dict) -> None:
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
+    tmp.replace(path)
+
+
+def check_and_record(config, *, is_writer: bool = True) -> None:
+    """Refuses a config that would change the results already in the workdir; records this one.
+
+    The first start (or a workdir without results yet) writes the record; a rerun with an
+    equivalent config leaves it; `on_config_change="continue"` accepts the change, logs it and
+    appends it to the record's history.
+    """
+    workdir = config.workdir
+    path = epath.Path(workdir) / FILENAME
+    new = describe(config)
+    new["written"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    old = None
+    if path.exists():
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise ConfigChangedError(f"{path}: unreadable run record ({e}); restore it, or delete it to "
+                                     f"record this config as the workdir's") from None
+    has_results = _has_results(workdir)
+    # Every process has read the record before the writer replaces it: all take the same decision.
+    distributed.barrier("run record read")
+    if old is not None and has_results:
+        diff = differences(old, new)
+        if not diff:
+            if is_writer and old.get("config") != new["config"]:  # neutral fields, or more iterations
+                _write(path, dict(new, history=old.get("history", [])))
+            return
+        if config.get("on_config_change", "refuse") != "continue":
+            raise ConfigChangedError(
+                f"{workdir} holds results of a different config ({'; '.join(diff)}); use another "
+                f"--config.workdir, or pass --config.on_config_change=continue to resume with this config")
+        logging.warning("%s: continuing with a changed config: %s", workdir, "; ".join(diff))
+        new["history"] = old.get("history", []) + [{"written": old.get("written"), "changes": diff}]
+    elif old is None and has_results:
+        logging.warning("%s: results without a %s (an older version made them); recording this config",
+                        workdir, FILENAME)
+    if is_writer:
+        _write(path, new)

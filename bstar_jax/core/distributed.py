@@ -1,0 +1,281 @@
+"""Several processes, one program: launch, host reads of sharded arrays, one writer per file.
+
+A pod slice (or a set of GPU hosts) runs one Python process per host; every process runs this
+same program on the same global mesh (docs/multihost.md). Four rules follow, and this module
+is the one place that implements them:
+
+  - launch: `initialize()` starts `jax.distributed` from the cluster (Cloud TPU VM, Slurm,
+    Open MPI: auto-detected) or from JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES /
+    JAX_PROCESS_ID, and does nothing for a single process;
+  - host reads: a process holds only its own shards, so `np.asarray` of a global array fails;
+    `to_host` gathers (a collective: every process calls it, in the same order);
+  - host data in: `put_global` builds a global array from the host value every process holds;
+  - files: one process (`is_writer()`) writes each file; `barrier` / `write_once` make the
+    others wait until it is there. Paths go through `etils.epath`, so they may be gs://.
+
+A process that dies brings the others down: a watchdog thread per process publishes a
+heartbeat in the coordinator's key-value store and ends this process with one line naming
+the dead peer (or the lost coordinator) well before jax's own, multi-line, heartbeat abort.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import threading
+import time
+from typing import Any, Callable
+
+import jax
+import numpy as np
+from etils import epath
+
+from bstar_jax.core.errors import UserError
+
+ENV_ADDRESS, ENV_COUNT, ENV_ID = "JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"
+# A peer silent this long is dead. jax's own heartbeat abort (a multi-line fatal log) is set
+# later, as a backstop; the shutdown timeout bounds the exit-time barrier of a failed run.
+DEAD_AFTER_S = 20.0
+JAX_HEARTBEAT_TIMEOUT_S = 45
+JAX_SHUTDOWN_TIMEOUT_S = 30
+_BEAT_EVERY_S = 2.0
+_KEY = "bstar_jax/alive/"
+
+
+# ----------------------------------------------------------------------------- launch
+
+def launch_settings(environ=None) -> dict | None:
+    """The explicit launch from the environment: {coordinator_address, num_processes, process_id},
+    None when none of the three variables is set. Raises UserError when only some are set or
+    their values do not fit."""
+    environ = os.environ if environ is None else environ
+    names = (ENV_ADDRESS, ENV_COUNT, ENV_ID)
+    given = {n: environ[n] for n in names if environ.get(n, "") != ""}
+    if not given:
+        return None
+    if len(given) < 3:
+        # The address alone is how some clusters (Slurm, OMPI) pick a port: let them detect the rest.
+        if set(given) == {ENV_ADDRESS} and cluster_detected():
+            return None
+        missing = ", ".join(n for n in names if n not in given)
+        raise UserError(f"multi-host launch: {', '.join(given)} set but {missing} not; set all three "
+                        f"(docs/multihost.md) or none for one process")
+    try:
+        count, pid = int(given[ENV_COUNT]), int(given[ENV_ID])
+    except ValueError:
+        raise UserError(f"multi-host launch: {ENV_COUNT}={given[ENV_COUNT]!r} and {ENV_ID}={given[ENV_ID]!r} "
+                        "must be integers") from None
+    if count < 1 or not 0 <= pid < count:
+        raise UserError(f"multi-host launch: need {ENV_COUNT} >= 1 and 0 <= {ENV_ID} < {ENV_COUNT}, "
+                        f"got {count} and {pid}")
+    if ":" not in given[ENV_ADDRESS]:
+        raise UserError(f"multi-host launch: {ENV_ADDRESS}={given[ENV_ADDRESS]!r} must be host:port "
+                        "(process 0's address and a free port)")
+    return dict(coordinator_address=given[ENV_ADDRESS], num_processes=count, process_id=pid)
+
+
+def cluster_detected() -> bool:
+    """True on a cluster whose process count and id jax finds itself: a Cloud TPU VM (found at
+    `import jax`), a Slurm job step or an Open MPI launch."""
+    from jax._src import cloud_tpu_init  # the flag jax's own TPU cluster detection reads
+
+    if cloud_tpu_init.running_in_cloud_tpu_vm:
+        return True
+    if all(k in os.environ for k in ("SLURM_JOB_ID", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_STEP_NODELIST")):
+        return int(os.environ["SLURM_NTASKS"]) > 1
+    return "OMPI_MCA_orte_hnp_uri" in os.environ
+
+
+def initialize(*, watchdog: bool = True, dead_after_s: float = DEAD_AFTER_S) -> None:
+    """Starts `jax.distributed` when this is one of several processes; a no-op for one.
+
+    Must run before anything touches a device (jax.devices(), an array). Explicit settings
+    (`launch_settings`) win; otherwise a detected cluster fills them in; otherwise one process.
+    With `watchdog`, a peer silent for `dead_after_s` seconds ends this process with one line.
+    """
+    if jax.distributed.is_initialized():
+        return
+    settings = launch_settings()
+    timeouts = dict(heartbeat_timeout_seconds=JAX_HEARTBEAT_TIMEOUT_S,
+                    shutdown_timeout_seconds=JAX_SHUTDOWN_TIMEOUT_S)
+    if settings is not None:
+        if settings["num_processes"] == 1:
+            return
+        # Passed explicitly: jax reads only the address from the environment.
+        jax.distributed.initialize(**settings, **timeouts)
+    elif cluster_detected():
+        jax.distributed.initialize(**timeouts)
+    else:
+        return
+    logging.info("jax.distributed: process %d of %d, %d local device(s)", jax.process_index(),
+                 jax.process_count(), jax.local_device_count())
+    if watchdog and jax.process_count() > 1:
+        _start_watchdog(dead_after_s)
+
+
+def _jax_state():
+    from jax._src import distributed as jax_distributed
+
+    return jax_distributed.global_state
+
+
+def _die(message: str) -> None:
+    """One line on stderr, then exit at once: other threads may be stuck in a collective."""
+    sys.stderr.write(f"bstar-jax: {message}\n")
+    sys.stderr.flush()
+    os._exit(3)
+
+
+def _start_watchdog(dead_after_s: float = DEAD_AFTER_S) -> None:
+    """Heartbeats through the coordinator's key-value store; ends this process with one line
+    when a peer's beat stops for `dead_after_s`, or when the coordinator stops answering."""
+    state, me, n = _jax_state(), jax.process_index(), jax.process_count()
+    client, address = state.client, state.coordinator_address
+    last_ok = [time.monotonic()]
+
+    def beat():
+        count, seen = 0, {p: (None, time.monotonic()) for p in range(n) if p != me}
+        while True:
+            count += 1
+            try:
+                client.key_value_set(f"{_KEY}{me}", str(count), allow_overwrite=True)
+                last_ok[0] = time.monotonic()
+            except Exception:  # noqa: BLE001  the coordinator is gone: `watch` reports it
+                pass
+            for p, (value, since) in seen.items():
+                try:
+                    now_value = client.key_value_try_get(f"{_KEY}{p}")
+                except Exception:  # noqa: BLE001  no beat from p yet (or no coordinator)
+                    now_value = value
+                now = time.monotonic()
+                if now_value != value:
+                    seen[p] = (now_value, now)
+                elif now - since > dead_after_s and now - last_ok[0] < _BEAT_EVERY_S * 2:
+                    _die(f"process {p} of {n} stopped (no heartbeat for {now - since:.0f} s); "
+                         f"process {me} exits too")
+            time.sleep(_BEAT_EVERY_S)
+
+    def watch():  # a separate thread: a key-value call to a dead coordinator may block
+        while True:
+            time.sleep(_BEAT_EVERY_S)
+            if time.monotonic() - last_ok[0] > dead_after_s:
+                _die(f"the coordinator (process 0 at {address}) stopped answering for "
+                     f"{time.monotonic() - last_ok[0]:.0f} s; process {me} exits")
+
+    threading.Thread(target=beat, name="bstar-heartbeat", daemon=True).start()
+    threading.Thread(target=watch, name="bstar-watchdog", daemon=True).start()
+
+
+# ----------------------------------------------------------------------------- arrays
+
+def process_index() -> int:
+    """This process's index, 0 .. process_count() - 1 (0 in a single process)."""
+    return jax.process_index()
+
+
+def process_count() -> int:
+    """Number of processes (hosts) running the program together."""
+    return jax.process_count()
+
+
+def is_writer() -> bool:
+    """True in the one process that writes files (process 0)."""
+    return jax.process_index() == 0
+
+
+def _one_to_host(x):
+    if not isinstance(x, jax.Array):
+        return np.asarray(x)
+    if x.is_fully_addressable:
+        return np.asarray(x)
+    if x.is_fully_replicated:
+        return np.asarray(x.addressable_data(0))
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+def to_host(tree):
+    """numpy copies of every array in `tree`, whole on every process.
+
+    An array sharded across processes is gathered (a collective: every process must call
+    `to_host` on it, in the same order); a process-local or fully replicated one is read
+    directly. numpy leaves pass through as arrays.
+    """
+    return jax.tree.map(_one_to_host, tree)
+
+
+def put_global(tree, sharding):
+    """A global jax.Array on `sharding` for each numpy leaf of `tree` (one sharding for all leaves,
+    or a matching tree). Every process must hold the same whole value; each places only the
+    shards its own devices hold. Valid in one process too (then it is `jax.device_put`)."""
+    def one(x, s):
+        x = np.asarray(x)
+        return jax.make_array_from_callback(x.shape, s, lambda index: x[index])
+
+    if isinstance(sharding, jax.sharding.Sharding):
+        return jax.tree.map(lambda x: one(x, sharding), tree)
+    return jax.tree.map(one, tree, sharding)
+
+
+# ----------------------------------------------------------------------------- files
+
+def barrier(name: str) -> None:
+    """Waits until every process reaches `barrier(name)` (a no-op for one process)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def write_once(path, write: Callable[[epath.Path], Any], *, name: str | None = None):
+    """`write(path)` in the writer process only, then every process waits for it; returns
+    `write`'s result in the writer, None elsewhere. `path` must be on storage every host sees
+    (a shared file system or gs://). If the writer fails it raises; the others are ended by the
+    watchdog, not left waiting."""
+    path = epath.Path(path)
+    out = write(path) if is_writer() else None
+    barrier(name or f"write_once:{path}")
+    return out
+
+
+@contextlib.contextmanager
+def one_writer(name: str):
+    """`with one_writer("p0") as writing: if writing: ...`: the body's writes happen in the writer
+    only (`writing` is True there); every process leaves the block once the writer has."""
+    yield is_writer()
+    barrier(name)
+
+
+def path(p) -> epath.Path:
+    """An `epath.Path`: local paths and gs:// (or other fsspec) URLs alike."""
+    return epath.Path(p)
+
+
+def is_local(p) -> bool:
+    """True for a path of this machine's file system (not gs:// or another fsspec URL)."""
+    return "://" not in os.fspath(p)
+
+
+def copy_tree(src, dst) -> None:
+    """Copies the files of folder `src` (recursively) into `dst`; either may be gs://."""
+    src, dst = epath.Path(src), epath.Path(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in src.iterdir():
+        if f.is_dir():
+            copy_tree(f, dst / f.name)
+        else:
+            f.copy(dst / f.name, overwrite=True)
+
+
+def local_folder(p) -> str:
+    """A local path holding folder `p`'s files, for libraries that read only local files
+    (transformers, safetensors): `p` itself when local, else a copy in a fresh temp folder."""
+    if is_local(p):
+        return os.fspath(p)
+    import tempfile
+
+    local = tempfile.mkdtemp(prefix="bstar_")
+    copy_tree(p, local)
+    return local

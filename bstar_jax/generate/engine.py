@@ -1,0 +1,347 @@
+"""Continuous batching: R requests through S <= R cache slots in one compiled loop (docs/models.md).
+
+The static sampler (sampling.py) runs B rows until its longest row ends and prefills every row,
+even rows that share a prompt. Here:
+
+  * When every request has a slot from the start (R = S: a run's default, `requests_per_slot` 1)
+    no slot is ever refilled. If slots share prompts (the T x K rows of a query), each distinct
+    prompt is prefilled once, into a store split over the mesh like the cache, and its K/V
+    gathered into all its slots one layer at a time; otherwise each slot's prompt is prefilled
+    into the slot, as the static sampler does. Otherwise:
+  * Distinct prompts are prefilled ONCE, into a prompt store (K/V [layers, U, kv_head, P, D],
+    positions, and the final hidden state after each prompt's last token). A request names its
+    prompt by index (request r -> prompt_index[r]); `generate_requests` deduplicates identical
+    prompt rows itself when no index is given.
+  * A `lax.while_loop` decodes S slots one token per step. When a slot's request ends (EOS or its
+    own max_new_tokens), the slot takes the next waiting request, in request order: the prompt's
+    K/V are copied from the store into the slot's prompt columns, its decode columns are marked
+    empty, and at the next step its first token is sampled from the store's hidden state (that
+    step's forward for the slot writes a position -1 column: never attended).
+  * Decode columns form a ring of N = max_new_tokens columns after the P prompt columns: step s
+    writes column P + s mod N for every slot (one scalar `dynamic_update_slice`, as the static
+    sampler, so the donated cache is updated in place). A request lives at most N steps, so its
+    own columns are never overwritten while it runs; attention masks by position, not column.
+  * Keys: token t of request r draws from fold_in(key_r, t) with key_r = fold_in(rng, r) (or the
+    caller's own per-request key), exactly the static sampler's key for row r, step t; so a
+    request's tokens do not depend on its slot, on the step it started at, on S, or on which
+    other requests share its call (tests/unit/generate/test_sampling.py checks equality with `sampling.generate`).
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+from jax.experimental.layout import Format, Layout
+
+from bstar_jax.core import distributed
+from bstar_jax.core import mesh as mesh_lib
+from bstar_jax import models
+from bstar_jax.generate.sampling import (SampleOutput, cache_maker, typed_key, bucket, next_token,
+                                prefill_hidden, validate_inputs)
+
+
+@struct.dataclass
+class SlotState:
+    step: jax.Array  # int32 []: loop step (selects the ring column written)
+    next_request: jax.Array  # int32 []: the first request not yet given a slot
+    request_S: jax.Array  # int32 [S]: the request a slot runs (-1: idle)
+    count_S: jax.Array  # int32 [S]: tokens its request has generated
+    fresh_S: jax.Array  # bool [S]: taken this step: its next token comes from the prompt store
+    last_S: jax.Array  # int32 [S]: the token fed at this step
+    tokens_RxN: jax.Array
+    logprobs_RxN: jax.Array
+    lengths_R: jax.Array
+    cache: models.KVCache
+
+
+def _refill(state: SlotState, done_S, num_requests, prompt_index_R, store: models.KVCache | None):
+    """Gives each slot in `done_S` the next waiting request (slot order), copies that request's
+    prompt K/V and positions from `store` into the slot's prompt columns and empties its decode
+    columns; slots left without a request go idle. store None: no request waits for a slot (R = S,
+    every prompt was prefilled into its own slot), so nothing is copied."""
+    rank_S = jnp.cumsum(done_S.astype(jnp.int32)) - 1
+    new_S = state.next_request + rank_S
+    take_S = done_S & (new_S < num_requests)
+    request_S = jnp.where(take_S, new_S, jnp.where(done_S, -1, state.request_S))
+
+    def copy(cache):
+        # One slot at a time, as the decode step writes the cache: dynamic_update_slice in place.
+        P = store.pos.shape[1]
+        order_S = jnp.argsort(~take_S)  # taken slots first
+        u_S = prompt_index_R[jnp.clip(new_S, 0, prompt_index_R.shape[0] - 1)]
+        zero = jnp.int32(0)
+
+        def one(i, c):
+            b = order_S[i]
+            u = u_S[b]
+            at = (zero, b, zero, zero, zero)
+            k = jax.lax.dynamic_slice_in_dim(store.k, u, 1, axis=1)
+            v = jax.lax.dynamic_slice_in_dim(store.v, u, 1, axis=1)
+            pos = jnp.concatenate([jax.lax.dynamic_slice_in_dim(store.pos, u, 1, axis=0),
+                                   jnp.full((1, c.pos.shape[1] - P), -1, jnp.int32)], axis=1)
+            return models.KVCache(jax.lax.dynamic_update_slice(c.k, k, at), jax.lax.dynamic_update_slice(c.v, v, at),
+                                  jax.lax.dynamic_update_slice(c.pos, pos, (b, zero)))
+
+        return jax.lax.fori_loop(0, jnp.sum(take_S.astype(jnp.int32)), one, cache)
+
+    return state.replace(
+        next_request=state.next_request + jnp.sum(take_S.astype(jnp.int32)),
+        request_S=request_S,
+        count_S=jnp.where(take_S, 0, state.count_S),
+        fresh_S=take_S,
+        cache=state.cache if store is None else copy(state.cache),
+    )
+
+
+def _store_rows(prompts: int, mesh=None) -> int:
+    """Rows of the shared-prefill store: the U distinct prompts padded to a multiple of the
+    devices on the batch axes, so that the store is split over them like the cache."""
+    devices = mesh_lib.batch_size_multiple(mesh) if mesh is not None else 1
+    return -(-int(prompts) // devices) * devices
+
+
+def shares_prefill(prompts: int, slots: int, mesh=None) -> bool:
+    """Whether a call without refills prefills each distinct prompt once (into a store split over
+    the batch axes like the cache, then gathered into the slots) instead of once per slot: when
+    the store has at most an eighth as many rows as there are slots. The store lives beside the
+    cache until the loop starts: at most 1/8 of its prompt columns (at 1,024 SmolLM2 slots on
+    v5e:2x2, a store of half the slots took the temporaries from 0.42 to 1.02 GB per chip)."""
+    return 8 * _store_rows(prompts, mesh) <= int(slots)
+
+
+def _prefill_store(cfg, params, prompts_UxP, prompt_lengths_U, mesh):
+    """(hidden [U', E], store): the U distinct prompts, padded to U' = `_store_rows` rows by
+    repeating the first, prefilled into a cache of U' rows x P columns split over the batch axes
+    (each device prefills U' / devices prompts; a replicated store held every prompt's K/V on
+    every device: 3 GB per chip for gsm8k.py's iteration on v5e:4x4)."""
+    U, P = prompts_UxP.shape
+    rows = _store_rows(U, mesh)
+    pad_U = jnp.where(jnp.arange(rows) < U, jnp.arange(rows), 0)
+    prompts = mesh_lib.constrain(prompts_UxP[pad_U], ("batch", None), mesh)
+    lengths = mesh_lib.constrain(prompt_lengths_U[pad_U], ("batch",), mesh)
+    store = models.KVCache(*(mesh_lib.constrain(x, axes, mesh) for x, axes in
+                             zip(models.init_cache(cfg, rows, P), (models.K_AXES, models.V_AXES, models.POS_AXES))))
+    return prefill_hidden(cfg, params, prompts, lengths, store)
+
+
+def _write_prompts(cfg, cache: models.KVCache, prompts: models.KVCache, u_S, mesh) -> models.KVCache:
+    """The cache with slot s's first P columns (K/V and positions) taken from row u_S[s] of
+    `prompts`, the prefilled store of the distinct prompts' P columns. One layer at a time, in a
+    loop over the donated cache: gathering all layers at once holds a second copy of the prompt
+    columns of every slot (at gsm8k.py's shapes on v5e:2x4, 6 GB per device beside the 9.8 GB
+    cache: RESOURCE_EXHAUSTED); one layer's rows are 1/num_layers of that. Each layer's rows are
+    constrained to the cache's split over the mesh, else the compiler may keep them whole on
+    every device."""
+    zero = jnp.int32(0)
+
+    def rows(store, axes, dtype, layer):  # layer `layer` of the store, one row per slot
+        return mesh_lib.constrain(jax.lax.dynamic_slice_in_dim(store, layer, 1, 0)[:, u_S].astype(dtype), axes, mesh)
+
+    def write_layer(layer, kv):
+        k, v = kv
+        rows_k, rows_v = rows(prompts.k, models.K_AXES, k.dtype, layer), rows(prompts.v, models.V_AXES, v.dtype, layer)
+        at = (layer, zero, zero, zero, zero)
+        return jax.lax.dynamic_update_slice(k, rows_k, at), jax.lax.dynamic_update_slice(v, rows_v, at)
+
+    k, v = jax.lax.fori_loop(0, cfg.num_layers, write_layer, (cache.k, cache.v))
+    pos = jax.lax.dynamic_update_slice(cache.pos, prompts.pos[u_S], (zero, zero))
+    return models.KVCache(k, v, pos)
+
+
+def _generate_requests(cfg, max_new_tokens, top_k, pad_id, mesh, params, prompts_UxP, prompt_lengths_U,
+                       prompt_index_R, max_new_R, num_requests, keys_R, temperature_R, top_p_R, eos_id, cache):
+    """(SampleOutput over R requests, cache). cache: an empty `models.KVCache` of S slots x (P + N)
+    columns, donated. Requests >= num_requests are padding and never run."""
+    U, P = prompts_UxP.shape
+    R, N, S = prompt_index_R.shape[0], max_new_tokens, cache.pos.shape[0]
+    if R > S:
+        # One prefill per distinct prompt; the store is read at every refill.
+        hidden_UxE, store = prefill_hidden(cfg, params, prompts_UxP, prompt_lengths_U,
+                                           models.init_cache(cfg, U, P))
+        first_hidden = lambda r_S: hidden_UxE[prompt_index_R[r_S]]
+    else:
+        # Every request has its slot from the start (request r in slot r; slots past R stay
+        # idle) and no slot is ever refilled, so no store is kept for the loop: a per-slot copy
+        # inside it makes the compiler keep the cache in a layout the decode step's attention
+        # does not use, and copy the whole cache between the two (docs/models.md, sampler memory).
+        u_S = prompt_index_R[jnp.minimum(jnp.arange(S), R - 1)]
+        if shares_prefill(U, S, mesh):
+            # Slots share prompts (the samples of a query): one prefill per distinct prompt.
+            hidden_UxE, shared = _prefill_store(cfg, params, prompts_UxP, prompt_lengths_U, mesh)
+            cache = _write_prompts(cfg, cache, shared, u_S, mesh)
+            hidden_SxE = hidden_UxE[u_S]
+        else:
+            hidden_SxE, cache = prefill_hidden(cfg, params, prompts_UxP[u_S], prompt_lengths_U[u_S], cache)
+        first_hidden, store = (lambda r_S: hidden_SxE[r_S]), None
+    state = SlotState(
+        step=jnp.zeros((), jnp.int32), next_request=jnp.zeros((), jnp.int32),
+        request_S=jnp.full((S,), -1, jnp.int32), count_S=jnp.zeros((S,), jnp.int32),
+        fresh_S=jnp.zeros((S,), jnp.bool_), last_S=jnp.zeros((S,), jnp.int32),
+        tokens_RxN=jnp.full((R, N), pad_id, jnp.int32), logprobs_RxN=jnp.zeros((R, N), jnp.float32),
+        lengths_R=jnp.zeros((R,), jnp.int32), cache=cache)
+    refill = functools.partial(_refill, num_requests=num_requests, prompt_index_R=prompt_index_R, store=store)
+    state = refill(state, jnp.ones((S,), jnp.bool_))
+
+    def body(s: SlotState):
+        live_S = s.request_S >= 0
+        r_S = jnp.maximum(s.request_S, 0)
+        u_S = prompt_index_R[r_S]
+        # Token count - 1 sits at position prompt length + count - 1; fresh and idle slots feed a
+        # position -1 dummy (its column is never attended; its output is replaced or dropped).
+        feed_S = live_S & ~s.fresh_S
+        pos_S = jnp.where(feed_S, prompt_lengths_U[u_S] + s.count_S - 1, -1)
+        hidden_Sx1xE, cache = models.hidden_states(cfg, params, s.last_S[:, None], pos_S[:, None], s.cache,
+                                                   slot=P + s.step % N)
+        hidden_SxE = jnp.where(s.fresh_S[:, None], first_hidden(r_S), hidden_Sx1xE[:, 0])
+        logits_SxV = models.logits(cfg, params, hidden_SxE)
+        keys_S = jax.vmap(jax.random.fold_in)(keys_R[r_S], s.count_S)
+        tok_S, lp_S = next_token(logits_SxV, keys_S, temperature_R[r_S], top_p_R[r_S], top_k)
+        # Idle slots write out of range: dropped.
+        row_S = jnp.where(live_S, s.request_S, R)
+        count_S = s.count_S + live_S.astype(jnp.int32)
+        done_S = ~live_S | (tok_S == eos_id) | (count_S >= max_new_R[r_S])
+        s = s.replace(
+            step=s.step + 1, last_S=tok_S, count_S=count_S, cache=cache,
+            tokens_RxN=s.tokens_RxN.at[row_S, s.count_S].set(tok_S, mode="drop"),
+            logprobs_RxN=s.logprobs_RxN.at[row_S, s.count_S].set(lp_S, mode="drop"),
+            lengths_R=s.lengths_R.at[row_S].set(count_S, mode="drop"),
+        )
+        return refill(s, done_S)
+
+    state = jax.lax.while_loop(lambda s: jnp.any(s.request_S >= 0), body, state)
+    return SampleOutput(state.tokens_RxN, state.lengths_R, state.logprobs_RxN), state.cache
+
+
+def lower_generate_requests(cfg: models.ModelConfig, mesh, requests: int, prompts: int, slots: int,
+                            prompt_len: int, max_new_tokens: int, *, top_k: int = 0):
+    """The `jax.stages.Lowered` of the continuous sampler for abstract inputs: `requests` requests
+    over `prompts` distinct prompts of bucket `prompt_len`, `slots` cache slots (a multiple of the
+    mesh's batch axes; the cache and the results are split along them, the prompts and request
+    settings replicated)."""
+    max_len = prompt_len + max_new_tokens
+    if mesh is None:
+        one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        param_sh, cache_sh, rep = jax.tree.map(lambda _: one, models.param_shapes(cfg)), models.KVCache(
+            one, one, one), one
+        out_sh = SampleOutput(one, one, one)
+    else:
+        param_sh = models.param_shardings(cfg, mesh)
+        cache_sh = models.cache_shardings(cfg, mesh, slots, max_len)
+        rep = mesh_lib.replicated(mesh)
+        # Results split by request along the batch axes, as the static sampler's by row.
+        out_sh = SampleOutput(*(mesh_lib.batch_sharding(mesh, n) for n in (2, 1, 2)))
+    cache_sh = models.KVCache(*(Format(Layout.AUTO, sh) for sh in cache_sh))
+    fn = jax.jit(functools.partial(_generate_requests, cfg, int(max_new_tokens), int(top_k), cfg.pad_id, mesh),
+                 in_shardings=(param_sh,) + (rep,) * 9 + (cache_sh,),
+                 out_shardings=(out_sh, cache_sh), donate_argnums=(10,))
+    S = jax.ShapeDtypeStruct
+    return fn.lower(models.param_shapes(cfg), S((prompts, prompt_len), jnp.int32), S((prompts,), jnp.int32),
+                    S((requests,), jnp.int32), S((requests,), jnp.int32), S((), jnp.int32),
+                    jax.eval_shape(lambda: jax.random.split(jax.random.key(0), requests)), S((requests,), jnp.float32),
+                    S((requests,), jnp.float32), S((), jnp.int32), models.cache_shapes(cfg, slots, max_len))
+
+
+@functools.lru_cache(maxsize=16)
+def compiled_generate_requests(cfg: models.ModelConfig, mesh, requests: int, prompts: int, slots: int,
+                               prompt_len: int, max_new_tokens: int, top_k: int = 0):
+    """`lower_generate_requests(...).compile()`, cached (one compile per bucket)."""
+    return lower_generate_requests(cfg, mesh, requests, prompts, slots, prompt_len, max_new_tokens,
+                                   top_k=top_k).compile()
+
+
+def call_sizes(requests: int, prompts: int, slots: int | None, multiple: int = 1) -> tuple[int, int, int]:
+    """(R, U, S) the compiled call is built for: `requests` requests over `prompts` distinct
+    prompts through `slots` slots (None: one per request), each rounded up to a power of two
+    >= `multiple` (the mesh's batch-axes size) and S to a multiple of it."""
+    R, U = bucket(requests, minimum=multiple), bucket(prompts, minimum=multiple)
+    S = bucket(min(requests, int(slots)) if slots else requests, minimum=multiple)
+    return R, U, -(-S // multiple) * multiple
+
+
+def dedupe_prompts(prompts, prompt_lengths):
+    """(distinct prompts [U, P], their lengths [U], row -> distinct index [B]) of right-padded
+    prompt rows; two rows are one prompt when their first `length` tokens agree."""
+    prompts, lengths = np.asarray(prompts), np.asarray(prompt_lengths)
+    live = np.where(np.arange(prompts.shape[1])[None, :] < lengths[:, None], prompts, -1)
+    keyed = np.concatenate([lengths[:, None], live], axis=1)
+    _, first, index = np.unique(keyed, axis=0, return_index=True, return_inverse=True)
+    return prompts[first], lengths[first], index.reshape(-1).astype(np.int32)
+
+
+@functools.partial(jax.jit, static_argnums=(1,))
+def _fold_rows(rng, n):
+    return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(rng, jnp.arange(n, dtype=jnp.uint32))
+
+
+def request_keys(rng, requests: int, padded: int | None = None):
+    """Key array [padded] of R = `requests` requests: fold_in(rng, r) for one key `rng`, or `rng`
+    itself when it is already a key array [R]; padding requests (never run) repeat the last key."""
+    rng = typed_key(rng)
+    padded = requests if padded is None else padded
+    if rng.ndim == 0:
+        return _fold_rows(rng, padded)
+    if rng.shape != (requests,):
+        raise ValueError(f"rng must be one key or a key array [{requests}] (one per request), got shape {rng.shape}")
+    return rng if padded == requests else jnp.concatenate([rng, jnp.repeat(rng[-1:], padded - requests)])
+
+
+def generate_requests(cfg: models.ModelConfig, params, prompts, prompt_lengths, rng, *, max_new_tokens: int,
+                      prompt_index=None, request_max_new_tokens=None, slots: int | None = None,
+                      temperature=1.0, top_p=1.0, top_k: int = 0, eos_id: int, mesh=None) -> SampleOutput:
+    """Samples R requests through `slots` cache slots with continuous batching, in one compiled call.
+
+    prompts: int [U, P] right-padded, prompt_lengths int [U]; prompt_index: int [R], request r
+    continues prompts[prompt_index[r]] (None: one request per prompt row, identical rows
+    prefilled once). request_max_new_tokens: None or int [R] in [1, max_new_tokens], a request's
+    own cap. slots: S (None: every request gets a slot; rounded up to a power of two and a
+    multiple of the mesh's batch axes). temperature, top_p: a float or float32 [R].
+    rng: one key (request r's key is fold_in(rng, r)) or a key array [R], each request's own key
+    (callers that split one logical batch over several calls keep its keys this way).
+    Returns SampleOutput over the R requests, equal (tokens) to `sampling.generate` on the
+    expanded rows with the same key.
+    """
+    if prompt_index is None:
+        prompts, prompt_lengths = np.asarray(prompts), np.asarray(prompt_lengths)
+        R = prompts.shape[0] if prompts.ndim == 2 else 0
+        validate_inputs(cfg, prompts, prompt_lengths, max_new_tokens, temperature, top_p, top_k)
+        prompts, prompt_lengths, index = dedupe_prompts(prompts, prompt_lengths)
+    else:
+        index = np.asarray(prompt_index)
+        R = index.shape[0] if index.ndim == 1 else 0
+        if R == 0 or not np.issubdtype(index.dtype, np.integer):
+            raise ValueError(f"prompt_index must be a non-empty int array [R], got {index.dtype} {index.shape}")
+    prompts, lengths, N, _, _ = validate_inputs(cfg, prompts, prompt_lengths, max_new_tokens, 1.0, 1.0, top_k)
+    U = prompts.shape[0]
+    if index.min() < 0 or index.max() >= U:
+        raise ValueError(f"prompt_index must be in [0, {U}) (the prompts' rows), got [{index.min()}, {index.max()}]")
+    _, _, _, temperature, top_p = validate_inputs(cfg, prompts[index], lengths[index], N, temperature, top_p,
+                                                  top_k)
+    caps = np.full((R,), N, np.int32) if request_max_new_tokens is None else np.asarray(request_max_new_tokens)
+    if caps.shape != (R,) or caps.min() < 1 or caps.max() > N:
+        raise ValueError(f"request_max_new_tokens must be [{R}] ints in [1, {N}], got {caps}")
+
+    multiple = mesh_lib.batch_size_multiple(mesh) if mesh is not None else 1
+    Rb, Ub, Sb = call_sizes(R, U, slots, multiple)
+    Pb = bucket(int(lengths.max()), minimum=8)
+    pad_id = cfg.pad_id
+    prompts_b = np.full((Ub, Pb), pad_id, np.int32)
+    prompts_b[:U, :min(prompts.shape[1], Pb)] = prompts[:, :Pb]
+    lengths_b = np.concatenate([lengths, np.ones(Ub - U, lengths.dtype)]).astype(np.int32)
+    prompts_b[np.arange(Pb)[None, :] >= lengths_b[:, None]] = pad_id  # see sampling.generate
+    pad = Rb - R
+    args = (prompts_b, lengths_b, np.concatenate([index, np.zeros(pad, np.int32)]).astype(np.int32),
+            np.concatenate([caps, np.ones(pad, np.int32)]).astype(np.int32), np.int32(R), request_keys(rng, R, Rb),
+            np.concatenate([temperature, np.zeros(pad, np.float32)]),
+            np.concatenate([top_p, np.ones(pad, np.float32)]), np.int32(eos_id))
+    if mesh is not None:
+        params = models.shard_params(cfg, params, mesh)
+        # Host values go up through put_global (valid across processes); the key is already a jax array.
+        args = tuple(a if isinstance(a, jax.Array) else distributed.put_global(a, mesh_lib.replicated(mesh))
+                     for a in args)
+    compiled = compiled_generate_requests(cfg, mesh, Rb, Ub, Sb, Pb, N, int(top_k))
+    cache = cache_maker(cfg, Sb, Pb + N, compiled.input_formats[0][10])()
+    out, _ = compiled(params, *args, cache)
+    return SampleOutput(*(x[:R] for x in out)) if pad else out
