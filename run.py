@@ -26,7 +26,11 @@ def main(argv):
     mesh.initialize_distributed()
     config_check.validate_mesh_config(config.mesh)
     device_mesh = mesh.mesh_from_config(config.mesh)
-    loop.run(config, device_mesh, command=" ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]))
+    report_path = loop.run(config, device_mesh, command=" ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]))
+    if report_path:  # the writer process: the answer on screen
+        from bstar_jax.analysis import summary
+
+        print("\n" + summary.summary(config.workdir), flush=True)
 
 
 if __name__ == "__main__":

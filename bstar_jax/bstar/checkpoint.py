@@ -33,15 +33,12 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from bstar_jax.core import distributed
-from bstar_jax.core.errors import UserError
+from bstar_jax.core.errors import CheckpointError
 
 log = logging.getLogger(__name__)
 
 _ITEMS = ("state", "meta")
 
-
-class CheckpointError(UserError, RuntimeError):
-    """No readable checkpoint where one was asked for, or one of a different model."""
 
 
 @dataclasses.dataclass
@@ -304,8 +301,3 @@ def _check_fingerprint(tree, expected: dict | None, path: str) -> None:
     if bad or missing:
         raise CheckpointError(f"{path}: contents do not match the saved fingerprint "
                               f"({len(bad)} arrays differ, e.g. {(bad or missing)[:3]})")
-
-
-def abstract_like(tree, shardings):
-    """ShapeDtypeStructs of `tree` (arrays or ShapeDtypeStructs) with the given shardings."""
-    return jax.tree.map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh), tree, shardings)

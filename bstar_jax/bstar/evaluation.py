@@ -24,16 +24,11 @@ def evaluates(config, iteration: int) -> bool:
     return iteration % int(config.eval.every) == 0 or iteration == int(config.iterations)
 
 
-def evaluate(policy, tokenizer, examples, *, rng, config, mesh=None, prm_scorer=None) -> dict:
-    """The test metrics of `policy` on `examples`; `rng` is the iteration's evaluation key."""
-    return evaluate_per_problem(policy, tokenizer, examples, rng=rng, config=config, mesh=mesh,
-                                prm_scorer=prm_scorer)[0]
-
-
 def evaluate_per_problem(policy, tokenizer, examples, *, rng, config, mesh=None, prm_scorer=None):
-    """(metrics row as `evaluate`, per-problem results): the latter maps problem_id (str [Q]),
-    greedy_correct (bool [Q]), sample_correct (int32 [Q]: correct among the K samples) and
-    num_samples (K), the inputs of paired comparisons between runs (docs/results.md)."""
+    """(test metrics row, per-problem results) of `policy` on `examples`; `rng` is the
+    iteration's evaluation key. The per-problem results map problem_id (str [Q]), greedy_correct
+    (bool [Q]), sample_correct (int32 [Q]: correct among the K samples) and num_samples (K), the
+    inputs of paired comparisons between runs (docs/results.md)."""
     greedy_key, sample_key = jax.random.split(rng)
     greedy = rollout.rollout(policy, tokenizer, examples, temperatures=[0.0], num_samples=1, rng=greedy_key,
                              config=config, mesh=mesh)

@@ -1,8 +1,8 @@
 """The command line's error contract (docs/errors.md): what `run.py` prints when it stops.
 
-- an error the user can fix (`errors.UserError`, a config flag that does not parse, and the
-  user-error classes of modules that do not subclass UserError yet): ONE line
-  `error: <message>` on stderr, exit status 2; `--verbose` adds the traceback;
+- an error the user can fix (every class in `bstar_jax/core/errors.py`, or a config flag that
+  does not parse): ONE line `error: <message>` on stderr, exit status 2; `--verbose` adds the
+  traceback;
 - Ctrl-C: one line saying that rerunning the same command resumes, exit status 130;
 - anything else is an internal error and keeps Python's traceback (exit status 1).
 """
@@ -22,20 +22,6 @@ from bstar_jax.core.errors import UserError
 
 USER_EXIT, INTERRUPT_EXIT = 2, 130
 _VERBOSE = flags.DEFINE_bool("verbose", False, "On an error, print the traceback as well as the one-line message.")
-
-
-def _user_error_types() -> tuple[type, ...]:
-    """UserError and the user-error classes defined elsewhere (caught by name until they
-    subclass UserError); imported lazily so that a flag error costs no JAX import."""
-    kinds: list[type] = [UserError]
-    for module, name in (("bstar_jax.train.batching", "BatchError"), ("bstar_jax.train.sft", "NonFiniteLossError"),
-                         ("bstar_jax.models.config", "ConfigError"), ("bstar_jax.models.hf", "CheckpointError"),
-                         ("bstar_jax.models.gguf_io", "CheckpointError"), ("bstar_jax.bstar.checkpoint", "CheckpointError"),
-                         ("bstar_jax.data.records", "DataError")):
-        kind = getattr(sys.modules.get(module), name, None)
-        if isinstance(kind, type):
-            kinds.append(kind)
-    return tuple(kinds)
 
 
 def one_line(message: str) -> str:
@@ -105,7 +91,7 @@ def run(main: Callable[[list[str]], None]) -> None:
             main(argv)
         except KeyboardInterrupt as e:
             _stop("interrupted: rerun the same command to resume from the last checkpoint", INTERRUPT_EXIT, e)
-        except _user_error_types() as e:
+        except UserError as e:
             _stop("error: " + one_line(str(e)), USER_EXIT, e)
 
     try:

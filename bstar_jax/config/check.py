@@ -18,7 +18,7 @@ from bstar_jax import data
 from bstar_jax.core import distributed
 from bstar_jax.train import sft
 from bstar_jax.core import mesh as mesh_lib
-from bstar_jax.core.errors import UserError
+from bstar_jax.core.errors import ConfigValueError, UserError
 from bstar_jax.rewards import prm, verify
 
 ON_CONFIG_CHANGE = ("refuse", "continue")
@@ -28,9 +28,6 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model"
 # file, and would otherwise fail late, deep in the sampler.
 MAX_TEXT_CHARS = 100_000
 
-
-class ConfigValueError(UserError, ValueError):
-    """A config field out of range, of the wrong type or naming something unknown."""
 
 
 def _get(config, path: str):

@@ -18,7 +18,7 @@ import time
 from etils import epath
 
 from bstar_jax.core import distributed
-from bstar_jax.core.errors import UserError
+from bstar_jax.core.errors import ConfigChangedError
 
 FILENAME = "run_config.json"
 # Fields that change where or how visibly a run goes, not what it computes.
@@ -33,9 +33,6 @@ INTRODUCED = ("fixed.from_run", "fixed.temperature", "fixed.threshold")
 RETIRED = {"search.restrict": "both"}
 _HASH_WHOLE = 64 << 20  # files up to this size are hashed whole; larger: size + head and tail
 
-
-class ConfigChangedError(UserError):
-    """A rerun whose config differs from the one that made the workdir."""
 
 
 def _flatten(tree, prefix: str = "") -> dict:

@@ -11,13 +11,10 @@ from typing import Any, Iterator, Mapping
 
 from etils import epath
 
-from bstar_jax.core.errors import UserError
+from bstar_jax.core.errors import DataError
 
 TASKS = ("gsm8k", "math", "arc")
 
-
-class DataError(UserError, ValueError):
-    """Missing or malformed data; the message names the file and line (or item) at fault."""
 
 
 # The longest record line accepted (characters). A problem with its solution is a few kB; a line

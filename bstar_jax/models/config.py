@@ -6,6 +6,7 @@ Llama 3.2 are llama with tied embeddings; Llama 3.x adds llama3 RoPE scaling) an
 writes one back.
 """
 from __future__ import annotations
+from bstar_jax.core.errors import ConfigError
 
 import dataclasses
 import json
@@ -19,9 +20,6 @@ SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
-
-class ConfigError(ValueError):
-    """A model config (config.json, GGUF metadata) that this decoder cannot represent."""
 
 
 @dataclasses.dataclass(frozen=True)

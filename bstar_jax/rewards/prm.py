@@ -76,10 +76,6 @@ def init_prm(cfg: models.ModelConfig, backbone_params, init: str = "lm_head_mean
     return {"backbone": backbone_params, "head": {"w": w, "b": jnp.zeros((), jnp.float32)}}
 
 
-def prm_logical_axes(cfg: models.ModelConfig) -> dict:
-    return {"backbone": models.logical_axes(cfg), "head": dict(HEAD_AXES)}
-
-
 def prm_shardings(cfg: models.ModelConfig, mesh) -> dict:
     """NamedSharding per PRM param, by the one rules table (the head's w follows `embed`)."""
     E = cfg.hidden_size

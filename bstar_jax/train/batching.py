@@ -34,10 +34,8 @@ import jax
 import numpy as np
 
 from bstar_jax.core import mesh as mesh_lib
+from bstar_jax.core.errors import BatchError
 
-
-class BatchError(ValueError):
-    """A batch that cannot be built: sizes that do not fit the mesh, examples that do not fit."""
 
 
 def bucket_length(n: int, max_len: int, min_bucket: int = 16) -> int:

@@ -25,19 +25,10 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from bstar_jax.core import distributed
 from bstar_jax.core import mesh as mesh_lib
-from bstar_jax.core.errors import UserError
+from bstar_jax.core.errors import DivergenceError, NonFiniteError, TrainingError
 
 
-class TrainingError(UserError):
-    """Training stopped; the message names the phase, the step and what was out of range."""
 
-
-class NonFiniteError(TrainingError, FloatingPointError):
-    """A step's loss or gradient norm was NaN/inf; that step's update was not applied."""
-
-
-class DivergenceError(TrainingError):
-    """The loss or the weight norm left its running range (TrainSpec's diverge_* rules)."""
 
 
 @flax.struct.dataclass

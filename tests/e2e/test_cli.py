@@ -204,6 +204,9 @@ def finished(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("finished") / "run")
     res = run_cli(FINISHED, workdir)
     assert res.returncode == 0, res.stderr[-3000:]
+    # It ends with the summary on screen: each run's P_0 -> last Pass@1 and where the report is.
+    tail = res.stdout[res.stdout.index("Summary of"):]
+    assert "bstar " in tail and "->" in tail and os.path.join(workdir, "report.md") in tail, res.stdout[-2000:]
     return workdir
 
 
