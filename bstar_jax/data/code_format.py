@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from bstar_jax import tokenizer
+from bstar_jax.text import tokenizer
 
 CALL_BASED = "Use Call-Based format"  # the APPS prompt's instruction lines
 STANDARD_INPUT = "Use Standard Input format"

@@ -16,7 +16,7 @@ comprehension is not renamed at all. The canonical names hold a space, which no 
 so a renamed name never equals a real one. A program that does not parse (or is over
 MAX_PROGRAM_CHARS) is compared by its exact text.
 
-Pure Python: the ids feed the metrics as `text_id` does (`metrics.distinct_count`).
+Pure Python: the ids feed the metrics as `text_id` does (`bstar.metrics.distinct_count`).
 """
 from __future__ import annotations
 

@@ -12,7 +12,8 @@ import sys
 import ml_collections
 import pytest
 
-from bstar_jax import data, tokenizer
+from bstar_jax import data
+from bstar_jax.text import tokenizer
 from bstar_jax.data import CodeTests, DataError, Example, code_format, code_synthetic, humaneval
 
 RUNNER = r"""
