@@ -7,13 +7,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 from etils import epath
 
 from bstar_jax.core.errors import DataError
 
-TASKS = ("gsm8k", "math", "arc")
+TASKS = ("gsm8k", "math", "arc", "code")
 
 
 
@@ -23,12 +23,74 @@ MAX_LINE_BYTES = 1 << 20
 
 
 @dataclasses.dataclass(frozen=True)
+class CodeTests:
+    """A programming problem's tests in the APPS `input_output` form (docs/code.md#tests).
+
+    Standard-input tests (no `fn_name`): each input is the text fed to stdin, each output the
+    expected stdout (a string, or a list of lines as some APPS problems give it). Call-based
+    tests: `fn_name` is the entry point, each input the list of positional arguments, each
+    output the return value. Kept as canonical JSON text, so a `CodeTests` is immutable,
+    hashable and compares by value; `as_dict()` gives a fresh dict for the grader.
+    """
+    input_output: str
+
+    @classmethod
+    def make(cls, inputs: Sequence[Any], outputs: Sequence[Any], fn_name: str | None = None) -> "CodeTests":
+        """Validated tests; ValueError (naming what is wrong) for a malformed set."""
+        inputs, outputs = list(inputs), list(outputs)
+        if not inputs:
+            raise ValueError("no tests: inputs is empty")
+        if len(inputs) != len(outputs):
+            raise ValueError(f"{len(inputs)} inputs but {len(outputs)} outputs")
+        if fn_name is not None:
+            if not isinstance(fn_name, str) or not fn_name.isidentifier():
+                raise ValueError(f"fn_name must be a Python identifier, got {fn_name!r}")
+            bad = next((i for i, x in enumerate(inputs) if not isinstance(x, list)), None)
+            if bad is not None:
+                raise ValueError(f"call-based input {bad} must be a list of arguments, got "
+                                 f"{type(inputs[bad]).__name__}")
+        else:
+            bad = next((i for i, x in enumerate(inputs) if not isinstance(x, str)), None)
+            if bad is not None:
+                raise ValueError(f"standard-input input {bad} must be a string, got {type(inputs[bad]).__name__}")
+            bad = next((i for i, y in enumerate(outputs) if not isinstance(y, str) and not (
+                isinstance(y, list) and all(isinstance(line, str) for line in y))), None)
+            if bad is not None:
+                raise ValueError(f"standard-input output {bad} must be a string or a list of strings, got "
+                                 f"{type(outputs[bad]).__name__}")
+        body: dict[str, Any] = {"inputs": inputs, "outputs": outputs}
+        if fn_name is not None:
+            body["fn_name"] = fn_name
+        try:
+            text = json.dumps(body, sort_keys=True, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"tests are not plain JSON values ({e})") from None
+        return cls(text)
+
+    def as_dict(self) -> dict[str, Any]:
+        """{"inputs": [...], "outputs": [...]} plus "fn_name" for call-based tests (a fresh copy)."""
+        return json.loads(self.input_output)
+
+    @property
+    def fn_name(self) -> str | None:
+        """The entry point of call-based tests; None for standard-input tests."""
+        return self.as_dict().get("fn_name")
+
+    def __len__(self) -> int:
+        return len(self.as_dict()["inputs"])
+
+
+@dataclasses.dataclass(frozen=True)
 class Example:
     """One problem with a reference solution in the step format of docs/algorithm.md#prompt-and-response-format.
 
     `solution` is steps separated by "\\n\\n" ending "\\n\\n# Answer\\n\\n{answer}" (see
-    `tokenizer.format_response`); `task` picks the answer checker: "gsm8k", "math" or "arc".
-    `meta` holds optional (key, value) string pairs, e.g. (("level", "Level 5"),) for MATH.
+    `tokenizer.format_response`); `task` picks the answer checker: "gsm8k", "math", "arc" or
+    "code". `meta` holds optional (key, value) string pairs, e.g. (("level", "Level 5"),) for MATH.
+
+    A "code" example carries its `tests`; its answer is the reference program (the text the
+    answer block's code fence holds, docs/code.md#prompt-and-solution-format), "" when the
+    problem has no reference solution, and then `solution` is "" too.
     """
     id: str
     question: str
@@ -36,18 +98,23 @@ class Example:
     answer: str
     task: str
     meta: tuple[tuple[str, str], ...] = ()
+    tests: CodeTests | None = None
 
     def __post_init__(self):
         if self.task not in TASKS:
             raise ValueError(f"Example {self.id}: task {self.task!r} not in {TASKS}")
+        if (self.task == "code") != isinstance(self.tests, CodeTests):
+            raise ValueError(f"Example {self.id}: a code example needs CodeTests and any other task none, "
+                             f"got task {self.task!r} with tests {type(self.tests).__name__}")
 
 
-def read_records(path: str | os.PathLike) -> Iterator[tuple[str, dict[str, Any]]]:
+def read_records(path: str | os.PathLike, *, max_line_bytes: int = MAX_LINE_BYTES
+                 ) -> Iterator[tuple[str, dict[str, Any]]]:
     """Yield (location, record) for each object in a JSONL file (or a .json list of objects).
 
     `location` is "file:line" (JSONL) or "file:item N" (JSON list), for error messages. Blank
-    lines are skipped. A missing file, an empty file, a line that is not JSON or not an object
-    raises `DataError`.
+    lines are skipped. A missing file, an empty file, a line that is not JSON or not an object,
+    or a line over `max_line_bytes` raises `DataError`.
     """
     path = epath.Path(path)  # a local file or a gs:// URL
     if path.is_dir():
@@ -74,11 +141,11 @@ def read_records(path: str | os.PathLike) -> Iterator[tuple[str, dict[str, Any]]
                 yield _check_object(obj, f"{path}:item {i}")
                 n += 1
         else:
-            for lineno, raw in enumerate(iter(lambda: f.readline(MAX_LINE_BYTES + 1), b""), start=1):
+            for lineno, raw in enumerate(iter(lambda: f.readline(max_line_bytes + 1), b""), start=1):
                 where = f"{path}:{lineno}"
-                if len(raw) > MAX_LINE_BYTES:
-                    raise DataError(f"{where}: line longer than {MAX_LINE_BYTES} bytes; a record is a few kB, "
-                                    f"so this is not a data file of this project (or a broken export)")
+                if len(raw) > max_line_bytes:
+                    raise DataError(f"{where}: line longer than {max_line_bytes} bytes; no record of this dataset is "
+                                    f"that long, so this is not its data file (or a broken export)")
                 try:
                     line = raw.decode("utf-8")
                 except UnicodeDecodeError as e:
