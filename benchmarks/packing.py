@@ -28,7 +28,8 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bstar_jax.train import batching
-from bstar_jax import models, sft  # noqa: E402
+from bstar_jax import models  # noqa: E402
+from bstar_jax.train import sft  # noqa: E402
 from bstar_jax.core import mesh as mesh_lib  # noqa: E402
 
 

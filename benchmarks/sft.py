@@ -29,7 +29,8 @@ import torch  # noqa: E402
 
 from bstar_jax.models.hf import params_from_torch_layout
 from bstar_jax.core import mesh as mesh_lib  # noqa: E402
-from bstar_jax import models, sft  # noqa: E402
+from bstar_jax import models  # noqa: E402
+from bstar_jax.train import sft  # noqa: E402
 
 SIZES = {
     # name: (ModelConfig kwargs, batch, seq)
