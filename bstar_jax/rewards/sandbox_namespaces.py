@@ -116,6 +116,23 @@ def drop_uid(uid, gid):
     os.setresuid(uid, uid, uid)
 
 
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+def drop_capabilities():
+    """Empty the effective, permitted and inheritable capability sets: a child that keeps uid 0
+    (no uid drop), or runs inside our user namespace, is then root in name only (it cannot raise
+    its limits, override file permissions or kill other users' processes)."""
+    header = _CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this process
+    if libc.capset(ctypes.byref(header), (_CapData * 2)()) != 0:
+        raise OSError(ctypes.get_errno(), "capset")
+
+
 def _read_as(uid, gid, paths):
     drop_uid(uid, gid)
     for p in paths:

@@ -13,8 +13,8 @@ non-root, through an unprivileged user namespace. It reports what held in its fi
 Each test's child, before running the program: new session (so its group can be killed), stdin
 from a memfd holding the test input, stdout/stderr (and the call-based result, fd 3) to pipes,
 every other fd closed, a fresh private working folder, rlimits (CPU seconds, address space, file
-size, open files, core 0, processes), the uid/gid dropped when root, death with the worker
-(PR_SET_PDEATHSIG), not dumpable, the seccomp filter (sandbox_seccomp.py), an environment of
+size, open files, core 0, processes), the uid/gid dropped when root (else every capability
+dropped), death with the worker (PR_SET_PDEATHSIG), not dumpable, the seccomp filter (sandbox_seccomp.py), an environment of
 PATH only. Then `exec(compile(program))` in a fresh `__main__` namespace; a call-based test then
 calls `fn_name` and writes the return value as JSON to fd 3. The worker enforces the wall-clock
 deadline and the output cap, kills the process group, collects the child's rusage and removes
@@ -130,7 +130,9 @@ def child(req, test_input, fds, workdir, held, uid, gid, worker_pid):
         os.chdir(workdir)
         _limits(req, held)
         if held["uid_drop"]:
-            sandbox_namespaces.drop_uid(uid, gid)
+            sandbox_namespaces.drop_uid(uid, gid)  # which also clears every capability
+        else:
+            sandbox_namespaces.drop_capabilities()
         sandbox_namespaces.libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # after setuid, which clears it
         sandbox_namespaces.libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
         if os.getppid() != worker_pid:
@@ -209,27 +211,35 @@ def run_test(req, test_input, base, held, uid, gid):
     """Run the program on one input in a fresh child; returns (header, stdout bytes, result bytes)."""
     call = req["fn_name"] is not None
     workdir = tempfile.mkdtemp(dir=base)
-    if held["uid_drop"]:
-        os.chown(workdir, uid, gid)
-    pipes = [os.pipe() for _ in range(3 if call else 2)]  # stdout, stderr, result
-    stdin = os.open(os.devnull, os.O_RDONLY) if call else _stdin_fd(test_input)
-    me = os.getpid()
-    start = time.monotonic()
-    pid = os.fork()
-    if pid == 0:
-        child(req, test_input, [stdin] + [w for _, w in pipes], workdir, held, uid, gid, me)
-    for _, w in pipes:
-        os.close(w)
-    os.close(stdin)
-    status, data = _collect(pid, [r for r, _ in pipes], start + req["timeout_s"], req["output_cap"])
-    _kill_group(pid)
-    _, wait_status, usage = os.wait4(pid, 0)
-    wall = time.monotonic() - start
-    for r, _ in pipes:
-        os.close(r)
-    shutil.rmtree(workdir, ignore_errors=True)
-    if held["private_tmp"]:
-        _wipe_tmp(base)
+    fds, pid, usage = [], None, None  # every fd opened here is closed, the child reaped, whatever happens
+    try:
+        if held["uid_drop"]:
+            os.chown(workdir, uid, gid)
+        pipes = [os.pipe() for _ in range(3 if call else 2)]  # stdout, stderr, result
+        fds += [fd for pair in pipes for fd in pair]
+        stdin = os.open(os.devnull, os.O_RDONLY) if call else _stdin_fd(test_input)
+        fds.append(stdin)
+        me = os.getpid()
+        start = time.monotonic()
+        pid = os.fork()
+        if pid == 0:
+            child(req, test_input, [stdin] + [w for _, w in pipes], workdir, held, uid, gid, me)
+        for fd in [w for _, w in pipes] + [stdin]:  # the child's ends: its exit then closes the pipes
+            os.close(fd)
+            fds.remove(fd)
+        status, data = _collect(pid, [r for r, _ in pipes], start + req["timeout_s"], req["output_cap"])
+        _kill_group(pid)
+        _, wait_status, usage = os.wait4(pid, 0)
+        wall = time.monotonic() - start
+    finally:
+        if pid is not None and usage is None:
+            _kill_group(pid)
+            os.waitpid(pid, 0)
+        for fd in fds:
+            os.close(fd)
+        shutil.rmtree(workdir, ignore_errors=True)
+        if held["private_tmp"]:
+            _wipe_tmp(base)
     header = dict(status=status, wall_s=wall, cpu_s=usage.ru_utime + usage.ru_stime,
                   stderr=data[1][-_STDERR_KEEP:].decode("utf-8", "replace"))
     if status == "exited":

@@ -141,6 +141,21 @@ def test_memory_bomb_stops_at_the_limit(box):
     assert (r.passed, r.outcomes) == (0, ["exited"])  # MemoryError at the 512 MiB address-space cap
 
 
+def test_limits_cannot_be_raised_even_as_root():
+    """Without the uid drop a program keeps uid 0 but no capability: its hard limits hold."""
+    program = src("""
+        import resource
+        try:
+            resource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+            print("RAISED")
+        except (ValueError, OSError):
+            print("blocked")
+    """)
+    with Sandbox(workers=1, config=SandboxConfig(drop_uid=False, memory_bytes=512 << 20)) as b:
+        assert b.grade(program, BLOCKED) == (1, 1)
+        assert b.grade("import os\nprint(os.getuid())", {"inputs": [""], "outputs": [str(os.geteuid())]}) == (1, 1)
+
+
 def test_bounded_fork_loop_makes_no_process(box):
     program = src("""
         import os, time
