@@ -56,9 +56,12 @@ def _text(value, field, i):
 
 def parse_tests(tests) -> UnitTests:
     """Check and normalise an APPS `input_output` dict (`inputs`, `outputs`, optional `fn_name`);
-    a JSON string of one is accepted too. Raises UnitTestError naming the bad field."""
+    its JSON text, or a `bstar_jax.data.CodeTests` (which holds that text), are accepted too.
+    Raises UnitTestError naming the bad field."""
     if isinstance(tests, UnitTests):
         return tests
+    if isinstance(getattr(tests, "input_output", None), str):
+        tests = tests.input_output
     if isinstance(tests, str):
         try:
             tests = json.loads(tests)

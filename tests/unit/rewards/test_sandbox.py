@@ -66,6 +66,9 @@ def test_parse_tests_rejects_malformed_input():
     with pytest.raises(UnitTestError, match="fn_name"):
         parse_tests({"inputs": [], "outputs": [], "fn_name": "not a name"})
     assert parse_tests(json.dumps(ADD)).inputs == ADD["inputs"]
+    from bstar_jax.data import CodeTests
+    tests = parse_tests(CodeTests.make([[1, 2]], [[3]], "add"))
+    assert (tests.inputs, tests.expected, tests.fn_name) == ([[1, 2]], [[3]], "add")
     assert parse_tests({"inputs": [["1", "2"]], "outputs": [["3"]]}).inputs == ["1\n2"]
 
 
@@ -447,7 +450,7 @@ def test_expected_outputs_are_not_in_the_programs_memory(box):
         print(*sorted(found))
     """)
     tests = {"inputs": ["needle-4242", "needle-5555"], "outputs": ["needle-4242 needle-5555", "zebra-7731"]}
-    r = one(box, program, tests)
+    r = one(box, program, tests, timeout_s=20.0)  # a scan of some 50 MB: room on a loaded machine
     assert r.outcomes == ["pass", "wrong"]  # the scan works (it found the inputs) and finds no marker
 
 
