@@ -14,7 +14,9 @@ def base_config() -> mlc.ConfigDict:
     c.on_config_change = "refuse"  # a rerun whose config differs from <workdir>/run_config.json: refuse | continue
     c.seed = 0  # root PRNG seed; iteration and phase are folded in (resume-exact)
     c.task = "gsm8k"  # answer checker: gsm8k | math | arc
-    c.answer_check = "normalized"  # normalized grader, or "exact" string match (official code)
+    # normalized grader, "exact" string match (official code), or "math_verify" (MATH only;
+    # docs/algorithm.md#answer-graders)
+    c.answer_check = "normalized"
     # Run these in turn, each from the same P_0: bstar | online_rft | iterative_rft | rest_em, and the
     # ablations bstar_temperature_only | bstar_threshold_only | online_rft_fixed (docs/algorithm.md#variants)
     c.variants = ("bstar",)

@@ -13,6 +13,9 @@ def get_config(arg: str | None = None):
     c = base_config()
     c.workdir = "runs/math"
     c.task = "math"
+    # The paper's MATH500 grader (PRM800K, sympy off) and ~500x faster than "math_verify", which
+    # accepts more equal answers (docs/algorithm.md#answer-graders)
+    c.answer_check = "normalized"
     c.variants = ("bstar", "online_rft")
     c.use_prm = (True,)  # Eq. 2: answer + PRM (paper App. A.1)
     c.iterations = 9  # paper §2.3

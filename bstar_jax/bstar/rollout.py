@@ -51,15 +51,14 @@ def text_ids(texts_TxQxK: np.ndarray) -> np.ndarray:
 
 
 def grade(texts_TxQxK: np.ndarray, golds: Sequence[str], task: str, answer_check: str):
-    """(correct, valid) bool [T, Q, K] from the verifier."""
-    correct = np.zeros(texts_TxQxK.shape, bool)
-    valid = np.zeros(texts_TxQxK.shape, bool)
-    for q, gold in enumerate(golds):
-        for t in range(texts_TxQxK.shape[0]):
-            for k, text in enumerate(texts_TxQxK[t, q]):
-                valid[t, q, k] = verify.has_answer_format(text, task)
-                correct[t, q, k] = verify.is_correct(text, gold, task, mode=answer_check)
-    return correct, valid
+    """(correct, valid) bool [T, Q, K] from the verifier, the whole pool in one `are_correct` call
+    (with answer_check "math_verify", one trip through its process pool)."""
+    T, Q, K = texts_TxQxK.shape
+    texts = [texts_TxQxK[t, q, k] for t in range(T) for q in range(Q) for k in range(K)]
+    golds_TQK = [golds[q] for t in range(T) for q in range(Q) for k in range(K)]
+    correct = np.asarray(verify.are_correct(texts, golds_TQK, task, mode=answer_check), bool)
+    valid = np.asarray([verify.has_answer_format(text, task) for text in texts], bool)
+    return correct.reshape(T, Q, K), valid.reshape(T, Q, K)
 
 
 @dataclasses.dataclass(frozen=True)

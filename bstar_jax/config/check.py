@@ -141,8 +141,10 @@ def validate_fields(config, mesh) -> None:
     if not isinstance(workdir, str) or not workdir.strip():
         _fail("workdir", workdir, "must be a folder path")
     _int(config, "seed")
-    _choice(config, "task", verify.TASKS)
-    _choice(config, "answer_check", verify.MODES)
+    task = _choice(config, "task", verify.TASKS)
+    if _choice(config, "answer_check", verify.MODES) == "math_verify" and task not in verify.MATH_VERIFY_TASKS:
+        _fail("answer_check", "math_verify", f"grades MATH answers (task='math'), not task={task!r}; "
+                                             f"use 'normalized' or 'exact'")
     variants = _seq(config, "variants", options=choices.VARIANTS)
     use_prm = _seq(config, "use_prm", kind=bool)
     _int(config, "iterations", 0)

@@ -118,13 +118,14 @@ def label_steps(cfg: models.ModelConfig, params, tokenizer, questions: Sequence[
                                     top_p=top_p, top_k=top_k, eos_id=int(eos_id), mesh=mesh)
             calls += 1
             tokens, out_lengths = distributed.to_host((out.tokens, out.lengths))
+            fulls = []
             for b, p in enumerate(chunk_rows):
                 ids = tokens[b, :out_lengths[b]]
                 if ids.size and ids[-1] == eos_id:
                     ids = ids[:-1]
-                r, _ = owners[p]
-                full = prefixes[p] + _decode(tokenizer, ids)
-                correct[lo + b] = verify.is_correct(full, golds[kept[r]], task, mode=grade_mode)
+                fulls.append(prefixes[p] + _decode(tokenizer, ids))
+            chunk_golds = [golds[kept[owners[p][0]]] for p in chunk_rows]
+            correct[lo:lo + len(chunk_rows)] = verify.are_correct(fulls, chunk_golds, task, mode=grade_mode)
 
     per_prefix = correct.reshape(len(prefixes), n_completions) if rows else np.zeros((0, n_completions))
     scores = per_prefix.mean(axis=1) if soft else per_prefix.any(axis=1).astype(np.float64)
@@ -132,8 +133,9 @@ def label_steps(cfg: models.ModelConfig, params, tokenizer, questions: Sequence[
     for p, (r, k) in enumerate(owners):
         labels[r][k] = float(scores[p])
     records = []
-    for r, (text, spans, answer_block) in enumerate(parsed):
-        answer_ok = verify.is_correct(text, golds[kept[r]], task, mode=grade_mode)
+    answers_ok = verify.are_correct([text for text, _, _ in parsed], [golds[i] for i in kept], task,
+                                    mode=grade_mode)
+    for r, ((text, spans, answer_block), answer_ok) in enumerate(zip(parsed, answers_ok)):
         steps = tuple(text[a:b] for a, b in spans) + (answer_block.rstrip(),)
         records.append(PRMRecord(questions[kept[r]], steps, tuple(labels[r]) + (float(answer_ok),)))
     return LabelResult(records, kept, dropped, calls)

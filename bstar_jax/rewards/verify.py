@@ -2,7 +2,7 @@
 
 A response is reasoning steps, then `"\\n\\n# Answer\\n\\n{answer}"`
 (docs/algorithm.md#prompt-and-response-format); MATH is graded as PRM800K grades it and ARC by
-the choice letter, as in the official code. Two modes:
+the choice letter, as in the official code. Three modes:
 
 - `"normalized"` (default; docs/algorithm.md#paper-vs-official-code): the answer after the last
   `# Answer` heading (or `####` for gsm8k, or the last `\\boxed{}`) compared after normalisation:
@@ -10,6 +10,9 @@ the choice letter, as in the official code. Two modes:
 - `"exact"`: the official training-time check, exact string equality of the text after the last
   `"\\n\\n# Answer\\n\\n"` (cut at EOS, trailing whitespace removed) with the gold's same text;
   for arc the official regex (its first match) and a case-insensitive letter compare.
+- `"math_verify"` (MATH only): the answers the normalized mode extracts, compared by Hugging Face's
+  math-verify (numeric, symbolic, set and interval equivalence), in a pool of worker processes
+  (`math_verify_pool`); grade many responses with `are_correct`, which uses the pool once.
 
 GSM8K numbers: the answer is the first number in the answer text, with `$`, thousands commas,
 units and trailing words ignored, `a/b` and `\\frac{a}{b}` evaluated, compared with the gold as an
@@ -19,8 +22,11 @@ takes the numerator).
 
 Every check runs in time linear in the text (no regex here can backtrack super-linearly, and
 answers over MAX_ANSWER_CHARS are compared as exact strings, not normalised); tests/unit/rewards/test_verify.py
-fuzzes each task with adversarial 100,000-character strings. Malformed input never raises: None or an answer-less response is simply incorrect, bytes are
-decoded as UTF-8 with replacement characters. Only an unknown task or mode raises ValueError.
+fuzzes each task with adversarial 100,000-character strings (math_verify: the extraction is the
+same, and each comparison has a deadline; tests/unit/rewards/test_math_verify.py). Malformed
+input never raises: None or an answer-less response is simply incorrect, bytes are decoded as
+UTF-8 with replacement characters. Only an unknown task or mode (or math_verify on a task other
+than math) raises ValueError.
 """
 from __future__ import annotations
 
@@ -29,10 +35,12 @@ import numbers
 import re
 from fractions import Fraction
 
+from bstar_jax.rewards import math_verify_pool
 from bstar_jax.rewards.math_normalize import MAX_ANSWER_CHARS, math_answers_equal
 
 TASKS = ("gsm8k", "math", "arc")
-MODES = ("normalized", "exact")
+MODES = ("normalized", "exact", "math_verify")
+MATH_VERIFY_TASKS = ("math",)  # the tasks "math_verify" grades
 ANSWER_SEP = "\n\n# Answer\n\n"  # every extraction in the official code splits on this
 EOS_STRINGS = ("</s>", "<|endoftext|>", "<|im_end|>", "<|eot_id|>", "<|end_of_text|>",
                "<eos>", "<|end|>")
@@ -275,16 +283,26 @@ def _exact_correct(text: str, gold: str, task: str) -> bool:
     return pred is not None and pred == ref
 
 
+def _check_mode(mode, task: str) -> str:
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    if mode == "math_verify" and task not in MATH_VERIFY_TASKS:
+        raise ValueError(f"mode 'math_verify' grades MATH answers (task 'math'), not task {task!r}; "
+                         f"use 'normalized' or 'exact'")
+    return mode
+
+
 def is_correct(response, gold, task: str, *, mode: str = "normalized") -> bool:
     """True iff the response's final answer matches the gold (the official graders; docs/algorithm.md#rewards).
 
     `gold` is a reference solution or a bare answer (see `answer_of_reference`). `mode` is
-    "normalized" (the grader) or "exact" (the official training-time string match). A response
+    "normalized" (the grader), "exact" (the official training-time string match) or "math_verify"
+    (math-verify's equivalence; to grade many responses, `are_correct` is faster). A response
     without an answer, or None, is incorrect; unknown task or mode raise ValueError.
     """
-    _check_task(task)
-    if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    _check_mode(mode, _check_task(task))
+    if mode == "math_verify":
+        return are_correct([response], [gold], task, mode=mode)[0]
     text, gold_text = _to_text(response), _to_text(gold)
     if text is None or gold_text is None:
         return False
@@ -293,6 +311,40 @@ def is_correct(response, gold, task: str, *, mode: str = "normalized") -> bool:
     pred = _extract(text, task)
     ref = answer_of_reference(gold_text, task)
     return pred is not None and ref is not None and answers_match(pred, ref, task)
+
+
+def are_correct(responses, golds, task: str, *, mode: str = "normalized", pool=None) -> list[bool]:
+    """`[is_correct(r, g, task, mode=mode) for r, g in zip(responses, golds)]`, for a batch.
+
+    With mode "math_verify" the answers are extracted here and the distinct (answer, gold) pairs
+    go to math-verify's process pool in one call (pool: a `math_verify_pool.make_pool()`, default
+    the shared one). An answer identical to the gold's is correct without the pool (math-verify
+    would compare the two equal strings), and answers over MAX_ANSWER_CHARS are compared as exact
+    strings, as in "normalized". A pair that passes its deadline or crashes its worker is
+    incorrect (and logged).
+    """
+    _check_mode(mode, _check_task(task))
+    if len(responses) != len(golds):
+        raise ValueError(f"are_correct: {len(responses)} responses but {len(golds)} golds")
+    if mode != "math_verify":
+        return [is_correct(r, g, task, mode=mode) for r, g in zip(responses, golds)]
+    out = [False] * len(responses)
+    pairs, where = [], []
+    for i, (response, gold) in enumerate(zip(responses, golds)):
+        text, gold_text = _to_text(response), _to_text(gold)
+        if text is None or gold_text is None:
+            continue
+        pred, ref = _extract(text, task), answer_of_reference(gold_text, task)
+        if pred is None or ref is None:
+            continue
+        if pred.strip() == ref.strip() or max(len(pred), len(ref)) > MAX_ANSWER_CHARS:
+            out[i] = pred.strip() == ref.strip()
+            continue
+        pairs.append((pred, ref))
+        where.append(i)
+    for i, ok in zip(where, math_verify_pool.answers_equivalent(pairs, pool=pool)):
+        out[i] = ok
+    return out
 
 
 def has_answer_format(text, task: str = "math") -> bool:
