@@ -155,13 +155,19 @@ class DeadlinePool:
         try:
             while todo or busy:
                 while todo and len(busy) < self.workers:
-                    w = self._idle.pop() if self._idle else self._start()
+                    fresh = not self._idle
+                    w = self._start() if fresh else self._idle.pop()
                     i = todo.popleft()
                     try:
                         w.conn.send(items[i])
-                    except OSError:  # the worker died while idle: the item is not to blame
+                    except OSError:
                         self._replace(w, kill=True)
-                        todo.appendleft(i)
+                        if fresh:  # a worker that cannot even start: fail the item, do not loop
+                            self.stats["crashes"] += 1
+                            log.warning("a new worker died before item %d reached it (exit code %s); "
+                                        "item graded wrong", i, w.process.exitcode)
+                        else:  # it died while idle: the item is not to blame
+                            todo.appendleft(i)
                         continue
                     w.index, w.started = i, time.monotonic()
                     busy[w.conn] = w
