@@ -113,6 +113,7 @@ def main():
 
     from bstar_jax.rewards import math_verify_pool, verify
 
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
     batch = make_batch(args.items, args.seed)
     responses, golds, labels = zip(*batch)
 
@@ -143,8 +144,8 @@ def main():
         return sum(g == lab for g, lab in zip(got, labels)) / len(labels)
 
     assert alone == ours, "the pool changed a verdict"
-    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; pool start + warm-up "
-          f"({args.workers} workers): {started:.2f} s; pool stats {pool.stats}")
+    print(f"load average at the end {os.getloadavg()[0]:.1f}; pool start + warm-up ({args.workers} workers): "
+          f"{started:.2f} s; pool stats {pool.stats}")
     print(f"accuracy against the generator's labels: math_verify {accuracy(ours):.3f} | "
           f"normalized {accuracy(ref):.3f}; graders agree on {sum(a == b for a, b in zip(ours, ref))} of {len(batch)}")
     n = len(batch)
