@@ -14,8 +14,8 @@ math-verify times itself out with `signal.alarm`, which works only in a main thr
 thread every call fails, i.e. is graded wrong), and cannot interrupt work stuck inside C code. So
 the comparisons run in a `DeadlinePool` of processes, one pair per call in the worker's main
 thread: math-verify's own alarm (`MV_TIMEOUT_S` per parse and per comparison) stops the usual slow
-cases, the pool's per-item deadline kills a worker stuck beyond it, and either way the pair is
-graded wrong and logged. Pairs are deduplicated before they are sent (a question's K samples
+cases, the pool's per-item deadline kills a worker stuck beyond it (a warning names the pair),
+and either way the pair is graded wrong. Pairs are deduplicated before they are sent (a question's K samples
 often share an answer), and results are in input order whatever the number of workers.
 """
 from __future__ import annotations
