@@ -22,6 +22,13 @@ def base_config() -> mlc.ConfigDict:
     c.variants = ("bstar",)
     c.use_prm = (False,)  # one run per (variant, use_prm): answer-only and/or answer+PRM reward (Eq. 1 / Eq. 2)
     c.iterations = 9  # paper §2.3: 9 iterations
+    # The report's primary comparison, "a - b" of two run names (or P_0), on greedy Pass@1, chosen
+    # before the run; every other comparison is exploratory and Holm-corrected (docs/results.md).
+    c.primary = "bstar - online_rft"
+    # k >= 1: every run again with independent training draws (search, queries, sample, SFT) and
+    # the same P_0, PRM and evaluation draws, named <variant>-r<k>, into the same workdir; pairs of
+    # replicates measure the run-to-run noise of the report's intervals (docs/results.md#replicates).
+    c.replicate = 0
 
     c.mesh = mlc.ConfigDict(dict(data=-1, fsdp=1, tensor=1))  # device counts per mesh axis; -1 = the rest
     # Per-device memory the *.hbm_fraction fields apply to, GB; 0 = the device's own (memory_stats,

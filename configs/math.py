@@ -18,6 +18,7 @@ def get_config(arg: str | None = None):
     c.answer_check = "normalized"
     c.variants = ("bstar", "online_rft")
     c.use_prm = (True,)  # Eq. 2: answer + PRM (paper App. A.1)
+    c.primary = "bstar+prm - online_rft+prm"
     c.iterations = 9  # paper §2.3
     c.model.path = "smollm2-135m"  # replace with the SFT'd P_0 (paper §2.3: Mistral-7B, epoch 1)
     c.model.dtype = "bfloat16"

@@ -153,8 +153,8 @@ def _series(rows, variant, key, sub=None):
 
 
 def _base(run: str) -> str:
-    """The variant of a run name ("bstar+prm" -> "bstar")."""
-    return run.removesuffix("+prm")
+    """The variant of a run name ("bstar+prm", "bstar-r1" -> "bstar")."""
+    return choices.parse_run_name(run)[0]
 
 
 def _plot_curves(rows, variants, out_dir, note: str = "") -> list[str]:
@@ -284,11 +284,12 @@ def write_report(workdir: str, *, title: str = "B-STaR run", command: str | None
     return str(path)
 
 
-def summarize_seeds(workdirs: list[str]) -> str:
+def summarize_seeds(workdirs: list[str], primary: str | None = None) -> str:
     """Markdown table over runs of one config with different seeds: P_0 and each variant's last
     iteration, mean ± sample standard deviation of greedy Pass@1, Pass@K, Pass@K-S, Reward@K-1 and
     diversity, then the chosen (T, τ) per iteration of each searched run, then paired differences
-    with confidence intervals (`comparisons.paired_table`, docs/results.md)."""
+    with confidence intervals and the verdict (`comparisons`, docs/results.md). `primary`: the
+    primary comparison "a - b"; None: config.primary of the workdirs' run records."""
     per_dir = [read_metrics(w) for w in workdirs]
     if not all(per_dir):
         raise ValueError(f"no metrics.jsonl rows in {[w for w, r in zip(workdirs, per_dir) if not r]}")
@@ -328,8 +329,13 @@ def summarize_seeds(workdirs: list[str]) -> str:
     balance = [("balance score of the iteration's selection", lambda r: r.get("balance_score"))]
     lines += [""] + per_iteration(per_dir, variants, cols + balance)
     last_its = {(w, v): pick(rows, v, last=True)["iteration"] for w, rows in zip(workdirs, per_dir) for v in variants}
-    paired = comparisons.paired_table(workdirs, variants, last=last_its)  # reads eval/<run>/iteration_<i>.npz
-    return "\n".join(lines + (["", paired] if paired else []))
+    note = "--primary, given after the run"
+    if primary is None:
+        primary, note = comparisons.recorded_primary(workdirs)
+    # Reads eval/<run>/iteration_<i>.npz.
+    result = comparisons.compare(workdirs, variants, per_dir, last=last_its, primary=primary, primary_note=note)
+    paired = comparisons.paired_table(result)
+    return "\n".join(lines + (["", paired, "", comparisons.verdict(result)] if paired else []))
 
 
 def per_iteration(per_dir: list[list[dict]], variants: list[str], cols) -> list[str]:
@@ -404,11 +410,18 @@ def plot_seeds(workdirs: list[str], out_dir: str) -> list[str]:
 
 if __name__ == "__main__":  # python -m bstar_jax.report runs/demo_seed0 runs/demo_seed1 ... [--plots DIR]
     import argparse
+    import sys
 
     parser = argparse.ArgumentParser(description="Tables over seeds (and curves of their mean with --plots).")
     parser.add_argument("workdirs", nargs="+")
     parser.add_argument("--plots", default="", help="folder for PNG curves of the mean over seeds")
+    parser.add_argument("--primary", default=None, help='the primary comparison "a - b" (default: config.primary '
+                                                        "from the workdirs' run records)")
     args = parser.parse_args()
-    print(summarize_seeds(args.workdirs))
+    try:
+        print(summarize_seeds(args.workdirs, args.primary))
+    except ValueError as e:  # empty workdirs, a malformed --primary, records that disagree: the user's to fix
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     if args.plots:
         print("\n".join(f"![{n[:-4]}]({os.path.join(args.plots, n)})" for n in plot_seeds(args.workdirs, args.plots)))

@@ -130,7 +130,8 @@ class Checkpointer:
     """Save, keep the last `max_to_keep` (and the last sane one), and restore (with fallback) one
     checkpoint per iteration."""
 
-    def __init__(self, directory: str | os.PathLike, *, max_to_keep: int = 3, async_save: bool = True):
+    def __init__(self, directory: str | os.PathLike, *, max_to_keep: int = 3, async_save: bool = True,
+                 read_only: bool = False):
         directory = os.fspath(directory)  # a local folder or a gs:// URL (orbax takes both)
         self.directory = directory if "://" in directory else os.path.abspath(directory)
         if int(max_to_keep) < 1:
@@ -140,8 +141,10 @@ class Checkpointer:
             [ocp.checkpoint_managers.LatestN(int(max_to_keep)), _LastSane()])
         # best_fn makes orbax store each checkpoint's metrics and read them back on a restart,
         # which the sanity policy needs; the preservation policy alone decides what is kept.
+        # read_only: a folder of someone else's (config.prm.path) is read, never created or pruned.
         options = ocp.CheckpointManagerOptions(preservation_policy=policy, best_fn=lambda m: m.get("sane", 1.0),
-                                               create=True, enable_async_checkpointing=async_save)
+                                               create=not read_only, read_only=read_only,
+                                               enable_async_checkpointing=async_save)
         self._manager = ocp.CheckpointManager(self.directory, options=options, item_handlers={
             "state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()})
 
@@ -242,11 +245,9 @@ class Checkpointer:
             raise CheckpointError("no readable checkpoint: " + "; ".join(failures))
         return None
 
-    def _shape_mismatch(self, iteration: int, target) -> str | None:
-        """`name: saved shape vs expected` for the first param whose shape differs, else None.
-        (Orbax would silently read a differently shaped array into the target.)"""
-        want = _to_tree(target)
-        want = want.get("params", want) if isinstance(want, dict) else want
+    def saved_shapes(self, iteration: int) -> dict[str, tuple[int, ...]] | None:
+        """keystr path -> shape of every array of the saved state (of its params, for a train
+        state), from orbax's metadata without reading the arrays; None without readable metadata."""
         try:
             saved = self._manager.item_metadata(iteration)["state"]
             saved = getattr(saved, "tree", saved)
@@ -255,15 +256,16 @@ class Checkpointer:
             return None
         if not isinstance(saved, dict):
             return None
-        shapes = {jax.tree_util.keystr(p): tuple(getattr(x, "shape", ()))
-                  for p, x in jax.tree_util.tree_flatten_with_path(saved)[0]}
-        for p, x in jax.tree_util.tree_flatten_with_path(want)[0]:
-            k = jax.tree_util.keystr(p)
-            if k not in shapes:
-                return f"params{k}: not in the checkpoint"
-            if shapes[k] != tuple(x.shape):
-                return f"params{k}: saved {shapes[k]}, this config makes {tuple(x.shape)}"
-        return None
+        return {jax.tree_util.keystr(p): tuple(getattr(x, "shape", ()))
+                for p, x in jax.tree_util.tree_flatten_with_path(saved)[0]}
+
+    def _shape_mismatch(self, iteration: int, target) -> str | None:
+        """`name: saved shape vs expected` for the first param whose shape differs, else None.
+        (Orbax would silently read a differently shaped array into the target.)"""
+        want = _to_tree(target)
+        want = want.get("params", want) if isinstance(want, dict) else want
+        shapes = self.saved_shapes(iteration)
+        return None if shapes is None else shape_mismatch(shapes, want)
 
     def _restore_one(self, iteration: int, target) -> Restored:
         abstract = _to_tree(target)
@@ -301,3 +303,17 @@ def _check_fingerprint(tree, expected: dict | None, path: str) -> None:
     if bad or missing:
         raise CheckpointError(f"{path}: contents do not match the saved fingerprint "
                               f"({len(bad)} arrays differ, e.g. {(bad or missing)[:3]})")
+
+
+def shape_mismatch(saved: dict[str, tuple[int, ...]], want) -> str | None:
+    """`params<path>: saved ... vs this config's ...` for the first array of the tree `want`
+    (arrays or ShapeDtypeStructs) whose shape differs from `saved` (`Checkpointer.saved_shapes`)
+    or is not there; None when all match."""
+    for p, x in jax.tree_util.tree_flatten_with_path(want)[0]:
+        k = jax.tree_util.keystr(p)
+        if k not in saved:
+            return f"params{k}: not in the checkpoint"
+        if saved[k] != tuple(x.shape):
+            return f"params{k}: saved {saved[k]}, this config makes {tuple(x.shape)}"
+    return None
+

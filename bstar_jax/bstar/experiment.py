@@ -20,25 +20,27 @@ import numpy as np
 
 from bstar_jax.bstar import balance, checkpoint, evaluation, export, metrics, rollout, variants
 from bstar_jax.analysis import comparisons, report
-from bstar_jax.config import check as config_check, sizing as hbm, record as run_record
+from bstar_jax.config import check as config_check, choices, sizing as hbm, record as run_record
 from bstar_jax import data
 from bstar_jax.core import distributed
 from bstar_jax.train import sft
 from bstar_jax.text import tokenizer as tok
-from bstar_jax.bstar.prm_phase import prepare_prm
+from bstar_jax.bstar.prm_phase import check_prm_folder, prepare_prm
 from bstar_jax.core.streams import Streams
 from bstar_jax.bstar.policy import load_policy
 
 
-def run_name(variant: str, use_prm: bool) -> str:
-    """The run's name in metrics, the report and checkpoints/: "bstar", "bstar+prm", ..."""
-    return f"{variant}+prm" if use_prm else variant
+run_name = choices.run_name  # "bstar", "bstar+prm", "online_rft-r1", ... (config/choices.py)
+# Replicate k's run numbers start at k * REPLICATE_STRIDE: distinct from every replicate-0 run as
+# long as VARIANTS has fewer than REPLICATE_STRIDE / 2 variants.
+REPLICATE_STRIDE = 1000
 
 
-def run_index(variant: str, use_prm: bool) -> int:
-    """The run number folded into its random streams: fixed per (variant, reward), so a run
-    draws the same whichever other runs the config lists."""
-    return 2 * variants.VARIANTS.index(variant) + int(use_prm)
+def run_index(variant: str, use_prm: bool, replicate: int = 0) -> int:
+    """The run number folded into its random streams search, queries, sample and sft: fixed per
+    (variant, reward, replicate), so a run draws the same whichever other runs the config lists.
+    P_0, the PRM and the evaluation draws take no run number: replicates share them."""
+    return REPLICATE_STRIDE * int(replicate) + 2 * variants.VARIANTS.index(variant) + int(use_prm)
 
 
 class _QuietLibraries(logging.Filter):
@@ -57,11 +59,15 @@ def run(config, mesh, *, command: str | None = None) -> str:
         if not any(isinstance(f, _QuietLibraries) for f in handler.filters):
             handler.addFilter(_QuietLibraries())
     config_check.validate(config, mesh)  # every field, file and the workdir, before any work
+    if True in config.use_prm:
+        check_prm_folder(config)  # a supplied PRM's form, and its architecture where files say P_0's
     is_writer = distributed.is_writer()
     run_record.check_and_record(config, is_writer=is_writer)  # a workdir remembers the config that made it
     splits = data.load_splits(config.data, config.seed)
     config_check.validate_examples(splits)
     tokenizer, p0 = load_policy(config, mesh, splits["train"])
+    if True in config.use_prm:
+        check_prm_folder(config, p0[0])  # a supplied PRM must fit P_0, before any run starts
     config = _sized(config, p0[0], mesh)
     config_check.validate_prompt_lengths(config, tokenizer, p0[0], splits)
     log = report.MetricsLog(config.workdir, enabled=is_writer)
@@ -104,8 +110,9 @@ class Run:
         # reads its source's here, and keeps the one it started with (`fixed`) on a resume.
         self.last_choices = {} if last_choices is None else last_choices
         self.fixed: tuple[float, float] | None = None
-        self.name = run_name(variant, prm_scorer is not None)
-        self.index = run_index(variant, prm_scorer is not None)
+        self.replicate = int(config.get("replicate", 0))
+        self.name = run_name(variant, prm_scorer is not None, self.replicate)
+        self.index = run_index(variant, prm_scorer is not None, self.replicate)
         self.n_star = int(config.n_star) or metrics.n_star_rule(int(config.target_size),
                                                                  int(config.queries_per_iteration))
         folder = distributed.path(config.workdir) / "checkpoints" / self.name.replace("+", "_")
@@ -233,7 +240,7 @@ class Run:
         if self.fixed is None:
             f = self.config.fixed
             if f.from_run:
-                source = run_name(f.from_run, self.prm_scorer is not None)
+                source = run_name(f.from_run, self.prm_scorer is not None, self.replicate)
                 if source not in self.last_choices:
                     raise config_check.ConfigValueError(
                         f"config.fixed.from_run={f.from_run!r}: run {source} has no chosen (T, τ) in "

@@ -3,16 +3,22 @@ and hand the loop a scorer for [T, Q, K] sample grids (paper App. A.1; docs/trai
 
 The official code trains its PRM elsewhere; here the starting policy is generator and completer
 at once, and the trained PRM is cached in <workdir>/prm so that every run and a resume reuse it.
+`config.prm.path` names such a folder (another run's <workdir>/prm, for P_0's architecture): that
+PRM scores and none is trained; `check_prm_folder` checks that folder (form and architecture,
+from checkpoint metadata) before any work.
 """
 from __future__ import annotations
 
+import json
 import logging
 
 import jax
 import numpy as np
 
+from bstar_jax import models
 from bstar_jax.bstar import checkpoint, rollout
 from bstar_jax.core import distributed, streams
+from bstar_jax.core.errors import ConfigValueError
 from bstar_jax.text import tokenizer as tok
 from bstar_jax.rewards import prm as prm_lib
 from bstar_jax.rewards.labelling import label_steps
@@ -23,10 +29,18 @@ def prepare_prm(config, mesh, tokenizer, p0, splits, key):
     """A function GridSamples -> float32 [T, Q, K] of raw min step scores (Eq. 2 divides them by 5)."""
     cfg, p0_params = p0
     p = config.prm
-    folder = distributed.path(config.workdir) / "prm"
     init = prm_lib.init_prm(cfg, p0_params, init=p.head_init)
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
                             prm_lib.shard_prm(cfg, init, mesh))
+    if p.path:  # a supplied PRM: read, never trained or written
+        check_prm_folder(config, cfg)
+        store = checkpoint.Checkpointer(p.path, read_only=True)
+        params = store.restore(abstract).state
+        store.close()
+        logging.info("PRM: scoring with %s (config.prm.path); none trained", p.path)
+        return lambda samples, questions: score_grid(cfg, params, tokenizer, samples, questions, mesh=mesh,
+                                                     max_len=int(config.sft.max_len))
+    folder = distributed.path(config.workdir) / "prm"
     store = checkpoint.Checkpointer(folder, max_to_keep=1, async_save=False)
     restored = store.restore(abstract) if store.latest_iteration() is not None else None
     if restored is not None:
@@ -38,6 +52,53 @@ def prepare_prm(config, mesh, tokenizer, p0, splits, key):
     store.close()
     return lambda samples, questions: score_grid(cfg, params, tokenizer, samples, questions, mesh=mesh,
                                                  max_len=int(config.sft.max_len))
+
+
+def _p0_config(config) -> models.ModelConfig | None:
+    """P_0's architecture when files say it before any work: <workdir>/p0/config.json (a warm
+    start or P_0 SFT made earlier) or model.path's config.json (P_0 SFT keeps the architecture);
+    None otherwise (a warm start not yet made, a .gguf or a hub id: known once P_0 is loaded)."""
+    made = bool(config.warm_start.enabled) or int(config.p0_sft.steps) > 0
+    candidates = [distributed.path(config.workdir) / "p0" / "config.json"] if made else []
+    if not config.warm_start.enabled and config.model.path:
+        candidates.append(distributed.path(config.model.path) / "config.json")
+    for path in candidates:
+        if path.is_file():
+            return models.ModelConfig.from_hf_dict(json.loads(path.read_text()), source=str(path))
+    return None
+
+
+def check_prm_folder(config, model_cfg: models.ModelConfig | None = None) -> None:
+    """Raises ConfigValueError (one line) unless config.prm.path is "" or a PRM folder in the form a
+    run writes whose shapes are those of a PRM on P_0 (`model_cfg`, or `_p0_config`; the
+    architecture is unchecked while neither is known). Reads metadata only."""
+    path = config.prm.path
+    if not path:
+        return
+
+    def fail(reason: str):
+        raise ConfigValueError(f"config.prm.path={path!r}: {reason}; give the prm folder of a run with this model "
+                             f"(<workdir>/prm), or set --config.prm.path=\"\" to train one")
+
+    if not distributed.path(path).is_dir():
+        fail("no such folder")
+    store = checkpoint.Checkpointer(path, read_only=True)
+    try:
+        iteration = store.latest_iteration()
+        saved = store.saved_shapes(iteration) if iteration is not None else None
+    finally:
+        store.close()
+    if not saved or not any(k.startswith("['backbone']") for k in saved) or "['head']['w']" not in saved:
+        fail("not a PRM checkpoint (a run writes <workdir>/prm as a checkpoint of the backbone and the reward head)")
+    model_cfg = model_cfg or _p0_config(config)
+    if model_cfg is None:
+        return
+    want = {"backbone": models.param_shapes(model_cfg),
+            "head": {"w": jax.ShapeDtypeStruct((model_cfg.hidden_size,), np.float32),
+                     "b": jax.ShapeDtypeStruct((), np.float32)}}
+    mismatch = checkpoint.shape_mismatch(saved, want)
+    if mismatch:
+        fail(f"a PRM of another architecture than P_0 ({mismatch})")
 
 
 def _train(config, mesh, tokenizer, p0, init_params, train, key):

@@ -15,6 +15,7 @@ Carried over:
 
 The run's step counter carries on in every case. New variants go at the end of VARIANTS: a run's
 random streams are numbered by its position there (loop.run_index).
+Run names (`<variant>[-r<k>][+prm]`) are config/choices.py's `run_name`.
 """
 from __future__ import annotations
 

@@ -147,6 +147,8 @@ def validate_fields(config, mesh) -> None:
                                              f"use 'normalized' or 'exact'")
     variants = _seq(config, "variants", options=choices.VARIANTS)
     use_prm = _seq(config, "use_prm", kind=bool)
+    _primary(config, variants, use_prm)
+    _int(config, "replicate", 0)
     _int(config, "iterations", 0)
     _choice(config, "on_config_change", ON_CONFIG_CHANGE)
     _bool(config, "progress")
@@ -239,7 +241,8 @@ def validate_fields(config, mesh) -> None:
         _float(config, "prm.temperature", gt=0)
         prm_lr = _float(config, "prm.lr", gt=0)
         _float(config, "prm.min_lr", ge=0, le=prm_lr)
-        if config.prm.path and not os.path.isdir(config.prm.path):
+        if config.prm.path and not distributed.path(config.prm.path).is_dir():
+            # Its form and architecture: bstar/prm_phase.check_prm_folder, next, before any work.
             _fail("prm.path", config.prm.path, "no such folder; give a trained PRM folder or \"\" to train one")
 
     if _int(config, "p0_sft.steps", 0) > 0:
@@ -270,6 +273,23 @@ def validate_fields(config, mesh) -> None:
         _batch(config, f"{w}.batch_size", multiple)
     else:
         _model_path(config)
+
+
+def _primary(config, variants: tuple, use_prm: tuple) -> None:
+    """config.primary: "" or "a - b" of two run names (or P_0) of one reward; a comparison of
+    runs this config does not make is allowed (its workdir may get them later) but logged."""
+    text = _get(config, "primary")
+    if not isinstance(text, str):
+        _fail("primary", text, 'must be "<run> - <run>", e.g. "bstar - online_rft", or ""')
+    try:
+        pair = choices.parse_primary(text)
+    except ValueError as e:
+        _fail("primary", text, str(e))
+    runs = {choices.run_name(v, p) for v in variants for p in use_prm} | {"P_0" + "+prm" * p for p in use_prm}
+    missing = [r for r in pair or () if r not in runs]
+    if missing:
+        logging.warning("config.primary=%r: this config makes no run %s; the report will say it was not measured",
+                        text, " or ".join(missing))
 
 
 def _fixed(config, variants: tuple) -> None:

@@ -22,12 +22,14 @@ from bstar_jax.core.errors import ConfigChangedError
 
 FILENAME = "run_config.json"
 # Fields that change where or how visibly a run goes, not what it computes.
+# `replicate` names its runs apart (<variant>-r<k>): it adds runs to a workdir and changes none there.
 NEUTRAL = ("workdir", "progress", "on_config_change", "checkpoint.keep", "mesh.data", "mesh.fsdp", "mesh.tensor",
-           "export.final", "export.every_iteration", "eval.every")
+           "export.final", "export.every_iteration", "eval.every", "replicate")
 GROWABLE = ("iterations",)
 # Fields newer than some records: a record without them ran no variant that reads them
-# (online_rft_fixed), so their absence there is no change.
-INTRODUCED = ("fixed.from_run", "fixed.temperature", "fixed.threshold")
+# (online_rft_fixed), or predates the report's primary comparison, so their absence there is no
+# change. (`primary` is not neutral: changing it once results exist is a change the record keeps.)
+INTRODUCED = ("fixed.from_run", "fixed.temperature", "fixed.threshold", "primary")
 # Fields no longer in the config, with the value that behaves as the config does without them
 # (search.restrict gave way to the variants bstar_temperature_only and bstar_threshold_only).
 RETIRED = {"search.restrict": "both"}

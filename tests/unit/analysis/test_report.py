@@ -73,14 +73,30 @@ def test_summarize_seeds_pairs_runs_by_problem(tmp_path):
     row = next(line for line in table.splitlines() if line.startswith("| bstar − online_rft | greedy Pass@1 |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[2:4] == ["+0.125 +0.125", "+0.125"]
+    # The seeds agree exactly (sd 0): the noise model's interval sets the width, from the
+    # problem-level SE sqrt(0.125 * 0.875 / 511) per seed (no run noise: no replicate, no A/A pair).
+    half = 1.959964 * (0.125 * 0.875 / 511) ** 0.5 / 2 ** 0.5
     low, high = (float(x) for x in cells[4].strip("[]").split(","))
-    assert 0 < low < 0.125 < high
-    # Problem-level SE: sqrt(2 * var / 512) / 2 with var = 0.125 * 0.875 * 512 / 511.
-    assert float(cells[5]) == pytest.approx((2 * 0.125 * 0.875 / 511) ** 0.5 / 2, abs=1e-3)
-    assert cells[6] == "yes"
+    assert (low, high) == pytest.approx((0.125 - half, 0.125 + half), abs=1e-3)
+    assert float(cells[5]) < 1e-6 and cells[7] == "yes"
+    # Without a run record naming the primary comparison, every row is exploratory (Holm).
+    assert float(cells[6]) < 0.05
     row = next(line for line in table.splitlines() if line.startswith("| online_rft − P_0 | Pass@K |"))
-    assert "| +0.000 | [+0.000, +0.000] |" in row and row.endswith("| no |")
+    assert "| +0.000 | [+0.000, +0.000] | 1.000 | 1.000 | no |" in row
     assert "| bstar − P_0 | greedy Pass@1 |" in table
+    assert "run noise not included" in table
+    assert "- No primary comparison" in table and "- Exploratory: 4 of 6 resolved" in table
+    # The primary comparison from the run record: unadjusted, and named in the verdict.
+    for work in workdirs:
+        (tmp_path / work / "run_config.json").write_text(json.dumps({"config": {"primary": "bstar - online_rft"}}))
+    table = report.summarize_seeds(workdirs)
+    assert "| bstar − online_rft | greedy Pass@1 | +0.125 +0.125 | +0.125 |" in table
+    assert next(line for line in table.splitlines() if line.startswith("| bstar − online_rft | greedy Pass@1 |")
+                ).endswith("| primary | yes |")
+    assert ("- Primary (config.primary, recorded before the run): bstar − online_rft, greedy Pass@1: +0.125 "
+            f"[{0.125 - half:+.3f}, {0.125 + half:+.3f}]") in table
+    assert "- Exploratory: 3 of 5 resolved" in table
+    assert "online_rft − P_0, greedy Pass@1" in report.summarize_seeds(workdirs, primary="online_rft - P_0")
 
 
 def test_summarize_seeds_per_iteration(tmp_path):
