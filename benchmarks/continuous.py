@@ -1,14 +1,14 @@
-"""Useful tokens per second: the continuous-batching sampler vs the static batch, same slots.
+"""Useful tokens per second: the sampling engine with refills vs static batches, same slots.
 
 Useful tokens are the tokens of each response up to and including its EOS. A response's length
 is forced: every request gets its own cap (`request_max_new_tokens`) drawn from the distribution
 below and no EOS (eos_id=-1), so it emits exactly that many tokens — model weights cannot be
-made to stop at chosen lengths. The static reference (`sampling.generate`, the static sampler)
-gets the same requests in batches of S rows (the same cache rows as our S slots); a
+made to stop at chosen lengths. The static reference (tests/oracles/static_sampler.py: prefill
+every row, decode until the longest row ends) gets the same requests in batches of S rows (the same cache rows as our S slots); a
 static batch runs until its longest row ends, so each batch is run with max_new_tokens = that
 batch's longest length: exactly the steps it takes when its rows emit EOS at those lengths
 (its cache is then narrower than ours, P + that length instead of P + cap). The second
-reference is what a run does with `sampling.requests_per_slot = 1`: our sampler on the same
+reference is what a run does with `sampling.requests_per_slot = 1`: the engine on the same
 batches with one slot per request and the cap of the run, each batch ending with its longest row.
 
   (a) demo: the tiny Llama of the demo (4 layers, hidden 128, vocab 512), 16 queries x 8
@@ -20,12 +20,11 @@ batches with one slot per request and the cap of the run, each batch ending with
   (c) --shared-prefill: the rows of a CPU run's iteration (configs/real_cpu.py): SmolLM2-135M,
       8 synthetic shopping questions x 8 samples = 64 rows, one slot per row (R = S, a run's
       default), 96 new tokens, no EOS (every row runs all 96 steps, so both sides decode alike).
-      Ours is the continuous sampler with a slot per row (each prompt prefilled once, its K/V
-      gathered into its 8 slots);
-      the reference is the static sampler (`sampling.generate`).
+      Ours is `sampling.generate`: the engine with a slot per row (each prompt prefilled once,
+      its K/V gathered into its 8 slots); the reference is the static sampler.
 
 Beside the times it prints each side's decode steps, known from the lengths alone: a static batch
-takes as many steps as its longest row; the continuous sampler gives a finished slot the next
+takes as many steps as its longest row; the engine gives a finished slot the next
 request in request order, so its steps are those of that list schedule. Their ratio is the most
 refilling can gain on that draw at equal cost per step; the time per step shows the rest (our
 ring of `cap` decode columns is attended in full at every step, a static batch's cache is only as
@@ -51,13 +50,17 @@ import tempfile
 import time
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "tests", "oracles"))  # the static reference sampler
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bstar_jax.generate import engine as continuous
+import static_sampler  # noqa: E402
 from bstar_jax import models, sampling  # noqa: E402
+from bstar_jax.core.shapes import pow2_bucket  # noqa: E402
+from bstar_jax.generate import engine  # noqa: E402
 from bstar_jax.text.tokenizer import encode_prompts, load_tokenizer  # noqa: E402
 
 GSM_QUESTIONS = [
@@ -79,9 +82,9 @@ def _workload(prompts_QxP, lens_Q, samples, lengths_R):
 
 def _ours(cfg, params, work, cap, slots, seed):
     prompts, lens, index, lengths = work
-    out = continuous.generate_requests(cfg, params, prompts, lens, jax.random.key(seed), prompt_index=index,
-                                       request_max_new_tokens=lengths, slots=slots, max_new_tokens=cap,
-                                       temperature=1.0, eos_id=-1)
+    out = engine.generate_requests(cfg, params, prompts, lens, jax.random.key(seed), prompt_index=index,
+                                   request_max_new_tokens=lengths, slots=slots, max_new_tokens=cap,
+                                   temperature=1.0, eos_id=-1)
     jax.block_until_ready(out)
     assert (np.asarray(out.lengths) == lengths).all()
 
@@ -90,22 +93,23 @@ def _static(cfg, params, work, slots, seed):
     prompts, lens, index, lengths = work
     for start in range(0, len(index), slots):
         rows = index[start:start + slots]
-        out = sampling.generate(cfg, params, prompts[rows], lens[rows], jax.random.key(seed + start),
-                                max_new_tokens=int(lengths[start:start + slots].max()), temperature=1.0, eos_id=-1)
+        out = static_sampler.generate(cfg, params, prompts[rows], lens[rows], jax.random.key(seed + start),
+                                      max_new_tokens=int(lengths[start:start + slots].max()), temperature=1.0,
+                                      eos_id=-1)
         jax.block_until_ready(out)
 
 
 def _one_slot_per_row(cfg, params, work, cap, slots, seed):
-    """What a run does with sampling.requests_per_slot = 1: the continuous sampler on batches of
+    """What a run does with sampling.requests_per_slot = 1: the engine on batches of
     `slots` requests, one slot each, with the run's cap: a batch ends when its longest row ends."""
     prompts, lens, index, lengths = work
     for start in range(0, len(index), slots):
         rows = slice(start, start + slots)
         used, batch_index = np.unique(index[rows], return_inverse=True)  # a batch prefills its own prompts
-        out = continuous.generate_requests(cfg, params, prompts[used], lens[used], jax.random.key(seed + start),
-                                           prompt_index=batch_index.astype(np.int32),
-                                           request_max_new_tokens=lengths[rows],
-                                           max_new_tokens=cap, temperature=1.0, eos_id=-1)
+        out = engine.generate_requests(cfg, params, prompts[used], lens[used], jax.random.key(seed + start),
+                                       prompt_index=batch_index.astype(np.int32),
+                                       request_max_new_tokens=lengths[rows],
+                                       max_new_tokens=cap, temperature=1.0, eos_id=-1)
         jax.block_until_ready(out)
 
 
@@ -113,9 +117,9 @@ def _compile_static(cfg, work, slots):
     prompts, lens, index, lengths = work
     for start in range(0, len(index), slots):
         rows = index[start:start + slots]
-        sampling.compiled_generate(cfg, None, sampling.bucket(len(rows)),
-                                   sampling.bucket(int(lens[rows].max()), minimum=8),
-                                   int(lengths[start:start + slots].max()), 0)
+        static_sampler.compiled_generate(cfg, None, pow2_bucket(len(rows)),
+                                         pow2_bucket(int(lens[rows].max()), minimum=8),
+                                         int(lengths[start:start + slots].max()), 0)
 
 
 def decode_steps(lengths, slots: int) -> tuple[int, int]:
@@ -192,8 +196,9 @@ def _prompt_rows(tokenizer, questions):
 
 
 def shared_prefill(repeats, lines, queries=8, samples=8, new_tokens=96):
-    """Case (c): the same rows through ours (a slot per row) and the static sampler, best of `repeats` each, interleaved; prints how many rows drew the
-    same tokens on both sides."""
+    """Case (c): the same rows through ours (`sampling.generate`: a slot per row) and the static
+    sampler, best of `repeats` each, interleaved; prints how many rows drew the same tokens on
+    both sides."""
     from bstar_jax.data import load_split
 
     cfg, params = models.load("smollm2-135m")
@@ -203,8 +208,8 @@ def shared_prefill(repeats, lines, queries=8, samples=8, new_tokens=96):
     prompts, lens = _prompt_rows(tokenizer, questions)
     rows, row_lens = np.repeat(prompts, samples, 0), np.repeat(lens, samples)
     kw = dict(max_new_tokens=new_tokens, temperature=1.0, eos_id=-1)
-    ours = lambda: continuous.generate_requests(cfg, params, rows, row_lens, jax.random.key(0), **kw)
-    static = lambda: sampling.generate(cfg, params, rows, row_lens, jax.random.key(0), **kw)
+    ours = lambda: sampling.generate(cfg, params, rows, row_lens, jax.random.key(0), **kw)
+    static = lambda: static_sampler.generate(cfg, params, rows, row_lens, jax.random.key(0), **kw)
     a, b = jax.block_until_ready(ours()), jax.block_until_ready(static())  # compiles
     # Same keys, same distribution; the two programs sum floats in other orders, so a draw that
     # lands in the far tail of the distribution (log-prob ~ -12) can pick a neighbouring token.

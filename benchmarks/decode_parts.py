@@ -1,6 +1,6 @@
 """Two parts of a decode step, ours vs the form they replaced, at the demo's and SmolLM2's shapes.
 
-  * token draw: `sampling._draw` (one uniform per row, inverse CDF found block by block) vs
+  * token draw: `strategy.draw` (one uniform per row, inverse CDF found block by block) vs
     `jax.random.categorical` (one Gumbel per vocabulary entry), on [rows, vocab] logits;
   * Q·K of one decode step: keys kept as [B, G, head_dim, slots] (the cache's K layout,
     models/cache.py) vs [B, G, slots, head_dim] (V's layout, which K had before); both give the
@@ -26,7 +26,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bstar_jax import sampling  # noqa: E402
+from bstar_jax.generate import strategy  # noqa: E402
 
 # (name, rows, vocab): the demo's vocabulary and SmolLM2's, at the rows of a sampler call.
 DRAWS = [("demo vocab", 512, 384), ("SmolLM2 vocab", 128, 49152), ("SmolLM2 vocab", 256, 49152)]
@@ -50,7 +50,7 @@ def main():
     args = parser.parse_args()
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}; load average {os.getloadavg()[0]:.1f} "
           f"on {os.cpu_count()} cores")
-    ours_draw = jax.jit(sampling._draw)
+    ours_draw = jax.jit(strategy.draw)
     categorical = jax.jit(lambda keys, logits: jax.vmap(jax.random.categorical)(keys, logits))
     for name, rows, vocab in DRAWS:
         logits = 3.0 * jax.random.normal(jax.random.key(0), (rows, vocab))

@@ -38,6 +38,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from bstar_jax import models, sampling  # noqa: E402
+from bstar_jax.core.shapes import pow2_bucket  # noqa: E402
 
 
 def _ours(cfg, params, prompts, lengths, n, seed, temperature=1.0):
@@ -87,7 +88,7 @@ def compare(name, cfg, params, torch_model, batch, prompt_len, n, repeats, lines
         ours_t.append(_timed(lambda: _ours(cfg, params, prompts, lengths, n, r + 1)))
         ref_t.append(_timed(lambda: _torch(torch_model, prompts, n)))
     tokens = batch * n
-    kv = models.cache_bytes(cfg, batch, sampling.bucket(prompt_len, minimum=8) + n)
+    kv = models.cache_bytes(cfg, batch, pow2_bucket(prompt_len, minimum=8) + n)
     print(f"[{name}] batch {batch}, prompt {prompt_len}, new tokens {n}: ours best {min(ours_t):.3f} s "
           f"(median {statistics.median(ours_t):.3f}), torch best {min(ref_t):.3f} s "
           f"(median {statistics.median(ref_t):.3f}); compile {first - min(ours_t):.2f} s; "

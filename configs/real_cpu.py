@@ -10,7 +10,7 @@ last iteration only (`eval.every`): on a CPU one test pass of this model costs m
 Sizes come from measured runs on the 2-core CPU: P_0 after 8 / 10 / 12 SFT steps scored 0.039 /
 0.195 / 0.234 greedy Pass@1 on the 512 test problems (8 steps leave 17 % of greedy answers
 unfinished); 10 steps keep P_0 in the 10-50 % band with room to improve. B-STaR's search sees
-32 dev queries x 8 samples at 4 temperatures that share random numbers (`rollout.common_keys`,
+32 dev queries x 8 samples at 4 temperatures that share random numbers (`grid.common_keys`,
 which cuts the variance of a two-temperature score difference to 0.18-0.55 of independent
 draws here). Each iteration trains at the same LR (a cosine decay over the run left the last
 iteration ~1e-5). Four iterations: after three, B-STaR was above P_0 by more than two standard

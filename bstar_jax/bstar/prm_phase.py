@@ -16,9 +16,10 @@ import jax
 import numpy as np
 
 from bstar_jax import models
-from bstar_jax.bstar import checkpoint, rollout
-from bstar_jax.core import distributed, streams
+from bstar_jax.bstar import checkpoint
+from bstar_jax.core import distributed, shapes, streams
 from bstar_jax.core.errors import ConfigValueError
+from bstar_jax.generate import grid
 from bstar_jax.text import tokenizer as tok
 from bstar_jax.rewards import prm as prm_lib
 from bstar_jax.rewards.labelling import label_steps
@@ -30,8 +31,7 @@ def prepare_prm(config, mesh, tokenizer, p0, splits, key):
     cfg, p0_params = p0
     p = config.prm
     init = prm_lib.init_prm(cfg, p0_params, init=p.head_init)
-    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
-                            prm_lib.shard_prm(cfg, init, mesh))
+    abstract = shapes.abstract(prm_lib.shard_prm(cfg, init, mesh))
     if p.path:  # a supplied PRM: read, never trained or written
         check_prm_folder(config, cfg)
         store = checkpoint.Checkpointer(p.path, read_only=True)
@@ -107,9 +107,9 @@ def _train(config, mesh, tokenizer, p0, init_params, train, key):
     query_key, sample_key, label_key = streams.split(key, 3)
     order = np.asarray(jax.random.permutation(query_key, len(train)))
     queries = [train[i] for i in order[: int(p.num_queries)]]
-    samples = rollout.sample(p0, tokenizer, [e.question for e in queries], temperatures=[float(p.temperature)],
-                           num_samples=int(p.samples_per_query), rng=sample_key,
-                           sampling_config=config.sampling, mesh=mesh)
+    samples = grid.sample(p0, tokenizer, [e.question for e in queries], temperatures=[float(p.temperature)],
+                          num_samples=int(p.samples_per_query), rng=sample_key,
+                          sampling_config=config.sampling, mesh=mesh)
     texts = samples.texts[0].reshape(-1)
     questions = [e.question for e in queries for _ in range(int(p.samples_per_query))]
     golds = [e.solution for e in queries for _ in range(int(p.samples_per_query))]

@@ -11,10 +11,11 @@ Exit status 0 when every program fits, 1 naming those that do not (a RESOURCE_EX
 counts as not fitting). docs/memory.md has the model and the shipped configs' tables.
 
 Each program comes from one small adapter over the function the run itself compiles:
-`rollout_call` (continuous.lower_generate_requests, what rollout.sample runs), `sampler_call`
-(sampling.lower_generate, what PRM labelling runs), `decode_step` (one models.hidden_states + models.logits
-token step and sampling.next_token), `sft_step` (sft.make_train_step), `prm_train_step`
-(prm_train.make_step) and `prm_score` (rewards.prm.step_scores); `plan` lists a config's programs.
+`engine_call` (engine.lower_generate_requests, the one sampling program) at the shapes of a
+grid.sample call (`rollout_call`) or of a PRM labelling call (`labelling_call`), `decode_step`
+(one models.hidden_states + models.logits token step and strategy.next_token), `sft_step`
+(sft.make_train_step), `prm_train_step` (prm_train.make_step) and `prm_score`
+(rewards.prm.step_scores); `plan` lists a config's programs.
 """
 from __future__ import annotations
 
@@ -34,14 +35,16 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from bstar_jax.generate import engine as continuous, sampling
 from bstar_jax.config import sizing as hbm
 from bstar_jax import models
-from bstar_jax.bstar import rollout, variants
+from bstar_jax.bstar import variants
+from bstar_jax.core.shapes import abstract, pow2_bucket, round_up, sharded
+from bstar_jax.generate import engine, grid, strategy
 from bstar_jax.train import sft, trainer
 from bstar_jax.core import mesh as mesh_lib
 from bstar_jax.core.errors import UserError
 from bstar_jax.models import known
+from bstar_jax.rewards import labelling
 from bstar_jax.rewards import prm as prm_lib
 from bstar_jax.rewards import prm_train
 
@@ -104,42 +107,42 @@ class Program:
     cost: bool = False  # print XLA's cost analysis (one decode step, one SFT micro-step)
 
 
-def _sds(shape, dtype, sharding):
-    return jax.ShapeDtypeStruct(tuple(shape), jnp.dtype(dtype), sharding=sharding)
-
-
 def _rows_bucket(rows: int, mesh) -> int:
-    multiple = mesh_lib.batch_size_multiple(mesh)
-    return -(-sampling.bucket(rows) // multiple) * multiple
+    return round_up(pow2_bucket(rows), mesh_lib.batch_size_multiple(mesh))
 
 
 def _cache(cfg, mesh, B, S):
-    return hbm.abstract(models.cache_shapes(cfg, B, S), models.cache_shardings(cfg, mesh, B, S))
+    return abstract(models.cache_shapes(cfg, B, S), models.cache_shardings(cfg, mesh, B, S))
 
 
-def sampler_call(name, cfg, mesh, rows, prompt_len, max_new_tokens, *, top_k=0, resident=0) -> Program:
-    """The static sampler (sampling.lower_generate: prefill + while-loop decode; what PRM labelling
-    runs) at `rows` rows, bucketed as sampling.generate does: rows -> power of two (data-axis
-    multiple), prompt -> power of two >= 8."""
-    B, P, N = _rows_bucket(rows, mesh), sampling.bucket(prompt_len, 8), int(max_new_tokens)
-    args = hbm.param_bytes(cfg, mesh) + hbm.bytes_per_device(_cache(cfg, mesh, B, P + N))
-    lower = functools.partial(sampling.lower_generate, cfg, mesh, B, P, N, top_k=int(top_k))
-    return Program(name, f"{B} rows x ({P} prompt + {N} new)", lower, ("sample", cfg, B, P, N, int(top_k)), args,
-                   resident)
-
-
-def rollout_call(name, cfg, mesh, shape: rollout.CallShape, prompt_len, max_new_tokens, *, top_k=0,
-                 resident=0) -> Program:
-    """The continuous-batching sampler (continuous.lower_generate_requests) of one rollout.sample
-    call of `shape`: its requests over its distinct prompts through one chunk's rows of slots,
-    sized as continuous.generate_requests sizes them."""
-    R, U, S = continuous.call_sizes(shape.requests, shape.questions, shape.chunk_rows,
-                                    mesh_lib.batch_size_multiple(mesh))
-    P, N = sampling.bucket(prompt_len, 8), int(max_new_tokens)
+def engine_call(name, cfg, mesh, requests, prompts, slots, prompt_len, max_new_tokens, *, top_k=0,
+                resident=0) -> Program:
+    """The sampling engine (engine.lower_generate_requests) for `requests` requests over `prompts`
+    distinct prompts through `slots` slots (None: one per request, no refills), sized as
+    engine.generate_requests sizes them: each a power of two (the data-axis multiple at least),
+    the prompt a power of two >= 8."""
+    R, U, S = engine.call_sizes(requests, prompts, slots, mesh_lib.batch_size_multiple(mesh))
+    P, N = pow2_bucket(prompt_len, 8), int(max_new_tokens)
     args = hbm.param_bytes(cfg, mesh) + hbm.bytes_per_device(_cache(cfg, mesh, S, P + N))
-    lower = functools.partial(continuous.lower_generate_requests, cfg, mesh, R, U, S, P, N, top_k=int(top_k))
+    lower = functools.partial(engine.lower_generate_requests, cfg, mesh, R, U, S, P, N, top_k=int(top_k))
     what = f"{S} slots x ({P} prompt + {N} new), {R} requests, {U} prompts"
     return Program(name, what, lower, ("requests", cfg, R, U, S, P, N, int(top_k)), args, resident)
+
+
+def rollout_call(name, cfg, mesh, shape: grid.CallShape, prompt_len, max_new_tokens, *, top_k=0,
+                 resident=0) -> Program:
+    """The engine program of one grid.sample call of `shape`: its requests over its distinct
+    prompts through one chunk's rows of slots."""
+    return engine_call(name, cfg, mesh, shape.requests, shape.questions, shape.chunk_rows, prompt_len,
+                       max_new_tokens, top_k=top_k, resident=resident)
+
+
+def labelling_call(name, cfg, mesh, rows, completions, prompt_len, max_new_tokens, *, top_k=0,
+                   resident=0) -> Program:
+    """The engine program of one PRM labelling call (labelling.label_steps through
+    sampling.generate): `rows` completions, `completions` per step prefix, a slot each."""
+    return engine_call(name, cfg, mesh, rows, labelling.prompts_per_call(rows, completions), None, prompt_len,
+                       max_new_tokens, top_k=top_k, resident=resident)
 
 
 def decode_step(cfg, mesh, rows, cache_len, *, top_k=0, resident=0) -> Program:
@@ -155,11 +158,11 @@ def decode_step(cfg, mesh, rows, cache_len, *, top_k=0, resident=0) -> Program:
         hidden_Bx1xE, cache = models.hidden_states(cfg, params, tokens_B[:, None], positions_B[:, None], cache,
                                                    slot=slot)
         logits_BxV = models.logits(cfg, params, hidden_Bx1xE[:, 0])
-        return sampling.next_token(logits_BxV, rng, temperature_B, top_p_B, int(top_k)), cache
+        return strategy.next_token(logits_BxV, rng, temperature_B, top_p_B, int(top_k)), cache
 
-    row = lambda dtype: _sds((B,), dtype, batch_sh)
-    args = (params, row(jnp.int32), row(jnp.int32), _sds((), jnp.int32, repl),
-            jax.ShapeDtypeStruct((), jax.eval_shape(lambda: jax.random.key(0)).dtype, sharding=repl),
+    row = lambda dtype: sharded((B,), dtype, batch_sh)
+    args = (params, row(jnp.int32), row(jnp.int32), sharded((), jnp.int32, repl),
+            sharded((), jax.eval_shape(lambda: jax.random.key(0)).dtype, repl),
             row(jnp.float32), row(jnp.float32), cache)
     fn = jax.jit(step, donate_argnames="cache")
     return Program("decode step", f"{B} rows, cache {cache_len}", lambda: fn.lower(*args),
@@ -171,8 +174,8 @@ def sft_step(name, cfg, mesh, sft_config, *, resident=0, cost=False) -> Program:
     B, L = int(sft_config.batch_size), int(sft_config.max_len)
     state = sft.abstract_train_state(cfg, sft_config, mesh)
     two = mesh_lib.batch_sharding(mesh, 2)
-    batch = {k: _sds((B, L), jnp.int32, two) for k in ("tokens", "loss_mask", "positions", "segment_ids")}
-    batch["lengths"] = _sds((B,), jnp.int32, mesh_lib.batch_sharding(mesh, 1))
+    batch = {k: sharded((B, L), jnp.int32, two) for k in ("tokens", "loss_mask", "positions", "segment_ids")}
+    batch["lengths"] = sharded((B,), jnp.int32, mesh_lib.batch_sharding(mesh, 1))
     lower = lambda: sft.make_train_step(cfg, sft_config, mesh).lower(state, batch)
     shape = (f"{B} rows x {L} tokens, micro-batch {int(sft_config.micro_batch_size)}, "
              f"remat {sft_config.get('remat', 'none')}")
@@ -185,15 +188,15 @@ def abstract_params(cfg, mesh, dtype: str | None = None):
     shapes = models.param_shapes(cfg)
     if dtype:
         shapes = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, jnp.dtype(dtype)), shapes)
-    return hbm.abstract(shapes, models.param_shardings(cfg, mesh))
+    return abstract(shapes, models.param_shardings(cfg, mesh))
 
 
 def prm_score(cfg, mesh, rows, seq_len, steps, *, resident=0) -> Program:
     """rewards.prm.step_scores (what score_responses runs) on one batch: rows x seq_len tokens,
     `steps` score positions per row."""
     B, two = _rows_bucket(rows, mesh), mesh_lib.batch_sharding(mesh, 2)
-    args = (hbm.abstract(hbm.prm_shapes(cfg), prm_lib.prm_shardings(cfg, mesh)), _sds((B, seq_len), jnp.int32, two),
-            _sds((B, steps), jnp.int32, two))
+    args = (abstract(hbm.prm_shapes(cfg), prm_lib.prm_shardings(cfg, mesh)), sharded((B, seq_len), jnp.int32, two),
+            sharded((B, steps), jnp.int32, two))
     return Program("PRM scoring", f"{B} rows x {seq_len} tokens", lambda: prm_lib.step_scores.lower(cfg, *args),
                    ("prm score", cfg, B, seq_len, steps), hbm.bytes_per_device(args), resident)
 
@@ -208,7 +211,7 @@ def prm_train_step(cfg, mesh, prm_config, seq_len, *, resident=0) -> Program:
     shapes = hbm.prm_shapes(cfg)
     mask = prm_train.trainable_mask(shapes)
     state = trainer.abstract_state(shapes, mask, spec, prm_lib.prm_shardings(cfg, mesh), mesh)
-    batch = {k: _sds((B,) + (seq_len,) * (n - 1), jnp.float32 if k in ("targets", "weights") else jnp.int32,
+    batch = {k: sharded((B,) + (seq_len,) * (n - 1), jnp.float32 if k in ("targets", "weights") else jnp.int32,
                      mesh_lib.batch_sharding(mesh, n)) for k, n in prm_train.BATCH_NDIMS.items()}
     lower = lambda: prm_train.make_step(cfg, mask, spec, trainer.shardings_of(state), mesh, remat=remat).lower(state,
                                                                                                             batch)
@@ -242,13 +245,13 @@ def plan(config, cfg, mesh, prompt_len: int) -> list[Program]:
               ("sample: eval greedy", int(c.data.num_test), 1)]
     if int(c.eval.samples_per_query):  # 0: greedy only
         calls.append(("sample: eval K", int(c.data.num_test), int(c.eval.samples_per_query)))
-    shapes = {n: rollout.call_shape(q, rows, c.sampling) for n, q, rows in calls}
+    shapes = {n: grid.call_shape(q, rows, c.sampling) for n, q, rows in calls}
     progs = [rollout_call(n, policy, mesh, shape, prompt_len, N, top_k=top_k, resident=loop_resident)
              for n, shape in shapes.items()]
     # The step alone takes its cache in row-major layout, which XLA copies into its own tiling, so
     # at full size it holds two caches; for its per-step cost a quarter of the rows is enough.
     iteration_rows = max(1, shapes["sample: iteration"].chunk_rows // 4)
-    progs.append(decode_step(policy, mesh, iteration_rows, sampling.bucket(prompt_len, 8) + N, top_k=top_k,
+    progs.append(decode_step(policy, mesh, iteration_rows, pow2_bucket(prompt_len, 8) + N, top_k=top_k,
                              resident=loop_resident))
     progs.append(sft_step("SFT step", cfg, mesh, c.sft, resident=r["p0"] + r["prm"]))
     progs.append(sft_step("SFT micro-step", cfg, mesh, _sft_config(c.sft, batch_size=int(c.sft.micro_batch_size)),
@@ -264,9 +267,9 @@ def plan(config, cfg, mesh, prompt_len: int) -> list[Program]:
         progs.append(sft_step("P_0 SFT step", cfg, mesh, p0, resident=r["p0"]))
     if any(c.use_prm):
         p, L = c.prm, int(c.sft.max_len)
-        solutions = rollout.call_shape(int(p.num_queries), int(p.samples_per_query), c.sampling)
+        solutions = grid.call_shape(int(p.num_queries), int(p.samples_per_query), c.sampling)
         progs += [rollout_call("sample: PRM solutions", cfg, mesh, solutions, prompt_len, N),
-                  sampler_call("sample: PRM completions", cfg, mesh, rows_cap, prompt_len + N, N),
+                  labelling_call("sample: PRM completions", cfg, mesh, rows_cap, int(p.completions), prompt_len + N, N),
                   prm_train_step(cfg, mesh, p, L, resident=r["p0"]),
                   prm_score(cfg, mesh, 128, L, 32, resident=r["p0"] + r["params"] + r["opt"])]
     return progs

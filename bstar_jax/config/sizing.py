@@ -18,7 +18,8 @@ import numpy as np
 
 from bstar_jax.core import mesh as mesh_lib
 from bstar_jax import models
-from bstar_jax.generate import sampling
+from bstar_jax.core.shapes import abstract, pow2_bucket
+from bstar_jax.generate import engine
 from bstar_jax.train import sft
 from bstar_jax.core.errors import UserError
 from bstar_jax.rewards import prm as prm_lib
@@ -94,7 +95,7 @@ def param_bytes(cfg: models.ModelConfig, mesh, dtype: str | None = None) -> int:
     if dtype:
         shapes = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, np.dtype(dtype)), shapes)
     sh = models.param_shardings(cfg, mesh)
-    return bytes_per_device(jax.tree.map(lambda s, h: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=h), shapes, sh))
+    return bytes_per_device(abstract(shapes, sh))
 
 
 def _local(n: int, mesh, axis: str) -> int:
@@ -108,7 +109,7 @@ def sampler_row_bytes(cfg: models.ModelConfig, mesh, prompt_len: int, max_new_to
     """Per-device bytes one more row (cache slot) costs the sampler.
 
     The KV cache of P + N slots (updated in place: the one big buffer); when slots are refilled
-    (`requests_per_slot` > 1) the continuous sampler's prompt store at worst (every request its
+    (`requests_per_slot` > 1) the sampling engine's prompt store at worst (every request its
     own prompt, as in greedy evaluation): the P prompt columns of each of the slot's requests;
     plus the larger of one prefill chunk's layer (PREFILL_CHUNK queries against the P-slot
     prompt: float32 scores and their softmax per head, SwiGLU and float32 norms) and one decode
@@ -118,7 +119,7 @@ def sampler_row_bytes(cfg: models.ModelConfig, mesh, prompt_len: int, max_new_to
     """
     it = np.dtype(cfg.jnp_dtype).itemsize
     P, N = int(prompt_len), int(max_new_tokens)
-    C = min(P, sampling.PREFILL_CHUNK)
+    C = min(P, engine.PREFILL_CHUNK)
     H, F, V = _local(cfg.num_heads, mesh, "tensor"), _local(cfg.intermediate_size, mesh, "tensor"), \
         _local(cfg.vocab_size, mesh, "tensor")
     E = cfg.hidden_size
@@ -206,11 +207,6 @@ def micro_batch_size(cfg: models.ModelConfig, mesh, seq_len: int, batch_size: in
 
 # ----------------------------------------------------------------------------- a config's sizes
 
-def abstract(shapes, shardings):
-    """ShapeDtypeStructs of `shapes` carrying `shardings` (nothing allocated)."""
-    return jax.tree.map(lambda s, h: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=h), shapes, shardings)
-
-
 def prm_shapes(cfg: models.ModelConfig):
     """The PRM's parameter shapes: the policy's backbone and a scalar head (rewards.prm.init_prm)."""
     return {"backbone": models.param_shapes(cfg), "head": {"w": jax.ShapeDtypeStruct((cfg.hidden_size,), np.float32),
@@ -229,7 +225,7 @@ def resident(config, cfg: models.ModelConfig, mesh) -> dict[str, int]:
 def prompt_bucket(config) -> int:
     """The prompt width sizing assumes: the power of two >= sft.max_prompt_len (the longest prompt
     SFT keeps), an upper bound of the prompts the sampler sees."""
-    return sampling.bucket(int(config.sft.max_prompt_len), 8)
+    return pow2_bucket(int(config.sft.max_prompt_len), 8)
 
 
 def resolve_sizes(config, cfg: models.ModelConfig, mesh, prompt_len: int) -> ml_collections.ConfigDict:
@@ -244,7 +240,7 @@ def resolve_sizes(config, cfg: models.ModelConfig, mesh, prompt_len: int) -> ml_
     N = int(c.sampling.max_new_tokens)
     if float(c.sampling.get("hbm_fraction", 0.0)) > 0:
         P = prompt_len + N if any(c.use_prm) else prompt_len
-        c.sampling.batch_rows = rows_per_call(cfg, mesh, sampling.bucket(P, 8), N, float(c.sampling.hbm_fraction),
+        c.sampling.batch_rows = rows_per_call(cfg, mesh, pow2_bucket(P, 8), N, float(c.sampling.hbm_fraction),
                                               weight_bytes=r["params"], resident_bytes=r["p0"] + r["opt"] + r["prm"],
                                               device_memory_gb=gb,
                                               requests_per_slot=int(c.sampling.get("requests_per_slot", 1)))

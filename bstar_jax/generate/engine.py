@@ -1,13 +1,17 @@
-"""Continuous batching: R requests through S <= R cache slots in one compiled loop (docs/models.md).
+"""The sampler: R requests through S <= R cache slots in one compiled loop (docs/models.md).
 
-The static sampler (sampling.py) runs B rows until its longest row ends and prefills every row,
-even rows that share a prompt. Here:
+The one compiled sampling program of the package: prefill, then a `lax.while_loop` whose step is
+the model's one forward (`models.hidden_states` over a `models.KVCache`) and the strategy's
+`next_token` (strategy.py) for every slot. This module holds no model math and no strategy.
+`lower_generate_requests` lowers it for abstract shapes and a mesh (memory and fit checks without
+running anything), `compiled_generate_requests` caches its compile (one per bucket), and
+`generate_requests` validates, pads to power-of-two buckets, shards and runs it.
 
-  * When every request has a slot from the start (R = S: a run's default, `requests_per_slot` 1)
-    no slot is ever refilled. If slots share prompts (the T x K rows of a query), each distinct
-    prompt is prefilled once, into a store split over the mesh like the cache, and its K/V
-    gathered into all its slots one layer at a time; otherwise each slot's prompt is prefilled
-    into the slot, as the static sampler does. Otherwise:
+  * When every request has a slot from the start (R = S: `sampling.generate`, and a run's
+    default `requests_per_slot` 1) no slot is ever refilled: the static case. If slots share
+    prompts (the T x K rows of a query), each distinct prompt is prefilled once, into a store
+    split over the mesh like the cache, and its K/V gathered into all its slots one layer at a
+    time; otherwise each slot's prompt is prefilled into the slot. Otherwise:
   * Distinct prompts are prefilled ONCE, into a prompt store (K/V [layers, U, kv_head, P, D],
     positions, and the final hidden state after each prompt's last token). A request names its
     prompt by index (request r -> prompt_index[r]); `generate_requests` deduplicates identical
@@ -18,13 +22,14 @@ even rows that share a prompt. Here:
     empty, and at the next step its first token is sampled from the store's hidden state (that
     step's forward for the slot writes a position -1 column: never attended).
   * Decode columns form a ring of N = max_new_tokens columns after the P prompt columns: step s
-    writes column P + s mod N for every slot (one scalar `dynamic_update_slice`, as the static
-    sampler, so the donated cache is updated in place). A request lives at most N steps, so its
-    own columns are never overwritten while it runs; attention masks by position, not column.
+    writes column P + s mod N for every slot (one scalar `dynamic_update_slice`, so the donated
+    cache is updated in place). A request lives at most N steps, so its own columns are never
+    overwritten while it runs; attention masks by position, not column.
   * Keys: token t of request r draws from fold_in(key_r, t) with key_r = fold_in(rng, r) (or the
-    caller's own per-request key), exactly the static sampler's key for row r, step t; so a
-    request's tokens do not depend on its slot, on the step it started at, on S, or on which
-    other requests share its call (tests/unit/generate/test_sampling.py checks equality with `sampling.generate`).
+    caller's own per-request key: `strategy.request_keys`); so a request's tokens do not depend
+    on its slot, on the step it started at, on S, or on which other requests share its call
+    (tests/unit/generate/test_sampling.py checks equality with a static prefill-then-decode
+    sampler, tests/oracles/static_sampler.py, for several S).
 """
 from __future__ import annotations
 
@@ -36,11 +41,41 @@ import numpy as np
 from flax import struct
 from jax.experimental.layout import Format, Layout
 
+from bstar_jax import models
 from bstar_jax.core import distributed
 from bstar_jax.core import mesh as mesh_lib
-from bstar_jax import models
-from bstar_jax.generate.sampling import (SampleOutput, cache_maker, typed_key, bucket, next_token,
-                                prefill_hidden, validate_inputs)
+from bstar_jax.core.shapes import pow2_bucket, round_up
+from bstar_jax.generate.strategy import SampleOutput, next_token, request_keys
+
+
+# Prompt tokens per prefill chunk: the prefill's activations and attention scores scale with
+# chunk x prompt bucket instead of prompt bucket squared (docs/models.md, sampler memory).
+PREFILL_CHUNK = 64
+
+
+def prefill_hidden(cfg, params, prompts_BxP, prompt_lengths_B, cache):
+    """Runs the prompts through the model in chunks of PREFILL_CHUNK tokens, fills cache slots
+    0..P-1 (pad slots get position -1: never attended) and returns (the final hidden state after
+    each row's last prompt token [B, E], cache)."""
+    B, P = prompts_BxP.shape
+    C = min(P, PREFILL_CHUNK)  # P and C are powers of two: C divides P
+    positions_BxP = jnp.where(jnp.arange(P)[None, :] < prompt_lengths_B[:, None], jnp.arange(P)[None, :], -1)
+
+    def chunk(carry, c):
+        cache, last_BxE = carry
+        start = c * C
+        tokens_BxC = jax.lax.dynamic_slice_in_dim(prompts_BxP, start, C, axis=1)
+        pos_BxC = jax.lax.dynamic_slice_in_dim(positions_BxP, start, C, axis=1)
+        hidden_BxCxE, cache = models.hidden_states(cfg, params, tokens_BxC, pos_BxC, cache, slot=start,
+                                                   attend=P)
+        here_B = (prompt_lengths_B - 1 >= start) & (prompt_lengths_B - 1 < start + C)
+        idx_B = jnp.clip(prompt_lengths_B - 1 - start, 0, C - 1)
+        h_BxE = jnp.take_along_axis(hidden_BxCxE, idx_B[:, None, None], axis=1)[:, 0]
+        return (cache, jnp.where(here_B[:, None], h_BxE, last_BxE)), None
+
+    last_BxE = jnp.zeros((B, cfg.hidden_size), cfg.jnp_dtype)
+    (cache, last_BxE), _ = jax.lax.scan(chunk, (cache, last_BxE), jnp.arange(P // C, dtype=jnp.int32))
+    return last_BxE, cache
 
 
 @struct.dataclass
@@ -100,7 +135,7 @@ def _store_rows(prompts: int, mesh=None) -> int:
     """Rows of the shared-prefill store: the U distinct prompts padded to a multiple of the
     devices on the batch axes, so that the store is split over them like the cache."""
     devices = mesh_lib.batch_size_multiple(mesh) if mesh is not None else 1
-    return -(-int(prompts) // devices) * devices
+    return round_up(prompts, devices)
 
 
 def shares_prefill(prompts: int, slots: int, mesh=None) -> bool:
@@ -217,7 +252,7 @@ def _generate_requests(cfg, max_new_tokens, top_k, pad_id, mesh, params, prompts
 
 def lower_generate_requests(cfg: models.ModelConfig, mesh, requests: int, prompts: int, slots: int,
                             prompt_len: int, max_new_tokens: int, *, top_k: int = 0):
-    """The `jax.stages.Lowered` of the continuous sampler for abstract inputs: `requests` requests
+    """The `jax.stages.Lowered` of the engine for abstract inputs: `requests` requests
     over `prompts` distinct prompts of bucket `prompt_len`, `slots` cache slots (a multiple of the
     mesh's batch axes; the cache and the results are split along them, the prompts and request
     settings replicated)."""
@@ -231,7 +266,7 @@ def lower_generate_requests(cfg: models.ModelConfig, mesh, requests: int, prompt
         param_sh = models.param_shardings(cfg, mesh)
         cache_sh = models.cache_shardings(cfg, mesh, slots, max_len)
         rep = mesh_lib.replicated(mesh)
-        # Results split by request along the batch axes, as the static sampler's by row.
+        # Results split by request along the batch axes.
         out_sh = SampleOutput(*(mesh_lib.batch_sharding(mesh, n) for n in (2, 1, 2)))
     cache_sh = models.KVCache(*(Format(Layout.AUTO, sh) for sh in cache_sh))
     fn = jax.jit(functools.partial(_generate_requests, cfg, int(max_new_tokens), int(top_k), cfg.pad_id, mesh),
@@ -252,13 +287,20 @@ def compiled_generate_requests(cfg: models.ModelConfig, mesh, requests: int, pro
                                    top_k=top_k).compile()
 
 
+@functools.lru_cache(maxsize=16)
+def cache_maker(cfg, batch, max_len, formats):
+    """A jitted function that allocates an empty cache in the layout and sharding the compiled
+    sampler takes."""
+    return jax.jit(lambda: models.init_cache(cfg, batch, max_len), out_shardings=formats)
+
+
 def call_sizes(requests: int, prompts: int, slots: int | None, multiple: int = 1) -> tuple[int, int, int]:
     """(R, U, S) the compiled call is built for: `requests` requests over `prompts` distinct
     prompts through `slots` slots (None: one per request), each rounded up to a power of two
     >= `multiple` (the mesh's batch-axes size) and S to a multiple of it."""
-    R, U = bucket(requests, minimum=multiple), bucket(prompts, minimum=multiple)
-    S = bucket(min(requests, int(slots)) if slots else requests, minimum=multiple)
-    return R, U, -(-S // multiple) * multiple
+    R, U = pow2_bucket(requests, minimum=multiple), pow2_bucket(prompts, minimum=multiple)
+    S = pow2_bucket(min(requests, int(slots)) if slots else requests, minimum=multiple)
+    return R, U, round_up(S, multiple)
 
 
 def dedupe_prompts(prompts, prompt_lengths):
@@ -271,21 +313,51 @@ def dedupe_prompts(prompts, prompt_lengths):
     return prompts[first], lengths[first], index.reshape(-1).astype(np.int32)
 
 
-@functools.partial(jax.jit, static_argnums=(1,))
-def _fold_rows(rng, n):
-    return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(rng, jnp.arange(n, dtype=jnp.uint32))
+def _per_row(name, value, B):
+    arr = np.asarray(value, np.float32)
+    if arr.ndim == 0:
+        arr = np.full((B,), arr, np.float32)
+    if arr.shape != (B,):
+        raise ValueError(f"{name} must be a float or an array of shape [{B}], got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} must be finite, got {arr}")
+    return arr
 
 
-def request_keys(rng, requests: int, padded: int | None = None):
-    """Key array [padded] of R = `requests` requests: fold_in(rng, r) for one key `rng`, or `rng`
-    itself when it is already a key array [R]; padding requests (never run) repeat the last key."""
-    rng = typed_key(rng)
-    padded = requests if padded is None else padded
-    if rng.ndim == 0:
-        return _fold_rows(rng, padded)
-    if rng.shape != (requests,):
-        raise ValueError(f"rng must be one key or a key array [{requests}] (one per request), got shape {rng.shape}")
-    return rng if padded == requests else jnp.concatenate([rng, jnp.repeat(rng[-1:], padded - requests)])
+def validate_inputs(cfg, prompts, prompt_lengths, max_new_tokens, temperature, top_p, top_k):
+    """Checks a sampler call's inputs (ValueError naming the argument); returns (prompts [B, P],
+    prompt_lengths [B], max_new_tokens, temperature float32 [B], top_p float32 [B])."""
+    prompts = np.asarray(prompts)
+    if prompts.ndim != 2 or prompts.shape[0] == 0 or prompts.shape[1] == 0:
+        raise ValueError(f"prompts must be a non-empty int array [B, P], got shape {prompts.shape}")
+    if not np.issubdtype(prompts.dtype, np.integer):
+        raise ValueError(f"prompts must hold integer token ids, got dtype {prompts.dtype}")
+    B, P = prompts.shape
+    lengths = np.asarray(prompt_lengths)
+    if lengths.shape != (B,) or not np.issubdtype(lengths.dtype, np.integer):
+        raise ValueError(f"prompt_lengths must be ints of shape [{B}], got {lengths.dtype} {lengths.shape}")
+    if lengths.min() < 1 or lengths.max() > P:
+        raise ValueError(f"prompt_lengths must be in [1, {P}] (the prompts' width), got "
+                         f"[{lengths.min()}, {lengths.max()}]")
+    if int(max_new_tokens) < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    N = int(max_new_tokens)
+    longest = int(lengths.max())
+    if longest + N > cfg.max_position_embeddings:
+        raise ValueError(f"prompt of {longest} tokens + max_new_tokens {N} = {longest + N} does not fit "
+                         f"the model's max_position_embeddings {cfg.max_position_embeddings}")
+    live = prompts[np.arange(P)[None, :] < lengths[:, None]]
+    if live.min() < 0 or live.max() >= cfg.vocab_size:
+        raise ValueError(f"prompt token ids must be in [0, {cfg.vocab_size}), got [{live.min()}, {live.max()}]")
+    temperature = _per_row("temperature", temperature, B)
+    if temperature.min() < 0:
+        raise ValueError(f"temperature must be >= 0 (0 = greedy), got min {temperature.min()}")
+    top_p = _per_row("top_p", top_p, B)
+    if top_p.min() <= 0 or top_p.max() > 1:
+        raise ValueError(f"top_p must be in (0, 1], got [{top_p.min()}, {top_p.max()}]")
+    if int(top_k) < 0:
+        raise ValueError(f"top_k must be >= 0 (0 = off), got {top_k}")
+    return prompts, lengths, N, temperature, top_p
 
 
 def generate_requests(cfg: models.ModelConfig, params, prompts, prompt_lengths, rng, *, max_new_tokens: int,
@@ -300,8 +372,9 @@ def generate_requests(cfg: models.ModelConfig, params, prompts, prompt_lengths, 
     multiple of the mesh's batch axes). temperature, top_p: a float or float32 [R].
     rng: one key (request r's key is fold_in(rng, r)) or a key array [R], each request's own key
     (callers that split one logical batch over several calls keep its keys this way).
-    Returns SampleOutput over the R requests, equal (tokens) to `sampling.generate` on the
-    expanded rows with the same key.
+    Returns SampleOutput over the R requests; a request's tokens depend on its key, prompt and
+    settings only, not on S or on the other requests (`sampling.generate` is this call with one
+    request per row and a slot each).
     """
     if prompt_index is None:
         prompts, prompt_lengths = np.asarray(prompts), np.asarray(prompt_lengths)
@@ -325,12 +398,14 @@ def generate_requests(cfg: models.ModelConfig, params, prompts, prompt_lengths, 
 
     multiple = mesh_lib.batch_size_multiple(mesh) if mesh is not None else 1
     Rb, Ub, Sb = call_sizes(R, U, slots, multiple)
-    Pb = bucket(int(lengths.max()), minimum=8)
+    Pb = pow2_bucket(int(lengths.max()), minimum=8)
     pad_id = cfg.pad_id
     prompts_b = np.full((Ub, Pb), pad_id, np.int32)
     prompts_b[:U, :min(prompts.shape[1], Pb)] = prompts[:, :Pb]
     lengths_b = np.concatenate([lengths, np.ones(Ub - U, lengths.dtype)]).astype(np.int32)
-    prompts_b[np.arange(Pb)[None, :] >= lengths_b[:, None]] = pad_id  # see sampling.generate
+    # Whatever sits past a row's length becomes pad: its K/V are written (never attended), and an
+    # out-of-vocabulary id there would embed as NaN, which 0-weight attention still propagates.
+    prompts_b[np.arange(Pb)[None, :] >= lengths_b[:, None]] = pad_id
     pad = Rb - R
     args = (prompts_b, lengths_b, np.concatenate([index, np.zeros(pad, np.int32)]).astype(np.int32),
             np.concatenate([caps, np.ones(pad, np.int32)]).astype(np.int32), np.int32(R), request_keys(rng, R, Rb),

@@ -8,11 +8,13 @@ epoch-1 SFT model, 8 completions per step from the epoch-3 model, hard integer l
 
 Every prefix of every solution goes through ONE `sampling.generate` call (or one per
 `max_batch` rows: the number of calls depends on the number of rows only through that chunking,
-never on how they split into solutions and prefixes). The completion prompt for prefix k is
-BOS + format_prompt(q), then the solution's own tokens up to the start of step k+1 (or of "# Answer"):
-in text, format_prompt(q) + steps[:k] joined by "\n\n" + "\n\n", in tokens exactly what the
-whole response tokenises to, as the policy was trained on it (tokenising a prompt that ends in
-"\n\n" on its own can merge the newlines into a token the model never sees mid-response).
+never on how they split into solutions and prefixes). A call's rows are `n_completions` copies of
+each prefix, a cache slot each (the sampling engine without refills). The completion prompt for
+prefix k is BOS + format_prompt(q), then the solution's own tokens up to the start of step k+1
+(or of "# Answer"): in text, format_prompt(q) + steps[:k] joined by "\n\n" + "\n\n", in tokens
+exactly what the whole response tokenises to, as the policy was trained on it (tokenising a
+prompt that ends in "\n\n" on its own can merge the newlines into a token the model never sees
+mid-response).
 Solutions without an answer are dropped, as the official pipeline drops samples without
 "\n\n# Answer\n\n" (their indices are returned). Completions are decoded without special
 tokens and graded on prefix text + completion.
@@ -38,6 +40,15 @@ class LabelResult(NamedTuple):
     kept: list  # index (into the inputs) of each record's solution
     dropped: list  # indices of solutions without an answer
     generate_calls: int  # sampling.generate calls made
+
+
+def prompts_per_call(rows: int, n_completions: int) -> int:
+    """A bound on the distinct prompts (step prefixes) of one call of `rows` rows, for sizing its
+    program: a call's rows are `n_completions` consecutive copies of each prefix and calls start
+    at multiples of `rows`, so exactly rows / n when n divides rows, else at most
+    ceil((rows - 1) / n) + 1 (a prefix cut at each end)."""
+    rows, n = int(rows), int(n_completions)
+    return min(rows, rows // n if rows % n == 0 else -(-(rows - 1) // n) + 1)
 
 
 def _decode(tokenizer, ids) -> str:

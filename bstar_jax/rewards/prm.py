@@ -45,6 +45,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from bstar_jax.train import batching
 from bstar_jax.core import distributed
 from bstar_jax.core import mesh as mesh_lib
+from bstar_jax.core.shapes import pow2_bucket, round_up
 from bstar_jax import models
 from bstar_jax.text.tokenizer import ANSWER_MARKER, STEP_SEPARATOR
 
@@ -301,14 +302,14 @@ def score_responses(cfg: models.ModelConfig, prm_params, tokenizer, prompts: Seq
     step_lists = [np.zeros((0,), np.float32) for _ in range(B)]
     todo = sorted((i for i in range(B) if not truncated[i]), key=lambda i: encoded[i][0].size)
     multiple = mesh_lib.batch_size_multiple(mesh) if mesh is not None else 1
-    bs = -(-max(1, batch_size) // multiple) * multiple
+    bs = round_up(max(1, batch_size), multiple)
     params = shard_prm(cfg, prm_params, mesh) if mesh is not None else prm_params
     pad_id = cfg.pad_id
     for lo in range(0, len(todo), bs):
         rows = todo[lo:lo + bs]
         L = batching.bucket_length(max(encoded[i][0].size for i in rows), max(max_len, 16))
-        S = batching.bucket_length(max(encoded[i][1].size for i in rows), 1 << 30, min_bucket=4)
-        Bb = bs if len(todo) > bs else -(-batching.bucket_length(len(rows), 1 << 30, 1) // multiple) * multiple
+        S = pow2_bucket(max(encoded[i][1].size for i in rows), 4)
+        Bb = bs if len(todo) > bs else round_up(pow2_bucket(len(rows)), multiple)
         tokens = np.full((Bb, L), pad_id, np.int32)
         positions = np.full((Bb, S), -1, np.int32)
         for r, i in enumerate(rows):

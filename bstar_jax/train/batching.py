@@ -35,13 +35,13 @@ import numpy as np
 
 from bstar_jax.core import mesh as mesh_lib
 from bstar_jax.core.errors import BatchError
+from bstar_jax.core.shapes import pow2_bucket, round_up
 
 
 
 def bucket_length(n: int, max_len: int, min_bucket: int = 16) -> int:
     """Smallest power of two >= max(n, min_bucket), capped at max_len (which need not be one)."""
-    bucket = max(min_bucket, 1 << max(0, int(n) - 1).bit_length())
-    return min(bucket, max_len)
+    return min(pow2_bucket(n, min_bucket), max_len)
 
 
 def check_batch_size(batch_size: int, mesh, what: str = "batch_size") -> None:
@@ -125,7 +125,7 @@ def _half_steps(lo: int, hi: int) -> list[int]:
 def _round_rows(n: int, multiple: int) -> int:
     """n rounded up to the next 2^k or 3 * 2^(k-1), then to a multiple of `multiple`."""
     r = next(x for x in _half_steps(n, 2 * n + 2) if x >= n)
-    return -(-r // multiple) * multiple
+    return round_up(r, multiple)
 
 
 def attention_key_cost(cfg) -> float:

@@ -26,6 +26,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from bstar_jax.core import distributed
 from bstar_jax.core import mesh as mesh_lib
 from bstar_jax.core.errors import DivergenceError, NonFiniteError, TrainingError
+from bstar_jax.core.shapes import abstract, sharded
 
 
 
@@ -192,9 +193,7 @@ def abstract_state(param_shapes, mask, spec: TrainSpec, param_shardings, mesh) -
     abstract_opt = jax.eval_shape(make_optimizer(spec).init, train_shapes)
     repl = mesh_lib.replicated(mesh)
     opt_sh = _opt_state_shardings(abstract_opt, train_sh, train_shapes, repl)
-    with_sh = lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh)
-    return TrainState(jax.tree.map(with_sh, shapes, param_shardings), jax.tree.map(with_sh, abstract_opt, opt_sh),
-                      jax.ShapeDtypeStruct((), jnp.int32, sharding=repl))
+    return TrainState(abstract(shapes, param_shardings), abstract(abstract_opt, opt_sh), sharded((), jnp.int32, repl))
 
 
 def shardings_of(tree):

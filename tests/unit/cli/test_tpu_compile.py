@@ -1,12 +1,13 @@
-"""The sampler compiled for a TPU topology (no TPU needed: libtpu compiles for a described v5e:2x2):
-its temporaries stay a small fraction of the KV cache and weights it holds, i.e. the cache is
-updated in place and never copied whole (docs/models.md, sampler memory)."""
+"""The sampling engine compiled for a TPU topology (no TPU needed: libtpu compiles for a described
+v5e:2x2): its temporaries stay a small fraction of the KV cache and weights it holds, i.e. the
+cache is updated in place and never copied whole (docs/models.md, sampler memory)."""
 import jax
 import pytest
 
-from bstar_jax.core import mesh as mesh_lib
-from bstar_jax.generate import engine as continuous, sampling
+import static_sampler
 from bstar_jax import models
+from bstar_jax.core import mesh as mesh_lib
+from bstar_jax.generate import engine
 
 pytest.importorskip("libtpu")
 
@@ -32,40 +33,43 @@ def _budget(batch, max_len, n_devices):
     return cache, weights
 
 
-def test_sampler_temporaries_are_a_fraction_of_cache_and_weights():
+def test_static_case_temporaries_are_a_fraction_of_cache_and_weights():
+    """requests_per_slot 1 (`sampling.generate`, PRM labelling): 64 requests with 64 prompts of
+    their own, a slot each, no refills: each slot's prompt is prefilled into the slot."""
     mesh, n = _v5e_mesh()
     batch, prompt, new = 64, 32, 224
-    memory = sampling.lower_generate(CFG, mesh, batch, prompt, new).compile().memory_analysis()
+    memory = engine.lower_generate_requests(CFG, mesh, batch, batch, batch, prompt, new).compile().memory_analysis()
     cache, weights = _budget(batch, prompt + new, n)
     assert memory.temp_size_in_bytes <= 0.25 * (cache + weights), (memory.temp_size_in_bytes, cache, weights)
 
 
-def test_continuous_sampler_temporaries_are_a_fraction_of_cache_and_weights():
+def test_refilling_temporaries_are_a_fraction_of_cache_and_weights():
     """512 requests over 8 prompts through 256 slots (64 per chip). Per chip the loop's
     temporaries were 2.42 MB at 64 slots, 2.55 MB at 128 and 3.59 MB at 256 (cache 4.2, 8.4 and
     16.8 MB): a fixed ~2.3 MB of step buffers, prompt store and refill plus ~12% of the cache, no
     whole copy of it; at 64 slots per chip they are under the budget, which a copy would exceed."""
     mesh, n = _v5e_mesh()
     requests, prompts, slots, prompt, new = 512, 8, 256, 32, 224
-    memory = continuous.lower_generate_requests(CFG, mesh, requests, prompts, slots, prompt,
-                                                new).compile().memory_analysis()
+    memory = engine.lower_generate_requests(CFG, mesh, requests, prompts, slots, prompt,
+                                            new).compile().memory_analysis()
     cache, weights = _budget(slots, prompt + new, n)
-    print(f"continuous sampler on v5e:2x2 per chip: temporaries {memory.temp_size_in_bytes} B, "
+    print(f"engine with refills on v5e:2x2 per chip: temporaries {memory.temp_size_in_bytes} B, "
           f"cache {cache:.0f} B, weights {weights} B")
     assert memory.temp_size_in_bytes <= 0.25 * (cache + weights), (memory.temp_size_in_bytes, cache, weights)
 
 
-def test_continuous_sampler_without_refills_keeps_the_decode_layout():
-    """R = S (a run's default): every slot's prompt is prefilled into the slot and nothing is
-    copied between slots, so the compiler gives the cache the layout the static sampler's decode
-    step uses. A per-slot copy (the refilling path) makes it pick a layout suited to the copy
-    instead; at SmolLM2 shapes (1,024 rows, v5e:2x2) that held two more caches in temporaries,
-    and without it the temporaries were 0.419 GB against a 3.40 GB cache (docs/memory.md)."""
+def test_engine_without_refills_keeps_the_decode_layout():
+    """R = S (a run's default) with shared prompts: nothing is copied between slots, so the
+    compiler gives the cache the layout a plain prefill-then-decode program's decode step uses
+    (tests/oracles/static_sampler.py). A per-slot copy (the refilling path) makes it pick a
+    layout suited to the copy instead; at SmolLM2 shapes (1,024 rows, v5e:2x2) that held two more
+    caches in temporaries, and without it the temporaries were 0.419 GB against a 3.40 GB cache
+    (docs/memory.md)."""
     mesh, n = _v5e_mesh()
     requests = slots = 256
     prompts, prompt, new = 8, 32, 224
-    compiled = continuous.lower_generate_requests(CFG, mesh, requests, prompts, slots, prompt, new).compile()
-    static = sampling.lower_generate(CFG, mesh, slots, prompt, new).compile()
+    compiled = engine.lower_generate_requests(CFG, mesh, requests, prompts, slots, prompt, new).compile()
+    static = static_sampler.lower_generate(CFG, mesh, slots, prompt, new).compile()
     static_k = jax.tree.leaves(static.input_formats[0])[-3]  # the cache's k (then v, pos)
     assert compiled.input_formats[0][10].k.layout == static_k.layout, (compiled.input_formats[0][10].k, static_k)
     cache, weights = _budget(slots, prompt + new, n)

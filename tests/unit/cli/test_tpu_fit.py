@@ -34,6 +34,9 @@ def test_tiny_demo_fits_v5e(tiny_fit):
     assert set(costs) == {"decode step", "SFT micro-step"}
     assert all(c["flops"] > 0 and c["bytes accessed"] > 0 for c in costs.values())
     assert "XLA cost per device (v5e" in text
+    # PRM labelling runs the engine: 128 rows (batch_rows), 2 completions per prefix -> 64 prompts.
+    completions = next(r.program for r in results if r.program.name == "sample: PRM completions")
+    assert completions.key[0] == "requests" and completions.shape.endswith("128 requests, 64 prompts")
 
 
 def test_absurd_rows_do_not_fit(tiny_fit):
@@ -42,11 +45,12 @@ def test_absurd_rows_do_not_fit(tiny_fit):
     from bstar_jax.cli import fit as tpu_fit
 
     results, _, _ = tiny_fit
-    p = tpu_fit.sampler_call("sample: iteration", results[0].program.key[1], _v5e_mesh(), 4194304, 128, 96)
+    rows = 4194304
+    p = tpu_fit.engine_call("sample: iteration", results[0].program.key[1], _v5e_mesh(), rows, rows, None, 128, 96)
     r = tpu_fit.compile_program(p, 16 * hbm.GiB)
     assert r.error.startswith("arguments alone") and not tpu_fit.fits(r, 16 * hbm.GiB)
     text = tpu_fit.format_tables([r], hbm.CHIPS["v5e"], 16 * hbm.GiB, "t")
-    assert "| sample: iteration | 4194304 rows" in text and text.rstrip().endswith("| no |")
+    assert "| sample: iteration | 4194304 slots" in text and text.rstrip().endswith("| no |")
 
 
 def test_gsm8k_iteration_sampler_fits_v5e_2x4():

@@ -1,15 +1,17 @@
 """The sampler: cached decode == full forward, greedy == argmax, the sampling distribution, EOS,
-bucketing, one compile per grid, sharded == unsharded, clear errors on bad input; the continuous-
-batching sampler equals the static one request by request."""
+bucketing, one compile per grid, sharded == unsharded, clear errors on bad input; the engine
+equals the static reference sampler (tests/oracles/static_sampler.py) request by request, for any
+number of slots."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from scipy import stats
 
+import static_sampler
+from bstar_jax import models, sampling
 from bstar_jax.core import mesh as mesh_lib
-from bstar_jax.generate import engine as continuous, grid as sample_grid, sampling
-from bstar_jax import models
+from bstar_jax.generate import engine, grid, strategy
 
 CFG = models.ModelConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4,
                          num_kv_heads=2, head_dim=8, max_position_embeddings=64)
@@ -136,7 +138,7 @@ def test_next_token_nucleus_matches_sort_based_reference():
     logits = 3.0 * jax.random.normal(jax.random.key(0), (6, 300))
     top_p = jnp.array([0.1, 0.5, 0.9, 0.99, 0.75, 0.3])
     probs = jax.nn.softmax(logits, -1)
-    theta = sampling._nucleus_threshold(probs, top_p)
+    theta = strategy.nucleus_threshold(probs, top_p)
     for b in range(6):  # the smallest top set with mass >= top_p
         p = np.asarray(probs[b], np.float64)
         order = np.argsort(-p)
@@ -208,12 +210,12 @@ def test_grid_is_one_call_one_compile_and_regroups(n_devices):
     params = models.init(cfg, 2)
     questions = ["What is 2 + 3?", "Is é a letter?"]
     grid1 = [0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1]
-    before = continuous.compiled_generate_requests.cache_info().misses
-    a = sample_grid.sample_grid(cfg, params, tokenizer, questions, temperatures=grid1, num_samples=3,
-                                rng=jax.random.key(0), max_new_tokens=9)
-    b = sample_grid.sample_grid(cfg, params, tokenizer, questions, temperatures=np.linspace(0.3, 1.2, 8),
-                                num_samples=3, rng=jax.random.key(1), max_new_tokens=9)
-    assert continuous.compiled_generate_requests.cache_info().misses - before == 1  # one compile, both grids
+    before = engine.compiled_generate_requests.cache_info().misses
+    a = grid.sample_grid(cfg, params, tokenizer, questions, temperatures=grid1, num_samples=3,
+                         rng=jax.random.key(0), max_new_tokens=9)
+    b = grid.sample_grid(cfg, params, tokenizer, questions, temperatures=np.linspace(0.3, 1.2, 8),
+                         num_samples=3, rng=jax.random.key(1), max_new_tokens=9)
+    assert engine.compiled_generate_requests.cache_info().misses - before == 1  # one compile, both grids
     assert a.texts.shape == a.lengths.shape == a.truncated.shape == (8, 2, 3)
     assert a.tokens.shape == a.logprobs.shape == (8, 2, 3, 9)
     assert b.texts.shape == (8, 2, 3)
@@ -232,12 +234,10 @@ def test_grid_is_one_call_one_compile_and_regroups(n_devices):
 
 
 def test_rollout_texts_do_not_depend_on_requests_per_slot():
-    """rollout.sample: 5 questions x 2 temperatures x 2 samples, batch_rows 8 -> 3 chunks of 2
+    """grid.sample: 5 questions x 2 temperatures x 2 samples, batch_rows 8 -> 3 chunks of 2
     queries (the last padded); 1 or 2 chunks per call through 8 slots give the same rows, and
-    those equal one sample_grid call per chunk keyed with rollout.common_keys(fold_in(rng, chunk))."""
+    those equal one sample_grid call per chunk keyed with grid.common_keys(fold_in(rng, chunk))."""
     import ml_collections
-
-    from bstar_jax.bstar import rollout
 
     tokenizer = _tokenizer()
     cfg = CFG.replace(vocab_size=len(tokenizer), max_position_embeddings=128)
@@ -248,12 +248,12 @@ def test_rollout_texts_do_not_depend_on_requests_per_slot():
     for per_call in (1, 2):
         sc = ml_collections.ConfigDict(dict(batch_rows=8, max_new_tokens=9, top_p=1.0, top_k=0,
                                             requests_per_slot=per_call))
-        runs.append(rollout.sample((cfg, params), tokenizer, questions, temperatures=temps, num_samples=2, rng=rng,
-                                   sampling_config=sc))
+        runs.append(grid.sample((cfg, params), tokenizer, questions, temperatures=temps, num_samples=2, rng=rng,
+                                sampling_config=sc))
     for c, start in enumerate((0, 2, 4)):
         chunk = (questions[start:start + 2] + questions[:1])[:2]
-        ref = sample_grid.sample_grid(cfg, params, tokenizer, chunk, temperatures=temps, num_samples=2,
-                                      rng=rollout.common_keys(jax.random.fold_in(rng, c), 2, 2, 2), max_new_tokens=9)
+        ref = grid.sample_grid(cfg, params, tokenizer, chunk, temperatures=temps, num_samples=2,
+                               rng=grid.common_keys(jax.random.fold_in(rng, c), 2, 2, 2), max_new_tokens=9)
         n = min(2, len(questions) - start)
         for run in runs:
             np.testing.assert_array_equal(run.tokens[:, start:start + n], ref.tokens[:, :n])
@@ -268,20 +268,18 @@ def test_rollout_temperatures_share_random_numbers():
     still differ, and a one-temperature grid keeps the per-row keys fold_in(rng, r)."""
     import ml_collections
 
-    from bstar_jax.bstar import rollout
-
     tokenizer = _tokenizer()
     cfg = CFG.replace(vocab_size=len(tokenizer), max_position_embeddings=128)
     params = models.init(cfg, 5)
     sc = ml_collections.ConfigDict(dict(batch_rows=12, max_new_tokens=9, top_p=1.0, top_k=0, requests_per_slot=1))
-    g = rollout.sample((cfg, params), tokenizer, ["What is 2 + 3?", "2 + 2?"], temperatures=[0.9, 1.0, 0.9],
-                       num_samples=3, rng=jax.random.key(3), sampling_config=sc)
+    g = grid.sample((cfg, params), tokenizer, ["What is 2 + 3?", "2 + 2?"], temperatures=[0.9, 1.0, 0.9],
+                    num_samples=3, rng=jax.random.key(3), sampling_config=sc)
     np.testing.assert_array_equal(g.tokens[0], g.tokens[2])
     assert (g.texts[0] == g.texts[2]).all()
     assert len(set(g.texts[2, 0])) > 1  # the K samples of a query are independent draws
-    one = rollout.common_keys(jax.random.key(3), 4, 1, 3)
+    one = grid.common_keys(jax.random.key(3), 4, 1, 3)
     np.testing.assert_array_equal(jax.random.key_data(one),
-                                  jax.random.key_data(continuous.request_keys(jax.random.key(3), 12)))
+                                  jax.random.key_data(strategy.request_keys(jax.random.key(3), 12)))
 
 
 @pytest.mark.parametrize("bad", ["negative_temperature", "top_p_zero", "top_p_above_one", "too_long", "empty"])
@@ -307,30 +305,30 @@ def test_draw_follows_softmax_across_blocks_and_never_draws_excluded_tokens():
     """The inverse-CDF draw over a vocabulary of several blocks (not a multiple of the block):
     frequencies follow softmax, -inf entries (top-k / top-p exclusions) are never drawn, also
     when the only allowed tokens sit at the two ends of the vocabulary."""
-    V, n = 3 * sampling.DRAW_BLOCK + 17, 20_000
+    V, n = 3 * strategy.DRAW_BLOCK + 17, 20_000
     logits = 2.0 * jax.random.normal(jax.random.key(5), (V,))
     logits = logits.at[::7].set(-jnp.inf)
     keys = jax.random.split(jax.random.key(6), n)
-    drawn = np.asarray(sampling._draw(keys, jnp.broadcast_to(logits, (n, V))))
+    drawn = np.asarray(strategy.draw(keys, jnp.broadcast_to(logits, (n, V))))
     counts = np.bincount(drawn, minlength=V)
     assert counts[::7].sum() == 0
     assert _chi_square_p(counts, np.asarray(jax.nn.softmax(logits))) > 1e-3
     ends = jnp.full((V,), -jnp.inf).at[0].set(0.0).at[V - 1].set(1.0)
-    drawn = np.asarray(sampling._draw(keys[:2000], jnp.broadcast_to(ends, (2000, V))))
+    drawn = np.asarray(strategy.draw(keys[:2000], jnp.broadcast_to(ends, (2000, V))))
     assert set(np.unique(drawn)) == {0, V - 1}
     assert abs((drawn == V - 1).mean() - 1 / (1 + np.exp(-1.0))) < 0.04
 
 
 def test_next_token_is_a_pure_strategy():
     logits = jax.random.normal(jax.random.key(1), (3, 50))
-    tokens, logprobs = sampling.next_token(logits, jax.random.key(2), jnp.array([0.0, 1.0, 0.5]), 1.0)
+    tokens, logprobs = strategy.next_token(logits, jax.random.key(2), jnp.array([0.0, 1.0, 0.5]), 1.0)
     assert int(tokens[0]) == int(jnp.argmax(logits[0]))
     np.testing.assert_allclose(logprobs, jax.nn.log_softmax(logits)[jnp.arange(3), tokens], atol=1e-6)
-    again, _ = sampling.next_token(logits, jax.random.key(2), jnp.array([0.0, 1.0, 0.5]), 1.0)
+    again, _ = strategy.next_token(logits, jax.random.key(2), jnp.array([0.0, 1.0, 0.5]), 1.0)
     np.testing.assert_array_equal(tokens, again)
 
 
-# ----------------------------------------------------------------------------- continuous batching
+# ----------------------------------------------------------------------------- engine vs the static oracle
 
 def _requests(seed=21):
     """30 requests over 10 prompts (3 rows each), mixed temperatures / top-p; EOS 5 ends rows at
@@ -347,33 +345,37 @@ def _assert_same(out, ref):
     np.testing.assert_allclose(out.logprobs, ref.logprobs, atol=1e-5)
 
 
-@pytest.mark.parametrize("slots", [1, 3, None])  # None: a slot per request, shared prompts prefilled once
-def test_continuous_equals_static_for_any_number_of_slots(params, slots):
+# None: a slot per request (shared prompts prefilled once); "generate": sampling.generate, the same call
+@pytest.mark.parametrize("slots", [1, 3, None, "generate"])
+def test_engine_equals_static_for_any_number_of_slots(params, slots):
     prompts, lengths, kw = _requests()
-    ref = sampling.generate(CFG, params, prompts, lengths, jax.random.key(3), **kw)
+    ref = static_sampler.generate(CFG, params, prompts, lengths, jax.random.key(3), **kw)
     assert len(set(np.asarray(ref.lengths).tolist())) > 3  # rows do end at different steps
-    out = continuous.generate_requests(CFG, params, prompts, lengths, jax.random.key(3), slots=slots, **kw)
+    if slots == "generate":
+        out = sampling.generate(CFG, params, prompts, lengths, jax.random.key(3), **kw)
+    else:
+        out = engine.generate_requests(CFG, params, prompts, lengths, jax.random.key(3), slots=slots, **kw)
     _assert_same(out, ref)
 
 
-def test_continuous_program_takes_more_slots_than_requests():
+def test_engine_program_takes_more_slots_than_requests():
     """Slots past the last request stay idle: a program lowered with S > R compiles (the path
     without refills fills every slot's prompt columns, idle ones too, so it must not assume
     S = R)."""
-    continuous.lower_generate_requests(CFG, None, 4, 4, 8, 16, 8).compile()
+    engine.lower_generate_requests(CFG, None, 4, 4, 8, 16, 8).compile()
 
 
-def test_continuous_sharded_equals_static(params, n_devices):
+def test_engine_sharded_equals_static(params, n_devices):
     prompts, lengths, kw = _requests(seed=22)
-    ref = sampling.generate(CFG, params, prompts, lengths, jax.random.key(5), **kw)
+    ref = static_sampler.generate(CFG, params, prompts, lengths, jax.random.key(5), **kw)
     mesh = mesh_lib.make_mesh(data=2, fsdp=2, tensor=2)
     for slots in (8, 16, None):
-        out = continuous.generate_requests(CFG, params, prompts, lengths, jax.random.key(5), slots=slots,
-                                           mesh=mesh, **kw)
+        out = engine.generate_requests(CFG, params, prompts, lengths, jax.random.key(5), slots=slots,
+                                       mesh=mesh, **kw)
         _assert_same(out, ref)
 
 
-def test_continuous_shared_prefill_sharded_equals_static(params, n_devices):
+def test_engine_shared_prefill_sharded_equals_static(params, n_devices):
     """8 prompts x 8 samples on a mesh whose batch axes span 4 devices: the store's 8 rows are an
     eighth of the 64 slots, so each distinct prompt is prefilled once and gathered into its
     slots, split like the cache."""
@@ -382,26 +384,26 @@ def test_continuous_shared_prefill_sharded_equals_static(params, n_devices):
     kw = dict(max_new_tokens=12, temperature=np.tile([1.0, 0.7, 0.0, 1.3], 16), top_p=np.tile([1.0, 0.9], 32),
               eos_id=5)
     mesh = mesh_lib.make_mesh(data=2, fsdp=2, tensor=2)
-    assert continuous.shares_prefill(8, 64, mesh) and not continuous.shares_prefill(33, 64, mesh)
-    ref = sampling.generate(CFG, params, prompts, lengths, jax.random.key(7), **kw)
-    _assert_same(continuous.generate_requests(CFG, params, prompts, lengths, jax.random.key(7), mesh=mesh, **kw),
+    assert engine.shares_prefill(8, 64, mesh) and not engine.shares_prefill(33, 64, mesh)
+    ref = static_sampler.generate(CFG, params, prompts, lengths, jax.random.key(7), **kw)
+    _assert_same(engine.generate_requests(CFG, params, prompts, lengths, jax.random.key(7), mesh=mesh, **kw),
                  ref)
 
 
 def test_shared_prompts_equal_unshared_and_request_caps_cut(params):
     prompts, lengths, kw = _requests(seed=23)
-    distinct, lens, index = continuous.dedupe_prompts(prompts, lengths)
+    distinct, lens, index = engine.dedupe_prompts(prompts, lengths)
     assert len(distinct) == 10 and len(set(index[::3].tolist())) == 10
     np.testing.assert_array_equal(index, np.repeat(index[::3], 3))
     np.testing.assert_array_equal(distinct[index][:, :8] * (np.arange(8) < lengths[:, None]),
                                   prompts * (np.arange(8) < lengths[:, None]))
-    shared = continuous.generate_requests(CFG, params, distinct, lens, jax.random.key(6), prompt_index=index,
-                                          slots=4, **kw)
-    unshared = sampling.generate(CFG, params, prompts, lengths, jax.random.key(6), **kw)
+    shared = engine.generate_requests(CFG, params, distinct, lens, jax.random.key(6), prompt_index=index,
+                                      slots=4, **kw)
+    unshared = static_sampler.generate(CFG, params, prompts, lengths, jax.random.key(6), **kw)
     _assert_same(shared, unshared)
     caps = np.arange(30) % 16 + 1  # a request's own max_new_tokens: its static row, cut there
-    cut = continuous.generate_requests(CFG, params, distinct, lens, jax.random.key(6), prompt_index=index,
-                                       slots=4, request_max_new_tokens=caps, **kw)
+    cut = engine.generate_requests(CFG, params, distinct, lens, jax.random.key(6), prompt_index=index,
+                                   slots=4, request_max_new_tokens=caps, **kw)
     np.testing.assert_array_equal(cut.lengths, np.minimum(unshared.lengths, caps))
     for r in range(30):
         n = int(cut.lengths[r])
@@ -411,8 +413,8 @@ def test_shared_prompts_equal_unshared_and_request_caps_cut(params):
 
 @pytest.mark.parametrize("bad", [dict(prompt_index=np.array([0, 2])), dict(request_max_new_tokens=np.array([0, 1])),
                                  dict(prompt_index=np.array([], np.int32))])
-def test_continuous_bad_input_raises(params, bad):
+def test_engine_bad_input_raises(params, bad):
     prompts, lengths = _prompts([3, 5])
     with pytest.raises(ValueError, match="prompt_index|request_max_new_tokens"):
-        continuous.generate_requests(CFG, params, prompts, lengths, jax.random.key(0), max_new_tokens=N,
-                                     eos_id=-1, **bad)
+        engine.generate_requests(CFG, params, prompts, lengths, jax.random.key(0), max_new_tokens=N,
+                                 eos_id=-1, **bad)
