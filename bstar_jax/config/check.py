@@ -16,7 +16,7 @@ import math
 import os
 import uuid
 
-from bstar_jax.config import choices, schema
+from bstar_jax.config import choices, fields, schema
 from bstar_jax import data
 from bstar_jax.core import distributed
 from bstar_jax.core import mesh as mesh_lib
@@ -27,9 +27,9 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model"
 # file, and would otherwise fail late, deep in the sampler.
 MAX_TEXT_CHARS = 100_000
 
-ConfigValueError = schema.ConfigValueError
-_fail = schema.fail
-_get = schema.lookup
+ConfigValueError = fields.ConfigValueError
+_fail = fields.fail
+_get = fields.lookup
 
 
 def validate_mesh_config(mesh_config, n_devices: int | None = None) -> None:

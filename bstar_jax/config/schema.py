@@ -10,88 +10,21 @@ A fine-tune's optimizer, schedule and batch are one block type (`OPTIMIZER`), de
 policy's SFT (`sft`), P_0's fine-tune (`p0_sft`), the from-scratch warm start (`warm_start`) and
 the PRM (`prm`) each hold an instance with their own defaults. A default may follow from other
 fields of its section (`Derived`): the field holds None until it is set, and `block` resolves it.
-Pure Python: reading a config imports no JAX.
+The field types, and how one value is checked and documented, are in config/fields.py. Pure Python:
+reading a config imports no JAX.
 """
 from __future__ import annotations
 
 import dataclasses
-import math
 import types
-from typing import Any, Callable
 
 import ml_collections
 from ml_collections import config_dict
 
 from bstar_jax.config import choices
+from bstar_jax.config.fields import (Bool, ConfigValueError, Derived, Field, Float, Int, Section, Str, Tuple, When,
+                                     allowed_text, cell, check_field, default_text, lookup, type_text)
 from bstar_jax.core import names
-from bstar_jax.core.errors import ConfigValueError
-
-
-@dataclasses.dataclass(frozen=True)
-class When:
-    """A condition on the whole config: a field under it is checked only when it holds."""
-
-    test: Callable[[Any], bool]
-    doc: str
-
-
-@dataclasses.dataclass(frozen=True)
-class Derived:
-    """A default that follows from the other fields of its section (`fn` gets them by name)."""
-
-    fn: Callable[[types.SimpleNamespace], Any]
-    doc: str
-
-
-_UNSET = object()
-
-
-@dataclasses.dataclass(frozen=True)
-class Field:
-    """One config field. kind: int, float, bool, str or tuple (of `item`); the bounds apply to a
-    number, or to every item of a tuple of numbers."""
-
-    kind: type
-    doc: str
-    default: Any = _UNSET
-    unit: str = ""
-    item: type | None = None
-    choices: tuple = ()
-    ge: float | None = None
-    gt: float | None = None
-    le: float | None = None
-    lt: float | None = None
-    nonempty: bool = False  # a str or tuple must not be empty
-    when: When | None = None
-
-
-def Int(doc, default=_UNSET, **kw) -> Field:
-    return Field(int, doc, default, **kw)
-
-
-def Float(doc, default=_UNSET, **kw) -> Field:
-    return Field(float, doc, default, **kw)
-
-
-def Bool(doc, default=_UNSET, **kw) -> Field:
-    return Field(bool, doc, default, **kw)
-
-
-def Str(doc, default=_UNSET, **kw) -> Field:
-    return Field(str, doc, default, **kw)
-
-
-def Tuple(item: type, doc, default=_UNSET, **kw) -> Field:
-    return Field(tuple, doc, default, item=item, nonempty=True, **kw)
-
-
-@dataclasses.dataclass(frozen=True)
-class Section:
-    """A nested ConfigDict: its fields and subsections in order; `when` applies to all its fields."""
-
-    doc: str
-    fields: dict
-    when: When | None = None
 
 
 # ----------------------------------------------------------------------------- the optimizer block
@@ -374,88 +307,6 @@ def block(config, name: str) -> dict:
 
 # ----------------------------------------------------------------------------- checking
 
-def fail(path: str, value, want: str):
-    """Raises the one-line error of a bad field: its dotted path, value and what it must be."""
-    raise ConfigValueError(f"config.{path}={value!r}: {want}; set --config.{path}=<value>")
-
-
-def lookup(config, path: str):
-    """The value at a dotted path; a missing field is a ConfigValueError naming it."""
-    node = config
-    for part in path.split("."):
-        if part not in node:
-            raise ConfigValueError(f"config.{path} is missing; the config file must define it (docs/config.md)")
-        node = node[part]
-    return node
-
-
-def _number(x) -> str:
-    return f"{x:g}" if isinstance(x, float) else str(x)
-
-
-def range_text(f: Field) -> str:
-    """The bounds of a number field as text: "> 0", ">= 1", "in [0, 1)", "" when unbounded."""
-    lo = (f"[{_number(f.ge)}" if f.ge is not None else f"({_number(f.gt)}" if f.gt is not None else None)
-    hi = (f"{_number(f.le)}]" if f.le is not None else f"{_number(f.lt)})" if f.lt is not None else None)
-    if lo and hi:
-        return f"in {lo}, {hi}"
-    if lo:
-        return (">= " if f.ge is not None else "> ") + lo[1:]
-    if hi:
-        return ("<= " if f.le is not None else "< ") + hi[:-1]
-    return ""
-
-
-def _in_range(f: Field, x) -> bool:
-    return ((f.ge is None or x >= f.ge) and (f.gt is None or x > f.gt) and (f.le is None or x <= f.le)
-            and (f.lt is None or x < f.lt))
-
-
-def _choice_text(options) -> str:
-    return ", ".join('""' if x == "" else str(x) for x in options)
-
-
-def _is(kind: type, x) -> bool:
-    if kind is float:
-        return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-    if kind is int:
-        return isinstance(x, int) and not isinstance(x, bool)
-    return isinstance(x, kind)
-
-
-_KIND_TEXT = {int: "an integer", float: "a finite number", bool: "True or False", str: "a string"}
-
-
-def check_field(path: str, f: Field, v) -> None:
-    """Type, range and choices of one value; a ConfigValueError naming the field otherwise."""
-    if v is None and isinstance(f.default, Derived):
-        return  # follows from its section
-    if f.kind is tuple:
-        if isinstance(v, (str, bytes)) or not isinstance(v, (tuple, list)):
-            fail(path, v, "must be a tuple, e.g. (a, b)")
-        v = tuple(v)
-        if f.nonempty and not v:
-            fail(path, v, "must not be empty")
-        if len(set(v)) != len(v):
-            fail(path, v, "has repeated values")
-        for x in v:
-            if not _is(f.item, x):
-                fail(path, v, f"{x!r} is not {_KIND_TEXT[f.item]}" if f.item is not bool else f"{x!r} is not a bool")
-            if f.choices and x not in f.choices:
-                fail(path, v, f"{x!r} is not one of {_choice_text(f.choices)}")
-            if f.item in (int, float) and not _in_range(f, x):
-                fail(path, v, f"every value must be {range_text(f)} ({x!r} is not)")
-        return
-    if not _is(f.kind, v):
-        fail(path, v, "must be " + _KIND_TEXT[f.kind])
-    if f.choices and v not in f.choices:
-        fail(path, v, f"must be one of {_choice_text(f.choices)}")
-    if f.nonempty and not v.strip():
-        fail(path, v, "must not be empty")
-    if f.kind in (int, float) and not _in_range(f, v):
-        fail(path, v, f"must be {range_text(f)}")
-
-
 def check(config) -> None:
     """Every field of the schema that applies to `config` (its condition holds): present, of its
     type, within its range and choices; and no field the schema does not know."""
@@ -476,36 +327,6 @@ def _unknown(node, section: Section, prefix: str) -> None:
 
 # ----------------------------------------------------------------------------- docs/config.md
 
-def _default_text(f: Field) -> str:
-    d = f.default
-    if isinstance(d, Derived):
-        return d.doc
-    if isinstance(d, tuple):
-        return "(" + ", ".join(_number(x) for x in d) + ("," if len(d) == 1 else "") + ")"
-    if isinstance(d, str):
-        return f'"{d}"'
-    return _number(d)
-
-
-def _allowed_text(f: Field) -> str:
-    parts = []
-    if f.choices:
-        parts.append("one of " + _choice_text(f.choices))
-    if range_text(f):
-        parts.append(("each " if f.kind is tuple else "") + range_text(f))
-    if f.nonempty:
-        parts.append("not empty")
-    return "; ".join(parts)
-
-
-def _type_text(f: Field) -> str:
-    return f"tuple of {f.item.__name__}" if f.kind is tuple else f.kind.__name__
-
-
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("<", "&lt;")
-
-
 def markdown() -> str:
     """docs/config.md: every field with its type, default, allowed values, unit and meaning."""
     out = ["# Config fields", "",
@@ -522,16 +343,16 @@ def markdown() -> str:
            "| field | type | allowed | unit | meaning | " + " | ".join(BLOCKS) + " |",
            "|---|---|---|---|---|" + "---|" * len(BLOCKS)]
     for k, f in OPTIMIZER.items():
-        instances = [_default_text(SCHEMA.fields[b].fields[k]) for b in BLOCKS]
-        out.append(f"| `{k}` | {_type_text(f)} | {_cell(_allowed_text(f))} | {f.unit} | {_cell(f.doc)} | "
-                   + " | ".join(f"`{_cell(d)}`" for d in instances) + " |")
+        instances = [default_text(SCHEMA.fields[b].fields[k]) for b in BLOCKS]
+        out.append(f"| `{k}` | {type_text(f)} | {cell(allowed_text(f))} | {f.unit} | {cell(f.doc)} | "
+                   + " | ".join(f"`{cell(d)}`" for d in instances) + " |")
     for path, sec in sections():
         own = [(k, f) for k, f in sec.fields.items() if isinstance(f, Field)
                and not (path in BLOCKS and k in OPTIMIZER)]
         if not own:
             continue
         title = f"`{path}`" if path else "Top level"
-        out += ["", f"## {title}", "", _cell(sec.doc[0].upper() + sec.doc[1:]) + "."]
+        out += ["", f"## {title}", "", cell(sec.doc[0].upper() + sec.doc[1:]) + "."]
         if sec.when:
             out.append(f"Checked when {sec.when.doc}.")
         if path in BLOCKS:
@@ -539,8 +360,8 @@ def markdown() -> str:
         out += ["", "| field | type | default | allowed | unit | meaning |", "|---|---|---|---|---|---|"]
         for k, f in own:
             note = f" (checked when {f.when.doc})" if f.when and f.when is not ALWAYS else ""
-            out.append(f"| `{(path + '.' if path else '') + k}` | {_type_text(f)} | `{_cell(_default_text(f))}` | "
-                       f"{_cell(_allowed_text(f))} | {f.unit} | {_cell(f.doc)}{note} |")
+            out.append(f"| `{(path + '.' if path else '') + k}` | {type_text(f)} | `{cell(default_text(f))}` | "
+                       f"{cell(allowed_text(f))} | {f.unit} | {cell(f.doc)}{note} |")
     return "\n".join(out) + "\n"
 
 

@@ -70,7 +70,7 @@ def test_p0_sft_fine_tunes_a_loaded_model_once(tmp_path, p0_dir):
     c.p0_sft.steps, c.p0_sft.batch_size, c.p0_sft.micro_batch_size, c.p0_sft.lr = 3, 8, 8, 1e-3
     mesh = mesh_lib.make_mesh()
     train = data.load_splits(c.data, c.seed)["train"]
-    tokenizer, (cfg, params) = warmstart.load_policy(c, mesh, train)
+    _, tokenizer, (cfg, params) = warmstart.load_policy(c, mesh, train)
     saved = tmp_path / "work" / "p0"
     assert (saved / "config.json").exists() and (saved / "tokenizer.json").exists()
     assert tokenizer.eos_token_id == cfg.eos_token_id
@@ -78,7 +78,7 @@ def test_p0_sft_fine_tunes_a_loaded_model_once(tmp_path, p0_dir):
     flat = lambda t: np.concatenate([np.ravel(np.asarray(x)) for x in jax.tree.leaves(t)])
     assert not np.allclose(flat(base), flat(params))  # trained
     stamp = os.path.getmtime(saved / "config.json")
-    _, (_, again) = warmstart.load_policy(c, mesh, train)  # cached: loaded, not retrained
+    _, _, (_, again) = warmstart.load_policy(c, mesh, train)  # cached: loaded, not retrained
     assert os.path.getmtime(saved / "config.json") == stamp
     np.testing.assert_allclose(flat(again), flat(params), atol=1e-6)
 
