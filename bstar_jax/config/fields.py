@@ -176,10 +176,12 @@ def default_text(f: Field) -> str:
     if isinstance(d, Derived):
         return d.doc
     if isinstance(d, tuple):
-        return "(" + ", ".join(_number(x) for x in d) + ("," if len(d) == 1 else "") + ")"
-    if isinstance(d, str):
-        return f'"{d}"'
-    return _number(d)
+        return "(" + ", ".join(_value_text(x) for x in d) + ("," if len(d) == 1 else "") + ")"
+    return _value_text(d)
+
+
+def _value_text(x) -> str:
+    return f'"{x}"' if isinstance(x, str) else _number(x)
 
 
 def allowed_text(f: Field) -> str:

@@ -359,7 +359,7 @@ def markdown() -> str:
             out.append("Also holds an [optimizer block](#the-optimizer-block).")
         out += ["", "| field | type | default | allowed | unit | meaning |", "|---|---|---|---|---|---|"]
         for k, f in own:
-            note = f" (checked when {f.when.doc})" if f.when and f.when is not ALWAYS else ""
+            note = " (always checked)" if f.when is ALWAYS else f" (checked when {f.when.doc})" if f.when else ""
             out.append(f"| `{(path + '.' if path else '') + k}` | {type_text(f)} | `{cell(default_text(f))}` | "
                        f"{cell(allowed_text(f))} | {f.unit} | {cell(f.doc)}{note} |")
     return "\n".join(out) + "\n"
