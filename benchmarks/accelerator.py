@@ -38,6 +38,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bstar_jax import models, sampling  # noqa: E402
+from bstar_jax.config import schema  # noqa: E402
 from bstar_jax.core import mesh as mesh_lib  # noqa: E402
 from bstar_jax.models import known  # noqa: E402
 from bstar_jax.train import sft  # noqa: E402
@@ -141,7 +142,7 @@ def time_sft(cfg, params, batch, length, mesh) -> float:
     host = {"tokens": tokens, "loss_mask": loss_mask,
             "positions": np.broadcast_to(np.arange(length, dtype=np.int32), (batch, length)).copy(),
             "segment_ids": np.ones((batch, length), np.int32), "lengths": np.full((batch,), length, np.int32)}
-    c = sft.default_config()
+    c = schema.section("sft")
     c.update(dict(batch_size=batch, micro_batch_size=batch, compute_dtype="bfloat16", max_len=length,
                   lr=1e-5, min_lr=1e-6, warmup_steps=0, decay_steps=1000, remat="full"))
     state = sft.init_train_state(cfg, params, c, mesh)

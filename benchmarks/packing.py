@@ -29,6 +29,7 @@ import numpy as np  # noqa: E402
 
 from bstar_jax.train import batching
 from bstar_jax import models  # noqa: E402
+from bstar_jax.config import schema  # noqa: E402
 from bstar_jax.train import sft  # noqa: E402
 from bstar_jax.core import mesh as mesh_lib  # noqa: E402
 
@@ -55,7 +56,7 @@ def bench(name, steps, rounds, gsm_layers):
     params = models.init(cfg, 0)
     runs = {}
     for label, pack in (("ours", True), ("reference", False)):
-        c = sft.default_config()
+        c = schema.section("sft")
         c.update(dict(batch_size=batch_size, micro_batch_size=batch_size, compute_dtype="float32", max_len=max_len,
                       max_prompt_len=max_len, max_target_len=max_len, lr=1e-5, min_lr=1e-6, warmup_steps=0,
                       decay_steps=1000, pack=pack, freeze_embeddings=True, freeze_lm_head=True))

@@ -30,6 +30,7 @@ import torch  # noqa: E402
 from bstar_jax.models.hf import params_from_torch_layout
 from bstar_jax.core import mesh as mesh_lib  # noqa: E402
 from bstar_jax import models  # noqa: E402
+from bstar_jax.config import schema  # noqa: E402
 from bstar_jax.train import sft  # noqa: E402
 
 SIZES = {
@@ -88,7 +89,7 @@ def bench(name, steps, rounds):
              "segment_ids": np.ones((B, L), np.int32), "lengths": np.full((B,), L, np.int32)}
 
     # ours
-    c = sft.default_config()
+    c = schema.section("sft")
     c.update(dict(batch_size=B, micro_batch_size=B, compute_dtype="float32", max_len=L,
                   lr=1e-5, min_lr=1e-6, warmup_steps=0, decay_steps=1000))
     mesh = mesh_lib.make_mesh(-1, 1, 1)

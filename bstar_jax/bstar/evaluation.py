@@ -11,6 +11,7 @@ import jax
 import numpy as np
 
 from bstar_jax.bstar import metrics, rollout
+from bstar_jax.config import plan
 
 
 # The test metrics of a row (`evaluate`'s keys without a PRM), None in an iteration not evaluated
@@ -30,16 +31,18 @@ def evaluate_per_problem(policy, tokenizer, examples, *, rng, config, mesh=None,
     (bool [Q]), sample_correct (int32 [Q]: correct among the K samples) and num_samples (K), the
     inputs of paired comparisons between runs (docs/results.md)."""
     greedy_key, sample_key = jax.random.split(rng)
-    greedy = rollout.rollout(policy, tokenizer, examples, temperatures=[0.0], num_samples=1, rng=greedy_key,
-                             config=config, mesh=mesh)
+    greedy_call, *sampled_call = plan.evaluation(config)  # the test pass's calls
+    greedy = rollout.rollout(policy, tokenizer, examples, temperatures=list(greedy_call.temperatures),
+                             num_samples=greedy_call.samples, rng=greedy_key, config=config, mesh=mesh)
     greedy_correct = np.asarray(greedy.correct[0, :, 0], bool)
     per_problem = {"problem_id": np.array([str(e.id) for e in examples]), "greedy_correct": greedy_correct}
-    K = int(config.eval.samples_per_query)
-    if K == 0:  # greedy Pass@1 only: the sampled metrics are not measured
+    if not sampled_call:  # eval.samples_per_query = 0, greedy Pass@1 only: the sampled metrics are not measured
         out = dict.fromkeys(TEST_METRICS)
         out["pass_at_1"] = float(greedy_correct.mean())
         return out, {**per_problem, "sample_correct": np.zeros(len(examples), np.int32), "num_samples": np.int32(0)}
-    pool = rollout.rollout(policy, tokenizer, examples, temperatures=[float(config.eval.temperature)],
+    call = sampled_call[0]
+    K = call.samples
+    pool = rollout.rollout(policy, tokenizer, examples, temperatures=list(call.temperatures),
                            num_samples=K, rng=sample_key, config=config, mesh=mesh, prm_scorer=prm_scorer)
     correct, text_id, reward = pool.correct[0], pool.text_id[0], pool.reward[0]
     s_values = [int(s) for s in config.eval.s_values]

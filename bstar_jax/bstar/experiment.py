@@ -20,7 +20,7 @@ import numpy as np
 
 from bstar_jax.bstar import balance, checkpoint, evaluation, export, metrics, rollout, variants
 from bstar_jax.analysis import comparisons, report
-from bstar_jax.config import check as config_check, choices, sizing as hbm, record as run_record
+from bstar_jax.config import check as config_check, choices, plan, record as run_record
 from bstar_jax import data
 from bstar_jax.core import distributed
 from bstar_jax.train import sft
@@ -65,10 +65,9 @@ def run(config, mesh, *, command: str | None = None) -> str:
     run_record.check_and_record(config, is_writer=is_writer)  # a workdir remembers the config that made it
     splits = data.load_splits(config.data, config.seed)
     config_check.validate_examples(splits)
-    tokenizer, p0 = load_policy(config, mesh, splits["train"])
+    config, tokenizer, p0 = load_policy(config, mesh, splits["train"])  # sizes resolved once, before P_0
     if True in config.use_prm:
         check_prm_folder(config, p0[0])  # a supplied PRM must fit P_0, before any run starts
-    config = _sized(config, p0[0], mesh)
     config_check.validate_prompt_lengths(config, tokenizer, p0[0], splits)
     log = report.MetricsLog(config.workdir, enabled=is_writer)
     streams = Streams(config.seed)
@@ -84,17 +83,6 @@ def run(config, mesh, *, command: str | None = None) -> str:
     if is_writer:
         return report.write_report(config.workdir, title=f"B-STaR: {config.workdir}", command=command)
     return ""
-
-
-def _sized(config, cfg, mesh):
-    """config with sampling.batch_rows and the SFT micro-batches following from device memory where
-    sampling.hbm_fraction / sft.hbm_fraction > 0 (docs/memory.md); explicit sizes otherwise."""
-    if float(config.sampling.hbm_fraction) <= 0 and float(config.sft.hbm_fraction) <= 0:
-        return config
-    sized = hbm.resolve_sizes(config, cfg, mesh, hbm.prompt_bucket(config))
-    logging.info("sizes from device memory: sampling.batch_rows=%d, sft.micro_batch_size=%d",
-                 int(sized.sampling.batch_rows), int(sized.sft.micro_batch_size))
-    return sized
 
 
 class Run:
@@ -113,6 +101,7 @@ class Run:
         self.replicate = int(config.get("replicate", 0))
         self.name = run_name(variant, prm_scorer is not None, self.replicate)
         self.index = run_index(variant, prm_scorer is not None, self.replicate)
+        self.sft = plan.sft(config)  # the SFT of each iteration: its trainer config and steps
         self.n_star = int(config.n_star) or metrics.n_star_rule(int(config.target_size),
                                                                  int(config.queries_per_iteration))
         folder = distributed.path(config.workdir) / "checkpoints" / self.name.replace("+", "_")
@@ -121,9 +110,9 @@ class Run:
 
     def go(self) -> None:
         c = self.config
-        state = sft.init_train_state(self.cfg, self.p0_params, c.sft, self.mesh)
+        state = sft.init_train_state(self.cfg, self.p0_params, self.sft.config, self.mesh)
         start = 0
-        restored = self.ckpt.restore(sft.abstract_train_state(self.cfg, c.sft, self.mesh)) \
+        restored = self.ckpt.restore(sft.abstract_train_state(self.cfg, self.sft.config, self.mesh)) \
             if self.ckpt.latest_iteration() is not None else None
         if restored is not None:
             state, start = restored.state, restored.iteration
@@ -156,7 +145,8 @@ class Run:
         policy = (self.cfg, state.params)
         temperature, threshold, dev_balance_score = self._choose(policy, it)
         queries = self._queries(it)
-        pool = self._pool(policy, queries, [temperature], int(c.samples_per_query), self._key("sample", it))
+        call = plan.iteration(c, temperature)
+        pool = self._pool(policy, queries, list(call.temperatures), call.samples, self._key("sample", it))
         samples = pool.samples
         correct, reward, valid, text_id = pool.correct[0], pool.reward[0], pool.valid[0], pool.text_id[0]
         K = correct.shape[1]
@@ -174,12 +164,12 @@ class Run:
                                                                text_id[:, :K], mesh=self.mesh)
         examples = [(samples.prompt_ids[q], self._reference_ids(queries[q]) if k == K else
                      samples.response_ids(0, q, k)) for q, k in zip(*np.nonzero(selected))]
-        state = variants.carry_over(self.variant, state, self.p0_params, c.sft)
+        state = variants.carry_over(self.variant, state, self.p0_params, self.sft.config)
         train_stats = {"loss": None, "tokens_per_s": None}
         if examples:
-            state, train_stats = sft.run_sft(state, examples, self.cfg, c.sft, self.mesh,
-                                             self._key("sft", it), progress=bool(c.progress),
-                                             description=f"{self.name} it{it} SFT")
+            state, train_stats = sft.run_sft(state, examples, self.cfg, self.sft.config, self.mesh,
+                                             self._key("sft", it), num_steps=self.sft.steps,
+                                             progress=bool(c.progress), description=f"{self.name} it{it} SFT")
         else:
             logging.warning("%s iteration %d: nothing selected at τ=%s; SFT skipped", self.name, it, threshold)
         evaluated = evaluation.evaluates(c, it)
@@ -221,10 +211,11 @@ class Run:
             return (*self._fixed_choice(), None)
         if self.variant not in variants.SEARCHED:
             return base_t, base_tau, None
-        temps = list(c.search.temperatures) if variants.searches(self.variant, "temperature") else [base_t]
+        call = plan.search(c, self.variant)  # the grid's temperatures where it searches T, else the baseline's
+        temps = list(call.temperatures)
         taus = list(c.search.thresholds) if variants.searches(self.variant, "threshold") else [base_tau]
         dev = self.splits["dev"]
-        pool = self._pool(policy, dev, temps, int(c.search.samples_per_query), self._key("search", it))
+        pool = self._pool(policy, dev, temps, call.samples, self._key("search", it))
         # The dev target keeps the iteration's per-query ratio N / M (docs/algorithm.md#search).
         dev_target = max(1, round(int(c.target_size) * len(dev) / int(c.queries_per_iteration)))
         result = balance.search(pool.correct, pool.reward, pool.valid, pool.text_id, temps, taus,

@@ -6,18 +6,17 @@ P_0 is the SFT checkpoint after epoch 1, so that it answers in the `# Answer` fo
 offline demo — made here: train a byte-level BPE on the task's training text, initialise a tiny
 Llama-family model and fine-tune it on reference solutions (in several equation orders, so that
 exploration has something to find) to a warm start, the analogue of that epoch-1 checkpoint. Both
-fine-tunes run on the shared trainer (docs/training.md). The result is saved as an HF folder in
-<workdir>/p0 and reused.
+fine-tunes run on the shared trainer as the call plan declares them (config/plan.py, `p0`: each
+with its own optimizer block, config.p0_sft or config.warm_start). The result is saved as an HF
+folder in <workdir>/p0 and reused.
 """
 from __future__ import annotations
 
 import logging
 import tempfile
 
-import ml_collections
-
 from bstar_jax.core import distributed, streams
-from bstar_jax.config import sizing as hbm
+from bstar_jax.config import plan, sizing
 from bstar_jax import models
 from bstar_jax.train import sft
 from bstar_jax.text import tokenizer as tok
@@ -25,24 +24,45 @@ from bstar_jax.data import Example, with_alternatives
 
 
 def load_policy(config, mesh, train: list[Example]):
-    """(tokenizer, (cfg, params)) of P_0 on `mesh`; builds and caches it when warm_start.enabled."""
+    """(config with its sizes resolved, tokenizer, (cfg, params) of P_0 on `mesh`).
+
+    Sizes that follow from device memory (sampling.hbm_fraction, sft.hbm_fraction; docs/memory.md)
+    are resolved once (sizing.resolve_sizes), as soon as P_0's shapes are known and before P_0 is
+    fine-tuned; P_0's fine-tune and the loop read the same resolved config. A P_0 that is made
+    here (warm_start.enabled or p0_sft.steps > 0) is cached in <workdir>/p0 and reused."""
     m = config.model
-    if config.warm_start.enabled:
-        folder = distributed.path(config.workdir) / "p0"
-        if not (folder / "config.json").exists():
-            _train_p0(config, mesh, train, folder)
+    folder = distributed.path(config.workdir) / "p0"
+    fine_tune = plan.p0(config)
+    if fine_tune is not None and (folder / "config.json").exists():
         local = distributed.local_folder(folder)  # transformers and safetensors read local files
-        tokenizer = tok.load_tokenizer(local)
-        cfg, params = models.load(local, mesh=mesh, param_dtype=m.param_dtype, dtype=m.dtype)
-        return tokenizer, (cfg, params)
-    if int(config.p0_sft.steps) > 0:
-        folder = distributed.path(config.workdir) / "p0"
-        if not (folder / "config.json").exists():
-            tokenizer, (cfg, params) = _load_model(config, mesh, m.tokenizer or m.path, m.path)
-            _sft_p0(config, mesh, tokenizer, cfg, params, train, folder)
-        local = distributed.local_folder(folder)
-        return _load_model(config, mesh, local, local)
-    return _load_model(config, mesh, m.tokenizer or m.path, m.path)
+        tokenizer, p0 = _load_model(config, mesh, local, local)
+        return _sized(config, p0[0], mesh), tokenizer, p0
+    if fine_tune is None:
+        tokenizer, p0 = _load_model(config, mesh, m.tokenizer or m.path, m.path)
+        return _sized(config, p0[0], mesh), tokenizer, p0
+    if config.warm_start.enabled:
+        tokenizer, cfg, mixed = _warm_start_model(config, train, folder)
+        config = _sized(config, cfg, mesh)
+        _fine_tune_and_save(config, mesh, tokenizer, cfg, models.init(cfg, int(config.seed)),
+                            sft_examples(tokenizer, mixed), folder, stream="warm_start", description="warm start P_0")
+    else:
+        tokenizer, (cfg, params) = _load_model(config, mesh, m.tokenizer or m.path, m.path)
+        config = _sized(config, cfg, mesh)
+        logging.info("P_0: %d SFT steps of %s on reference solutions (cached in %s)", int(config.p0_sft.steps),
+                     m.path, folder)
+        _fine_tune_and_save(config, mesh, tokenizer, cfg, params, sft_examples(tokenizer, train), folder,
+                            stream="p0", description="SFT to P_0")
+    local = distributed.local_folder(folder)
+    return (config, *_load_model(config, mesh, local, local))
+
+
+def _sized(config, cfg, mesh):
+    sized = sizing.resolve_sizes(config, cfg, mesh)
+    if sized is not config:
+        logging.info("sizes from device memory: sampling.batch_rows=%d, sft.micro_batch_size=%d, "
+                     "p0_sft.micro_batch_size=%d", int(sized.sampling.batch_rows), int(sized.sft.micro_batch_size),
+                     int(sized.p0_sft.micro_batch_size))
+    return sized
 
 
 def _load_model(config, mesh, tokenizer_path: str, model_path: str):
@@ -54,33 +74,19 @@ def _load_model(config, mesh, tokenizer_path: str, model_path: str):
     return tokenizer, (cfg, params)
 
 
-def _sft_p0(config, mesh, tokenizer, cfg, params, train: list[Example], folder) -> None:
-    """SFT on the reference solutions of `train` for p0_sft.steps steps; saved as an HF folder."""
-    p = config.p0_sft
-    micro = int(p.micro_batch_size)
-    if float(config.sft.hbm_fraction) > 0:  # the micro-batch follows from device memory (docs/memory.md)
-        micro = int(hbm.resolve_sizes(config, cfg, mesh, hbm.prompt_bucket(config)).p0_sft.micro_batch_size)
-    logging.info("P_0: %d SFT steps of %s on reference solutions (cached in %s)", int(p.steps), config.model.path,
-                 folder)
-    _fine_tune_and_save(config, mesh, tokenizer, cfg, params, sft_examples(tokenizer, train), folder,
-                        steps=int(p.steps), stream="p0", description="SFT to P_0",
-                        overrides=dict(lr=float(p.lr), batch_size=int(p.batch_size),
-                                       micro_batch_size=micro))
-
-
-def _fine_tune_and_save(config, mesh, tokenizer, cfg, params, examples, folder, *, steps: int, stream: str,
-                        description: str, overrides: dict) -> None:
-    """`steps` SFT steps (warmup a tenth, cosine to a tenth of the LR) from config.sft with
-    `overrides`, then the model and tokenizer saved into <folder>.partial and renamed into place,
-    so that a kill never leaves half a P_0. Every process trains (the step is one program over
-    the global mesh); process 0 alone writes, the others wait until P_0 is in place."""
+def _fine_tune_and_save(config, mesh, tokenizer, cfg, params, examples, folder, *, stream: str,
+                        description: str) -> None:
+    """P_0's fine-tune as the plan declares it (plan.p0: its trainer config and steps), then the
+    model and tokenizer saved into <folder>.partial and renamed into place, so that a kill never
+    leaves half a P_0. Every process trains (the step is one program over the global mesh);
+    process 0 alone writes, the others wait until P_0 is in place."""
     tmp = folder.with_name(folder.name + ".partial")
-    sft_config = ml_collections.ConfigDict(config.sft.to_dict())
-    sft_config.update(dict(overrides, pad_id=int(tokenizer.pad_token_id or 0)))
-    sft_config.update(dict(min_lr=float(sft_config.lr) / 10, warmup_steps=max(1, steps // 10), decay_steps=steps))
+    fine_tune = plan.p0(config)
+    sft_config = fine_tune.config
+    sft_config.pad_id = int(tokenizer.pad_token_id or 0)
     state = sft.init_train_state(cfg, params, sft_config, mesh)
     key = streams.Streams(config.seed).key(stream)  # SFT batch order of this fine-tune
-    state, stats = sft.run_sft(state, examples, cfg, sft_config, mesh, key, num_steps=steps,
+    state, stats = sft.run_sft(state, examples, cfg, sft_config, mesh, key, num_steps=fine_tune.steps,
                                progress=bool(config.progress), description=description)
     logging.info("%s: final SFT loss %.4f after %d steps (%.0f tok/s)", description, stats["loss"], stats["steps"],
                  stats["tokens_per_s"])
@@ -99,7 +105,9 @@ def sft_examples(tokenizer, examples: list[Example]) -> list[tuple[list[int], li
     return [tok.encode_example(tokenizer, tok.format_prompt(e.question), e.solution) for e in examples]
 
 
-def _train_p0(config, mesh, train: list[Example], folder) -> None:
+def _warm_start_model(config, train: list[Example], folder):
+    """(tokenizer, model config, reference solutions) of the warm start: a BPE trained on the
+    task's text (written into <folder>.partial) and a tiny Llama-family model of warm_start's shape."""
     w = config.warm_start
     logging.info("warm start: training a %d-token BPE and a tiny model to P_0 (cached in %s)", w.vocab_size, folder)
     # Renamed into place when complete, so a kill never leaves half a P_0.
@@ -121,9 +129,4 @@ def _train_p0(config, mesh, train: list[Example], folder) -> None:
         max_position_embeddings=int(w.max_len), tie_word_embeddings=True, rope_theta=10000.0,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id)
-    params = models.init(cfg, int(config.seed))
-    _fine_tune_and_save(config, mesh, tokenizer, cfg, params, sft_examples(tokenizer, mixed), folder,
-                        steps=int(w.steps), stream="warm_start", description="warm start P_0",
-                        overrides=dict(lr=float(w.lr), freeze_embeddings=False, freeze_lm_head=False,
-                                       freeze_norms=False, batch_size=int(w.batch_size),
-                                       micro_batch_size=int(w.batch_size), weight_decay=0.0))
+    return tokenizer, cfg, mixed

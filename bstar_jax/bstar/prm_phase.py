@@ -17,6 +17,7 @@ import numpy as np
 
 from bstar_jax import models
 from bstar_jax.bstar import checkpoint
+from bstar_jax.config import plan
 from bstar_jax.core import distributed, shapes, streams
 from bstar_jax.core.errors import ConfigValueError
 from bstar_jax.generate import grid
@@ -38,8 +39,7 @@ def prepare_prm(config, mesh, tokenizer, p0, splits, key):
         params = store.restore(abstract).state
         store.close()
         logging.info("PRM: scoring with %s (config.prm.path); none trained", p.path)
-        return lambda samples, questions: score_grid(cfg, params, tokenizer, samples, questions, mesh=mesh,
-                                                     max_len=int(config.sft.max_len))
+        return _scorer(config, cfg, params, tokenizer, mesh)
     folder = distributed.path(config.workdir) / "prm"
     store = checkpoint.Checkpointer(folder, max_to_keep=1, async_save=False)
     restored = store.restore(abstract) if store.latest_iteration() is not None else None
@@ -50,8 +50,13 @@ def prepare_prm(config, mesh, tokenizer, p0, splits, key):
         params = _train(config, mesh, tokenizer, p0, init, splits["train"], key)
         store.save(0, params, metrics={"trained_steps": int(p.steps)})
     store.close()
+    return _scorer(config, cfg, params, tokenizer, mesh)
+
+
+def _scorer(config, cfg, params, tokenizer, mesh):
+    scoring = plan.prm_scoring(config)
     return lambda samples, questions: score_grid(cfg, params, tokenizer, samples, questions, mesh=mesh,
-                                                 max_len=int(config.sft.max_len))
+                                                 max_len=scoring.seq_len, batch_size=scoring.rows)
 
 
 def _p0_config(config) -> models.ModelConfig | None:
@@ -103,41 +108,37 @@ def check_prm_folder(config, model_cfg: models.ModelConfig | None = None) -> Non
 
 def _train(config, mesh, tokenizer, p0, init_params, train, key):
     cfg, p0_params = p0
-    p = config.prm
+    solutions, completions, training = plan.prm_training(config)  # the phase's calls
     query_key, sample_key, label_key = streams.split(key, 3)
     order = np.asarray(jax.random.permutation(query_key, len(train)))
-    queries = [train[i] for i in order[: int(p.num_queries)]]
-    samples = grid.sample(p0, tokenizer, [e.question for e in queries], temperatures=[float(p.temperature)],
-                          num_samples=int(p.samples_per_query), rng=sample_key,
-                          sampling_config=config.sampling, mesh=mesh)
+    queries = [train[i] for i in order[:solutions.queries]]
+    samples = grid.sample(p0, tokenizer, [e.question for e in queries], temperatures=list(solutions.temperatures),
+                          num_samples=solutions.samples, rng=sample_key, sampling_config=config.sampling, mesh=mesh)
     texts = samples.texts[0].reshape(-1)
-    questions = [e.question for e in queries for _ in range(int(p.samples_per_query))]
-    golds = [e.solution for e in queries for _ in range(int(p.samples_per_query))]
+    questions = [e.question for e in queries for _ in range(solutions.samples)]
+    golds = [e.solution for e in queries for _ in range(solutions.samples)]
     labelled = label_steps(cfg, p0_params, tokenizer, questions, list(texts), golds, task=config.task,
-                           rng=label_key, n_completions=int(p.completions),
-                           max_new_tokens=int(config.sampling.max_new_tokens), temperature=float(p.temperature),
-                           max_batch=int(config.sampling.batch_rows), grade_mode=config.answer_check, mesh=mesh)
+                           rng=label_key, n_completions=completions.completions,
+                           max_new_tokens=int(config.sampling.max_new_tokens), temperature=completions.temperature,
+                           max_batch=completions.rows, grade_mode=config.answer_check, mesh=mesh)
     records = labelled.records
     if not records:
         raise RuntimeError("PRM: no sampled solution had an answer to label; P_0 cannot produce the format")
     positives = np.mean([l for r in records for l in r.labels])
     logging.info("PRM: %d labelled solutions (%d generate calls), %.0f%% positive steps; training %d steps",
-                 len(records), labelled.generate_calls, 100 * positives, int(p.steps))
-    params, losses = train_prm(cfg, init_params, tokenizer, records, num_steps=int(p.steps),
-                               batch_size=int(p.batch_size), micro_batch_size=int(p.micro_batch_size),
-                               remat=p.remat == "full", learning_rate=float(p.lr),
-                               end_learning_rate=float(p.min_lr), max_len=int(config.sft.max_len),
-                               seed=int(config.seed), mesh=mesh, pack=bool(config.sft.pack),
-                               pack_len=int(config.sft.pack_len))
+                 len(records), labelled.generate_calls, 100 * positives, training.steps)
+    params, losses = train_prm(cfg, init_params, tokenizer, records, training.config, num_steps=training.steps,
+                               seed=int(config.seed), mesh=mesh)
     logging.info("PRM: loss %.4f -> %.4f", float(np.mean(losses[:10])), float(np.mean(losses[-10:])))
     return params
 
 
-def score_grid(cfg, prm_params, tokenizer, samples, questions, *, mesh=None, max_len=None) -> np.ndarray:
+def score_grid(cfg, prm_params, tokenizer, samples, questions, *, mesh=None, max_len=None,
+               batch_size: int = plan.SCORE_ROWS) -> np.ndarray:
     """float32 [T, Q, K]: raw min step score of every sampled response (−5 when truncated)."""
     T, Q, K = samples.texts.shape
     prompts = [tok.format_prompt(questions[q]) for _ in range(T) for q in range(Q) for _ in range(K)]
     scores = prm_lib.score_responses(cfg, prm_params, tokenizer, prompts, list(samples.texts.reshape(-1)),
                                      finished=~samples.truncated.reshape(-1), mesh=mesh, max_len=max_len,
-                                     batch_size=128)
+                                     batch_size=batch_size)
     return scores.prm_min.reshape(T, Q, K).astype(np.float32)

@@ -15,7 +15,10 @@ Each program comes from one small adapter over the function the run itself compi
 grid.sample call (`rollout_call`) or of a PRM labelling call (`labelling_call`), `decode_step`
 (one models.hidden_states + models.logits token step and strategy.next_token), `sft_step`
 (sft.make_train_step), `prm_train_step` (prm_train.make_step) and `prm_score`
-(rewards.prm.step_scores); `plan` lists a config's programs.
+(rewards.prm.step_scores).
+`plan` lists a config's programs: the calls that the call plan (bstar_jax/config/plan.py)
+declares for each phase, which the run reads too, after the sizes are resolved as the run
+resolves them (sizing.resolve_sizes).
 """
 from __future__ import annotations
 
@@ -35,9 +38,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from bstar_jax.config import sizing as hbm
+from bstar_jax.config import plan as call_plan, sizing as hbm
 from bstar_jax import models
-from bstar_jax.bstar import variants
 from bstar_jax.core.shapes import abstract, pow2_bucket, round_up, sharded
 from bstar_jax.generate import engine, grid, strategy
 from bstar_jax.train import sft, trainer
@@ -179,7 +181,7 @@ def sft_step(name, cfg, mesh, sft_config, *, resident=0, cost=False) -> Program:
     lower = lambda: sft.make_train_step(cfg, sft_config, mesh).lower(state, batch)
     shape = (f"{B} rows x {L} tokens, micro-batch {int(sft_config.micro_batch_size)}, "
              f"remat {sft_config.get('remat', 'none')}")
-    return Program(name, shape, lower, ("sft", cfg, sft._key(sft_config), B, L), hbm.bytes_per_device((state, batch)),
+    return Program(name, shape, lower, ("sft", cfg, sft.step_key(sft_config), B, L), hbm.bytes_per_device((state, batch)),
                    resident, cost)
 
 
@@ -201,13 +203,13 @@ def prm_score(cfg, mesh, rows, seq_len, steps, *, resident=0) -> Program:
                    ("prm score", cfg, B, seq_len, steps), hbm.bytes_per_device(args), resident)
 
 
-def prm_train_step(cfg, mesh, prm_config, seq_len, *, resident=0) -> Program:
-    """The PRM optimizer step (prm_train.make_step: the trainer on the PRM loss), accumulated over
-    prm.micro_batch_size rows, on one global batch of seq_len tokens per row."""
+def prm_train_step(cfg, mesh, prm_config, *, resident=0) -> Program:
+    """The PRM optimizer step (prm_train.make_step: the trainer on the PRM loss) of a PRM trainer
+    config (plan.train_config(config, "prm")), accumulated over micro_batch_size rows, on one global
+    batch of max_len tokens per row."""
     p = prm_config
-    B, micro, remat = int(p.batch_size), int(p.micro_batch_size), p.remat == "full"
-    spec = prm_train.train_spec(num_steps=int(p.steps), batch_size=B, micro_batch_size=micro,
-                                learning_rate=float(p.lr), end_learning_rate=float(p.min_lr))
+    spec = prm_train.train_spec(p)
+    B, micro, remat, seq_len = spec.batch_size, spec.micro_batch_size, p.remat == "full", int(p.max_len)
     shapes = hbm.prm_shapes(cfg)
     mask = prm_train.trainable_mask(shapes)
     state = trainer.abstract_state(shapes, mask, spec, prm_lib.prm_shardings(cfg, mesh), mesh)
@@ -228,50 +230,43 @@ def _sft_config(base, **overrides) -> ml_collections.ConfigDict:
 
 
 def plan(config, cfg, mesh, prompt_len: int) -> list[Program]:
-    """Every jitted program a run of `config` executes, at its shapes (sizes already resolved)."""
+    """Every jitted program a run of `config` executes, at its shapes (sizes already resolved): the
+    calls of each phase as the call plan declares them (config/plan.py, what the run itself reads),
+    plus one decode step and one SFT micro-step compiled alone for their cost."""
     c, r = config, hbm.resident(config, cfg, mesh)
-    N, rows_cap, top_k = int(c.sampling.max_new_tokens), int(c.sampling.batch_rows), int(c.sampling.top_k)
+    N, top_k = int(c.sampling.max_new_tokens), int(c.sampling.top_k)
     policy = cfg.replace(param_dtype=c.sft.param_dtype or cfg.param_dtype)  # the train state's weights
     loop_resident = r["p0"] + r["opt"] + r["prm"]
-    n_train = int(c.queries_per_iteration)
-    if c.data.name in ("synthetic", "gsm_symbolic"):
-        n_train = min(n_train, int(c.data.num_train))
-    calls = []
-    searching = [v for v in c.variants if v in variants.SEARCHED]
-    if searching:  # the widest dev pool: every temperature unless only τ is searched
-        temps = len(c.search.temperatures) if any(variants.searches(v, "temperature") for v in searching) else 1
-        calls.append(("sample: dev search (T x K)", int(c.data.num_dev), temps * int(c.search.samples_per_query)))
-    calls += [("sample: iteration", n_train, int(c.samples_per_query)),
-              ("sample: eval greedy", int(c.data.num_test), 1)]
-    if int(c.eval.samples_per_query):  # 0: greedy only
-        calls.append(("sample: eval K", int(c.data.num_test), int(c.eval.samples_per_query)))
-    shapes = {n: grid.call_shape(q, rows, c.sampling) for n, q, rows in calls}
-    progs = [rollout_call(n, policy, mesh, shape, prompt_len, N, top_k=top_k, resident=loop_resident)
-             for n, shape in shapes.items()]
-    # The step alone takes its cache in row-major layout, which XLA copies into its own tiling, so
-    # at full size it holds two caches; for its per-step cost a quarter of the rows is enough.
-    iteration_rows = max(1, shapes["sample: iteration"].chunk_rows // 4)
-    progs.append(decode_step(policy, mesh, iteration_rows, pow2_bucket(prompt_len, 8) + N, top_k=top_k,
-                             resident=loop_resident))
-    progs.append(sft_step("SFT step", cfg, mesh, c.sft, resident=r["p0"] + r["prm"]))
-    progs.append(sft_step("SFT micro-step", cfg, mesh, _sft_config(c.sft, batch_size=int(c.sft.micro_batch_size)),
-                          resident=r["p0"] + r["prm"], cost=True))
-    if c.warm_start.enabled:
-        w = c.warm_start
-        warm = _sft_config(c.sft, batch_size=int(w.batch_size), micro_batch_size=int(w.batch_size), freeze_embeddings=False,
-                           freeze_lm_head=False, freeze_norms=False, lr=float(w.lr))
-        progs.append(sft_step("warm-start SFT step", cfg, mesh, warm, resident=r["p0"]))
-    elif int(c.p0_sft.steps) > 0:
-        p = c.p0_sft
-        p0 = _sft_config(c.sft, batch_size=int(p.batch_size), micro_batch_size=int(p.micro_batch_size), lr=float(p.lr))
-        progs.append(sft_step("P_0 SFT step", cfg, mesh, p0, resident=r["p0"]))
-    if any(c.use_prm):
-        p, L = c.prm, int(c.sft.max_len)
-        solutions = grid.call_shape(int(p.num_queries), int(p.samples_per_query), c.sampling)
-        progs += [rollout_call("sample: PRM solutions", cfg, mesh, solutions, prompt_len, N),
-                  labelling_call("sample: PRM completions", cfg, mesh, rows_cap, int(p.completions), prompt_len + N, N),
-                  prm_train_step(cfg, mesh, p, L, resident=r["p0"]),
-                  prm_score(cfg, mesh, 128, L, 32, resident=r["p0"] + r["params"] + r["opt"])]
+    progs = []
+    for phase in call_plan.phases(c):
+        for call in phase.calls:
+            if isinstance(call, call_plan.Sample):
+                shape = grid.call_shape(call.queries, call.rows_per_query, c.sampling)
+                if phase.name == "PRM":  # P_0 samples the solutions it labels
+                    progs.append(rollout_call(call.name, cfg, mesh, shape, prompt_len, N, top_k=top_k))
+                    continue
+                progs.append(rollout_call(call.name, policy, mesh, shape, prompt_len, N, top_k=top_k,
+                                          resident=loop_resident))
+                if phase.name == "iteration":
+                    # The step alone takes its cache in row-major layout, which XLA copies into its own
+                    # tiling, so at full size it holds two caches; for its per-step cost a quarter of the
+                    # rows is enough.
+                    progs.append(decode_step(policy, mesh, max(1, shape.chunk_rows // 4),
+                                             pow2_bucket(prompt_len, 8) + N, top_k=top_k,
+                                             resident=loop_resident))
+            elif isinstance(call, call_plan.Complete):
+                progs.append(labelling_call(call.name, cfg, mesh, call.rows, call.completions, prompt_len + N, N))
+            elif isinstance(call, call_plan.Score):
+                progs.append(prm_score(cfg, mesh, call.rows, call.seq_len, call_plan.SCORE_STEPS,
+                                       resident=r["p0"] + r["params"] + r["opt"]))
+            elif call.loss == "prm":
+                progs.append(prm_train_step(cfg, mesh, call.config, resident=r["p0"]))
+            elif phase.name == "P_0":
+                progs.append(sft_step(call.name, cfg, mesh, call.config, resident=r["p0"]))
+            else:
+                micro = _sft_config(call.config, batch_size=int(call.config.micro_batch_size))
+                progs += [sft_step(call.name, cfg, mesh, call.config, resident=r["p0"] + r["prm"]),
+                          sft_step("SFT micro-step", cfg, mesh, micro, resident=r["p0"] + r["prm"], cost=True)]
     return progs
 
 

@@ -1,10 +1,13 @@
 """Every config field checked before any work (docs/errors.md): range, type, names, files.
 
 `validate(config, mesh)` raises `ConfigValueError` (a `UserError`) naming the field, the value
-and what to do; it reads the data files through the loaders (whose errors name file:line) and
-checks that the workdir is writable. `validate_examples` checks the loaded splits (duplicated
-ids and train/test overlap are warnings), `validate_prompt_lengths` the tokenised prompts
-against the model's context. Nothing here trains, samples or writes outside the workdir.
+and what to do. Each field's type, range and choices come from the schema (config/schema.py);
+this module adds what involves several fields, the mesh or files: batch sizes against the mesh and
+each other, schedules, the warm-start model's shapes, the data files through their loaders (whose
+errors name file:line), the model path and a writable workdir. `validate_examples` checks the
+loaded splits (duplicated ids and train/test overlap are warnings), `validate_prompt_lengths` the
+tokenised prompts against the model's context. Nothing here trains, samples or writes outside the
+workdir.
 """
 from __future__ import annotations
 
@@ -13,97 +16,20 @@ import math
 import os
 import uuid
 
-from bstar_jax.config import choices
+from bstar_jax.config import choices, fields, schema
 from bstar_jax import data
 from bstar_jax.core import distributed
-from bstar_jax.train import sft
 from bstar_jax.core import mesh as mesh_lib
-from bstar_jax.core.errors import ConfigValueError, UserError
-from bstar_jax.rewards import prm, verify
+from bstar_jax.rewards import verify
 
-ON_CONFIG_CHANGE = ("refuse", "continue")
-DTYPES = ("float32", "bfloat16", "float16")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 # Longest question or solution accepted (characters): a problem is a few kB; megabytes are a broken
 # file, and would otherwise fail late, deep in the sampler.
 MAX_TEXT_CHARS = 100_000
 
-
-
-def _get(config, path: str):
-    node = config
-    for part in path.split("."):
-        if part not in node:
-            raise ConfigValueError(f"config.{path} is missing; the config file must define it (see configs/defaults.py)")
-        node = node[part]
-    return node
-
-
-def _fail(path: str, value, want: str):
-    raise ConfigValueError(f"config.{path}={value!r}: {want}; set --config.{path}=<value>")
-
-
-def _int(config, path: str, lo: int | None = None):
-    v = _get(config, path)
-    if isinstance(v, bool) or not isinstance(v, int):
-        _fail(path, v, "must be an integer")
-    if lo is not None and v < lo:
-        _fail(path, v, f"must be >= {lo}")
-    return v
-
-
-def _float(config, path: str, *, gt: float | None = None, ge: float | None = None, le: float | None = None):
-    v = _get(config, path)
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        _fail(path, v, "must be a finite number")
-    if gt is not None and not v > gt:
-        _fail(path, v, f"must be > {gt}")
-    if ge is not None and not v >= ge:
-        _fail(path, v, f"must be >= {ge}")
-    if le is not None and not v <= le:
-        _fail(path, v, f"must be <= {le}")
-    return float(v)
-
-
-def _choice(config, path: str, options) -> str:
-    v = _get(config, path)
-    if v not in options:
-        _fail(path, v, f"must be one of {', '.join(map(str, options))}")
-    return v
-
-
-def _bool(config, path: str) -> bool:
-    v = _get(config, path)
-    if not isinstance(v, bool):
-        _fail(path, v, "must be True or False")
-    return v
-
-
-def _seq(config, path: str, *, options=None, kind=None, min_len: int = 1) -> tuple:
-    v = _get(config, path)
-    if isinstance(v, (str, bytes)) or not hasattr(v, "__len__"):
-        _fail(path, v, "must be a tuple, e.g. (a, b)")
-    v = tuple(v)
-    if len(v) < min_len:
-        _fail(path, v, "must not be empty")
-    if len(set(v)) != len(v):
-        _fail(path, v, "has repeated values")
-    for x in v:
-        if options is not None and x not in options:
-            _fail(path, v, f"{x!r} is not one of {', '.join(map(str, options))}")
-        if kind is not None and (isinstance(x, bool) != (kind is bool) or not isinstance(x, kind)):
-            _fail(path, v, f"{x!r} is not a {kind.__name__}")
-    return v
-
-
-def _grid(config, path: str, *, positive: bool) -> tuple:
-    v = _seq(config, path)
-    for x in v:
-        if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
-            _fail(path, v, f"{x!r} is not a finite number")
-        if positive and x <= 0:
-            _fail(path, v, "every temperature must be > 0")
-    return v
+ConfigValueError = fields.ConfigValueError
+_fail = fields.fail
+_get = fields.lookup
 
 
 def validate_mesh_config(mesh_config, n_devices: int | None = None) -> None:
@@ -126,151 +52,68 @@ def validate_mesh_config(mesh_config, n_devices: int | None = None) -> None:
                                f"make the product {n} or set one axis to -1")
 
 
-def _batch(config, path: str, multiple: int) -> int:
-    v = _int(config, path, 1)
-    if v % multiple:
-        _fail(path, v, f"must be a multiple of {multiple}, the devices along the mesh's data axes "
-                       f"{mesh_lib.BATCH_AXES}")
-    return v
+def _fine_tune(config, section: str, multiple: int) -> None:
+    """One optimizer block: both batch sizes divide over the mesh's data axes and the micro-batch
+    divides the batch, min_lr <= lr, warmup_steps <= decay_steps (derived defaults resolved)."""
+    b = schema.block(config, section)
+    for size in ("batch_size", "micro_batch_size"):
+        if b[size] % multiple:
+            _fail(f"{section}.{size}", b[size], f"must be a multiple of {multiple}, the devices along the mesh's "
+                                                f"data axes {mesh_lib.BATCH_AXES}")
+    if b["batch_size"] % b["micro_batch_size"]:
+        _fail(f"{section}.batch_size", b["batch_size"],
+              f"must be a multiple of {section}.micro_batch_size={b['micro_batch_size']}")
+    if b["min_lr"] > b["lr"]:
+        _fail(f"{section}.min_lr", b["min_lr"], f"must be <= {section}.lr={b['lr']}")
+    if b["warmup_steps"] > b["decay_steps"]:
+        _fail(f"{section}.warmup_steps", b["warmup_steps"],
+              f"must be <= {section}.decay_steps={b['decay_steps']}")
 
 
 def validate_fields(config, mesh) -> None:
-    """Range, type and name checks of every field that changes what the run does."""
+    """Every field's type, range and choices (the schema), then the checks across fields."""
+    schema.check(config)
     multiple = mesh_lib.batch_size_multiple(mesh) if mesh is not None else 1
-    workdir = _get(config, "workdir")
-    if not isinstance(workdir, str) or not workdir.strip():
-        _fail("workdir", workdir, "must be a folder path")
-    _int(config, "seed")
-    task = _choice(config, "task", verify.TASKS)
-    if _choice(config, "answer_check", verify.MODES) == "math_verify" and task not in verify.MATH_VERIFY_TASKS:
+    task, variants = config.task, tuple(config.variants)
+    if config.answer_check == "math_verify" and task not in verify.MATH_VERIFY_TASKS:
         _fail("answer_check", "math_verify", f"grades MATH answers (task='math'), not task={task!r}; "
                                              f"use 'normalized' or 'exact'")
-    variants = _seq(config, "variants", options=choices.VARIANTS)
-    use_prm = _seq(config, "use_prm", kind=bool)
-    _primary(config, variants, use_prm)
-    _int(config, "replicate", 0)
-    _int(config, "iterations", 0)
-    _choice(config, "on_config_change", ON_CONFIG_CHANGE)
-    _bool(config, "progress")
-    _int(config, "checkpoint.keep", 1)
-    _bool(config, "export.final")
-    _bool(config, "export.every_iteration")
-
-    _choice(config, "model.param_dtype", DTYPES)
-    _choice(config, "model.dtype", DTYPES)
-    _choice(config, "data.name", data.NAMES)
-    _int(config, "data.num_train", 1)
-    _int(config, "data.num_dev", 1 if any(v in choices.SEARCHED for v in variants) else 0)
-    _int(config, "data.num_test", 1)
+    _primary(config, variants, tuple(config.use_prm))
+    if any(v in choices.SEARCHED for v in variants) and config.data.num_dev < 1:
+        _fail("data.num_dev", config.data.num_dev, "must be >= 1: a searching variant samples the dev subset")
     if config.data.name == "synthetic":
         from bstar_jax.data.synthetic import DIFFICULTY
 
-        _choice(config, "data.difficulty", tuple(DIFFICULTY))
-
-    _int(config, "queries_per_iteration", 1)
-    K = _int(config, "samples_per_query", 1)
-    _int(config, "target_size", 1)
-    _int(config, "n_star", 0)
-    _float(config, "baseline.temperature", ge=0)
-    _float(config, "baseline.threshold")
-    _choice(config, "search.mode", choices.SEARCH_MODES)
-    _grid(config, "search.temperatures", positive=True)
-    _grid(config, "search.thresholds", positive=False)
-    _int(config, "search.samples_per_query", 1)
-    _bool(config, "search.include_reference")
-    del K
+        if config.data.difficulty not in DIFFICULTY:
+            _fail("data.difficulty", config.data.difficulty,
+                  f"must be one of {', '.join(map(str, DIFFICULTY))} for the synthetic task")
     if choices.FIXED in variants:
         _fixed(config, variants)
-
-    _int(config, "sampling.max_new_tokens", 1)
-    _float(config, "sampling.top_p", gt=0, le=1)
-    _int(config, "sampling.top_k", 0)
-    _int(config, "sampling.batch_rows", 1)
-    _int(config, "sampling.requests_per_slot", 1)
-
-    eval_k = _int(config, "eval.samples_per_query", 0)  # 0: greedy Pass@1 only
-    _int(config, "eval.every", 1)
-    _float(config, "eval.temperature", ge=0)
-    s_values = _seq(config, "eval.s_values", kind=int)
+    eval_k, s_values = config.eval.samples_per_query, tuple(config.eval.s_values)
     if eval_k and (min(s_values) < 1 or max(s_values) > eval_k):
         _fail("eval.s_values", s_values, f"every S must be in 1..eval.samples_per_query (K={eval_k})")
 
-    s = "sft"
-    lr = _float(config, f"{s}.lr", gt=0)
-    _float(config, f"{s}.min_lr", ge=0, le=lr)
-    _float(config, f"{s}.init_lr", ge=0)
-    decay = _int(config, f"{s}.decay_steps", 1)
-    warm = _int(config, f"{s}.warmup_steps", 0)
-    if warm > decay:
-        _fail(f"{s}.warmup_steps", warm, f"must be <= sft.decay_steps={decay}")
-    _float(config, f"{s}.weight_decay", ge=0)
-    for b in ("b1", "b2"):
-        if not 0 <= _float(config, f"{s}.{b}") < 1:
-            _fail(f"{s}.{b}", config.sft[b], "must be in [0, 1)")
-    _float(config, f"{s}.eps", gt=0)
-    _float(config, f"{s}.clip_norm", gt=0)
-    batch = _batch(config, f"{s}.batch_size", multiple)
-    micro = _batch(config, f"{s}.micro_batch_size", multiple)
-    if batch % micro:
-        _fail(f"{s}.batch_size", batch, f"must be a multiple of sft.micro_batch_size={micro}")
-    groups = _int(config, f"{s}.loss_groups", 1)
-    if micro % groups:
-        _fail(f"{s}.micro_batch_size", micro, f"must be a multiple of sft.loss_groups={groups}")
-    max_len = _int(config, f"{s}.max_len", 2)
-    _int(config, f"{s}.max_prompt_len", 1)
-    _int(config, f"{s}.max_target_len", 1)
-    _int(config, f"{s}.min_bucket", 1)
-    _int(config, f"{s}.pad_id", 0)
-    _int(config, f"{s}.pack_len", 0)
-    _int(config, f"{s}.steps_per_iteration", 1)
-    for b in ("truncate", "pack", "freeze_embeddings", "freeze_lm_head", "freeze_norms"):
-        _bool(config, f"{s}.{b}")
-    for d in ("param_dtype", "compute_dtype", "mu_dtype"):
-        _choice(config, f"{s}.{d}", DTYPES + ("",))
-    _choice(config, f"{s}.remat", sft.REMAT)
-
-    if True in use_prm:
-        _choice(config, "prm.head_init", prm.HEAD_INITS)
-        for f in ("num_queries", "samples_per_query", "completions", "steps"):
-            _int(config, f"prm.{f}", 1)
-        prm_batch = _batch(config, "prm.batch_size", multiple)
-        prm_micro = _batch(config, "prm.micro_batch_size", multiple)
-        _choice(config, "prm.remat", sft.REMAT)
-        if prm_batch % prm_micro:
-            _fail("prm.batch_size", prm_batch, f"must be a multiple of prm.micro_batch_size={prm_micro}")
-        _float(config, "prm.temperature", gt=0)
-        prm_lr = _float(config, "prm.lr", gt=0)
-        _float(config, "prm.min_lr", ge=0, le=prm_lr)
+    s = config.sft
+    _fine_tune(config, "sft", multiple)
+    if s.micro_batch_size % s.loss_groups:
+        _fail("sft.micro_batch_size", s.micro_batch_size, f"must be a multiple of sft.loss_groups={s.loss_groups}")
+    if schema.USES_PRM.test(config):
+        _fine_tune(config, "prm", multiple)
         if config.prm.path and not distributed.path(config.prm.path).is_dir():
             # Its form and architecture: bstar/prm_phase.check_prm_folder, next, before any work.
             _fail("prm.path", config.prm.path, "no such folder; give a trained PRM folder or \"\" to train one")
-
-    if _int(config, "p0_sft.steps", 0) > 0:
-        _float(config, "p0_sft.lr", gt=0)
-        p0_batch = _batch(config, "p0_sft.batch_size", multiple)
-        p0_micro = _batch(config, "p0_sft.micro_batch_size", multiple)
-        if p0_batch % p0_micro:
-            _fail("p0_sft.batch_size", p0_batch, f"must be a multiple of p0_sft.micro_batch_size={p0_micro}")
-
-    if _bool(config, "warm_start.enabled"):
-        w = "warm_start"
-        _int(config, f"{w}.vocab_size", 260)
-        _int(config, f"{w}.orders_per_problem", 1)
-        heads = _int(config, f"{w}.num_heads", 1)
-        kv = _int(config, f"{w}.num_kv_heads", 1)
-        if heads % kv:
-            _fail(f"{w}.num_heads", heads, f"must be a multiple of warm_start.num_kv_heads={kv}")
-        hidden = _int(config, f"{w}.hidden_size", 1)
-        if hidden % heads or (hidden // heads) % 2:
-            _fail(f"{w}.hidden_size", hidden, f"must be an even multiple (head_dim) of warm_start.num_heads={heads}")
-        _int(config, f"{w}.intermediate_size", 1)
-        _int(config, f"{w}.num_layers", 1)
-        context = _int(config, f"{w}.max_len", 2)
-        if max_len > context:
-            _fail(f"{s}.max_len", max_len, f"exceeds the warm-start model's context warm_start.max_len={context}")
-        _float(config, f"{w}.lr", gt=0)
-        _int(config, f"{w}.steps", 1)
-        _batch(config, f"{w}.batch_size", multiple)
+    if schema.P0_SFT.test(config):
+        _fine_tune(config, "p0_sft", multiple)
+    if schema.WARM_START.test(config):
+        w = config.warm_start
+        _fine_tune(config, "warm_start", multiple)
+        if w.num_heads % w.num_kv_heads:
+            _fail("warm_start.num_heads", w.num_heads, f"must be a multiple of warm_start.num_kv_heads={w.num_kv_heads}")
+        if w.hidden_size % w.num_heads or (w.hidden_size // w.num_heads) % 2:
+            _fail("warm_start.hidden_size", w.hidden_size,
+                  f"must be an even multiple (head_dim) of warm_start.num_heads={w.num_heads}")
+        if s.max_len > w.max_len:
+            _fail("sft.max_len", s.max_len, f"exceeds the warm-start model's context warm_start.max_len={w.max_len}")
     else:
         _model_path(config)
 
@@ -278,9 +121,7 @@ def validate_fields(config, mesh) -> None:
 def _primary(config, variants: tuple, use_prm: tuple) -> None:
     """config.primary: "" or "a - b" of two run names (or P_0) of one reward; a comparison of
     runs this config does not make is allowed (its workdir may get them later) but logged."""
-    text = _get(config, "primary")
-    if not isinstance(text, str):
-        _fail("primary", text, 'must be "<run> - <run>", e.g. "bstar - online_rft", or ""')
+    text = _get(config, "primary")  # a string (the schema)
     try:
         pair = choices.parse_primary(text)
     except ValueError as e:
@@ -293,12 +134,10 @@ def _primary(config, variants: tuple, use_prm: tuple) -> None:
 
 
 def _fixed(config, variants: tuple) -> None:
-    """config.fixed of the online_rft_fixed run: a searching variant listed before it, or ("") a
-    temperature > 0 and a finite threshold."""
+    """config.fixed.from_run of the online_rft_fixed run: a searching variant listed before it, or
+    "" (the schema checks fixed.temperature and fixed.threshold then)."""
     source = _get(config, "fixed.from_run")
     if source == "":
-        _float(config, "fixed.temperature", gt=0)
-        _float(config, "fixed.threshold")
         return
     searching = tuple(choices.SEARCHED)
     if source not in searching:

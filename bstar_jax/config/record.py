@@ -26,10 +26,30 @@ FILENAME = "run_config.json"
 NEUTRAL = ("workdir", "progress", "on_config_change", "checkpoint.keep", "mesh.data", "mesh.fsdp", "mesh.tensor",
            "export.final", "export.every_iteration", "eval.every", "replicate")
 GROWABLE = ("iterations",)
-# Fields newer than some records: a record without them ran no variant that reads them
-# (online_rft_fixed), or predates the report's primary comparison, so their absence there is no
-# change. (`primary` is not neutral: changing it once results exist is a change the record keeps.)
-INTRODUCED = ("fixed.from_run", "fixed.temperature", "fixed.threshold", "primary")
+# Fields newer than some records, each with the value that does what a record without it did (a
+# function of that record's flat config), or ANY: a record without it ran no variant that reads it
+# (online_rft_fixed), or predates the report's primary comparison (`primary` is not neutral:
+# changing it once results exist is a change the record keeps). The optimizer blocks of p0_sft and
+# warm_start took sft's Adam settings, the PRM's the trainer's defaults; their schedules were the
+# derived defaults (None); data.test_name "" is the data's own test split.
+ANY = object()
+
+
+def _as_sft(field: str):
+    return lambda old: old.get(f"sft.{field}")
+
+
+_ADAM = ("init_lr", "b1", "b2", "eps", "clip_norm")
+INTRODUCED = {
+    "fixed.from_run": ANY, "fixed.temperature": ANY, "fixed.threshold": ANY, "primary": ANY,
+    "data.test_name": "",
+    **{f"{s}.{f}": None for s in ("p0_sft", "warm_start") for f in ("min_lr", "warmup_steps", "decay_steps")},
+    **{f"p0_sft.{f}": _as_sft(f) for f in _ADAM + ("weight_decay",)},
+    **{f"warm_start.{f}": _as_sft(f) for f in _ADAM},
+    "warm_start.weight_decay": 0.0, "warm_start.micro_batch_size": None,
+    "prm.warmup_steps": None, "prm.decay_steps": None, "prm.init_lr": 0.0, "prm.weight_decay": 0.0,
+    "prm.b1": 0.9, "prm.b2": 0.999, "prm.eps": 1e-8, "prm.clip_norm": 1.0,
+}
 # Fields no longer in the config, with the value that behaves as the config does without them
 # (search.restrict gave way to the variants bstar_temperature_only and bstar_threshold_only).
 RETIRED = {"search.restrict": "both"}
@@ -112,7 +132,11 @@ def differences(old: dict, new: dict) -> list[str]:
     for k in sorted(set(a) | set(b)):
         if k in NEUTRAL or a.get(k) == b.get(k):
             continue
-        if (k in INTRODUCED and k not in a) or (k in RETIRED and k not in b and a.get(k) == RETIRED[k]):
+        if k in INTRODUCED and k not in a:
+            same = INTRODUCED[k](a) if callable(INTRODUCED[k]) else INTRODUCED[k]
+            if same is ANY or b.get(k) == same:
+                continue
+        if k in RETIRED and k not in b and a.get(k) == RETIRED[k]:
             continue
         if k in GROWABLE and isinstance(a.get(k), int) and isinstance(b.get(k), int) and b[k] >= a[k]:
             continue

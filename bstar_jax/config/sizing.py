@@ -4,7 +4,7 @@ from a fraction of HBM (rows per sampler call, SFT micro-batch). docs/memory.md 
 Sizing is an estimate, made before anything is compiled: the fixed part (weights, and whatever the
 caller says stays resident, e.g. optimizer state) plus a per-row part (KV cache and temporaries of
 the sampler, activations of the SFT step) must fit in `fraction` of the device's
-memory. `resolve_sizes` applies both to a config (the loop and P_0's fine-tune call it);
+memory. `resolve_sizes` applies both to a config (the run calls it once, before P_0);
 `python -m bstar_jax.tpu_fit` compiles the real programs and checks the result.
 """
 from __future__ import annotations
@@ -228,12 +228,18 @@ def prompt_bucket(config) -> int:
     return pow2_bucket(int(config.sft.max_prompt_len), 8)
 
 
-def resolve_sizes(config, cfg: models.ModelConfig, mesh, prompt_len: int) -> ml_collections.ConfigDict:
-    """A copy of `config` with sampling.batch_rows and sft / p0_sft micro_batch_size derived from
-    sampling.hbm_fraction and sft.hbm_fraction (each left as set when its fraction is 0).
+def resolve_sizes(config, cfg: models.ModelConfig, mesh, prompt_len: int | None = None) -> ml_collections.ConfigDict:
+    """`config` with sampling.batch_rows and sft / p0_sft micro_batch_size derived from
+    sampling.hbm_fraction and sft.hbm_fraction (each left as set when its fraction is 0; `config`
+    itself when both are). The run calls this once, when P_0's shapes are known and before P_0 is
+    fine-tuned (bstar/policy.py); the fit tool before it reads the plan.
 
-    prompt_len: the longest prompt the sampler will see (with a PRM, the labelling prompts hold a
-    question and a partial solution: prompt_len + max_new_tokens is used)."""
+    prompt_len: the longest prompt the sampler will see, default `prompt_bucket(config)` (with a
+    PRM, the labelling prompts hold a question and a partial solution: prompt_len + max_new_tokens
+    is used)."""
+    if float(config.sampling.hbm_fraction) <= 0 and float(config.sft.hbm_fraction) <= 0:
+        return config
+    prompt_len = prompt_bucket(config) if prompt_len is None else int(prompt_len)
     c = ml_collections.ConfigDict(config.to_dict())
     r = resident(config, cfg, mesh)
     gb = float(c.get("device_memory_gb", 0.0))

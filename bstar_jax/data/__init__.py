@@ -21,6 +21,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from bstar_jax.core import names
 from bstar_jax.data.apps import load_apps_jsonl
 from bstar_jax.data.arc import load_arc_jsonl
 from bstar_jax.data import code_synthetic
@@ -31,8 +32,8 @@ from bstar_jax.data.humaneval import load_humaneval
 from bstar_jax.data.records import CodeTests, DataError, Example, read_records
 from bstar_jax.data.synthetic import alternative_solutions, make_splits, with_alternatives
 
-CODE_NAMES = ("apps_jsonl", "humaneval", "code_synthetic")  # programming problems (task "code")
-NAMES = ("synthetic", "gsm8k_jsonl", "gsm8k_tfds", "math_jsonl", "arc_jsonl", "gsm_symbolic") + CODE_NAMES
+CODE_NAMES = names.CODE_DATASETS  # programming problems (task "code")
+NAMES = names.DATASETS
 TEST_ONLY = ("humaneval",)  # held-out sets without a train split
 _GENERATED = {"synthetic": make_splits, "gsm_symbolic": make_symbolic_splits,
               "code_synthetic": code_synthetic.make_splits}

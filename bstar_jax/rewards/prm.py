@@ -45,13 +45,14 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from bstar_jax.train import batching
 from bstar_jax.core import distributed
 from bstar_jax.core import mesh as mesh_lib
+from bstar_jax.core import names
 from bstar_jax.core.shapes import pow2_bucket, round_up
 from bstar_jax import models
 from bstar_jax.text.tokenizer import ANSWER_MARKER, STEP_SEPARATOR
 
 TRUNCATED_SCORE = -5.0  # the official code's broken-sample entry (paper App. A.1)
 PRM_SCALE = 5.0  # Eq. 2: prm / 5 "normalises" the raw logit to about [-1, 1] (unclipped)
-HEAD_INITS = ("lm_head_mean", "zero")
+HEAD_INITS = names.PRM_HEAD_INITS
 HEAD_AXES = {"w": ("embed",), "b": ()}
 
 

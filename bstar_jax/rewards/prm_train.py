@@ -2,10 +2,11 @@
 
 As the official `train_rm_pointwise.py --train_on_every_token` (docs/training.md): every token of step k's segment
 (the step text plus its trailing "\\n\\n") has target label_k and weight 1, prompt tokens weight
-0, loss = Σ w·BCE / Σ w. The optimizer is the official one: AdamW (β 0.9/0.999, ε 1e-8, no weight
-decay), warmup then cosine to `end_learning_rate`, gradient-norm clipping at 1.0, with token
-embeddings and every RMSNorm frozen (the LM head is unused by the PRM and frozen too). The official
-run: LR 2e-6 -> 2e-7, warmup 0.2 of an epoch, 2 epochs, batch 256, lengths 768/768/1024.
+0, loss = Σ w·BCE / Σ w. The optimizer is config.prm's optimizer block, by default the official one:
+Adam (β 0.9/0.999, ε 1e-8, no weight decay), warmup a tenth of the steps then cosine to `min_lr`,
+gradient-norm clipping at 1.0, with token embeddings and every RMSNorm frozen (the LM head is unused
+by the PRM and frozen too). The official run: LR 2e-6 -> 2e-7, warmup 0.2 of an epoch, 2 epochs,
+batch 256, lengths 768/768/1024.
 
 A record is (question, steps, labels) in the prm-v4 layout: the steps joined by "\\n\\n" are the
 response, so the last step may be the answer "# Answer\\n\\n{a}" with its own label (as
@@ -90,15 +91,10 @@ def trainable_mask(prm_params) -> dict:
 BATCH_NDIMS = {"tokens": 2, "targets": 2, "weights": 2, "positions": 2, "segment_ids": 2, "lengths": 1}
 
 
-def train_spec(*, num_steps: int, batch_size: int, micro_batch_size: int | None = None,
-               learning_rate: float = 2e-6, end_learning_rate: float = 2e-7, warmup_steps: int | None = None,
-               clip_norm: float = 1.0) -> trainer.TrainSpec:
-    """The trainer settings of a PRM run; warmup_steps defaults to 10% of num_steps (the official
-    0.2 epoch of a 2-epoch run); micro_batch_size (default batch_size) rows per accumulation step."""
-    warmup = int(round(0.1 * num_steps)) if warmup_steps is None else int(warmup_steps)
-    return trainer.TrainSpec(lr=float(learning_rate), min_lr=float(end_learning_rate), warmup_steps=warmup,
-                             decay_steps=max(int(num_steps), warmup + 1), clip_norm=float(clip_norm),
-                             batch_size=int(batch_size), micro_batch_size=int(micro_batch_size or batch_size))
+def train_spec(prm_config) -> trainer.TrainSpec:
+    """The trainer settings of a PRM config: its optimizer block, dtypes and stopping rules (the
+    run's comes from bstar_jax/config/plan.py, train_config(config, "prm"))."""
+    return trainer.TrainSpec.from_config(prm_config)
 
 
 def make_step(cfg: models.ModelConfig, mask, spec: trainer.TrainSpec, state_shardings, mesh, *, remat: bool = False):
@@ -108,40 +104,36 @@ def make_step(cfg: models.ModelConfig, mask, spec: trainer.TrainSpec, state_shar
     return trainer.make_step(loss_fn, mask, spec, state_shardings, BATCH_NDIMS, mesh)
 
 
-def train_prm(cfg: models.ModelConfig, prm_params, tokenizer, records: Sequence, *, num_steps: int,
-              batch_size: int = 8, micro_batch_size: int | None = None, learning_rate: float = 2e-6,
-              end_learning_rate: float = 2e-7, warmup_steps: int | None = None, clip_norm: float = 1.0,
-              max_len: int = 1024, remat: bool = False, seed: int = 0, mesh=None, pack: bool = True,
-              pack_len: int = 0) -> tuple[dict, list[float]]:
+def train_prm(cfg: models.ModelConfig, prm_params, tokenizer, records: Sequence, prm_config, *, num_steps: int,
+              seed: int = 0, mesh=None) -> tuple[dict, list[float]]:
     """Runs `num_steps` PRM updates over shuffled `records`; returns (new params, loss per step).
 
     records: PRMRecords, (question, steps, labels) tuples or prm-v4 dicts; every record is
     checked and tokenised before the first step, so a bad one fails with its index first.
-    warmup_steps defaults to 10% of num_steps (the official 0.2 epoch of a 2-epoch run).
-    micro_batch_size: rows per gradient-accumulation step (default batch_size: no accumulation);
-    remat: recompute layers in the backward pass. Both trade time for device memory only.
+    prm_config: the trainer settings (plan.train_config(config, "prm")): an optimizer block
+    (batch_size records per step, micro_batch_size per accumulation step), dtypes, stopping rules,
+    remat ("full": recompute layers in the backward pass), max_len (tokens per record) and pack
+    (several records per row, batching.pack_step; rows of pack_len tokens, 0 = max_len).
     A non-finite loss or gradient norm, or a diverging run, raises a trainer.TrainingError (the
-    input params are left as they were). mesh=None trains on one device. pack: several records per
-    row (batching.pack_step; rows of pack_len tokens, 0 = max_len); batch_size stays records per step.
+    input params are left as they were). mesh=None trains on one device.
     """
     if num_steps < 1:
         raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+    c = prm_config
     mesh = mesh or mesh_lib.make_mesh(1, 1, 1, devices=jax.devices()[:1])
-    batching.check_batch_size(batch_size, mesh)
-    if micro_batch_size:
-        batching.check_batch_size(micro_batch_size, mesh, "micro_batch_size")
+    spec = train_spec(c)
+    batching.check_batch_size(spec.batch_size, mesh)
+    batching.check_batch_size(spec.micro_batch_size, mesh, "micro_batch_size")
+    max_len = int(c.max_len)
     recs = [as_record(r, i) for i, r in enumerate(records)]
     encoded = [encode_record(tokenizer, r, max_len=max_len, index=i) for i, r in enumerate(recs)]
-    spec = train_spec(num_steps=num_steps, batch_size=batch_size, micro_batch_size=micro_batch_size,
-                      learning_rate=learning_rate, end_learning_rate=end_learning_rate, warmup_steps=warmup_steps,
-                      clip_norm=clip_norm)
     mask = trainable_mask(prm_params)
     state = trainer.init_state(prm_params, mask, spec, prm_lib.prm_shardings(cfg, mesh), mesh)
-    step_fn = make_step(cfg, mask, spec, trainer.shardings_of(state), mesh, remat=remat)
+    step_fn = make_step(cfg, mask, spec, trainer.shardings_of(state), mesh, remat=c.remat == "full")
     pad_id = cfg.pad_id
-    batches = batching.iterate_rows([prm_row(e) for e in encoded], batch_size, jax.random.key(seed),
-                                    max_len=max_len, pad_id=pad_id, mesh=mesh, pack=pack, pack_len=pack_len,
-                                    accum=spec.batch_size // spec.micro_batch_size,
+    batches = batching.iterate_rows([prm_row(e) for e in encoded], spec.batch_size, jax.random.key(seed),
+                                    max_len=max_len, pad_id=pad_id, mesh=mesh, pack=bool(c.pack),
+                                    pack_len=int(c.pack_len), accum=spec.batch_size // spec.micro_batch_size,
                                     key_cost=batching.attention_key_cost(cfg))
     state, summary = trainer.fit(state, step_fn, batches, spec, mesh, num_steps, what="PRM training")
     return state.params, summary["losses"]

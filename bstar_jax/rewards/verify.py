@@ -35,11 +35,12 @@ import numbers
 import re
 from fractions import Fraction
 
+from bstar_jax.core import names
 from bstar_jax.rewards import math_verify_pool
 from bstar_jax.rewards.math_normalize import MAX_ANSWER_CHARS, math_answers_equal
 
-TASKS = ("gsm8k", "math", "arc")
-MODES = ("normalized", "exact", "math_verify")
+TASKS = names.TASKS
+MODES = names.ANSWER_CHECKS
 MATH_VERIFY_TASKS = ("math",)  # the tasks "math_verify" grades
 ANSWER_SEP = "\n\n# Answer\n\n"  # every extraction in the official code splits on this
 EOS_STRINGS = ("</s>", "<|endoftext|>", "<|im_end|>", "<|eot_id|>", "<|end_of_text|>",

@@ -1,5 +1,8 @@
 """Supervised fine-tuning of the policy on selected samples: the completion-only loss and the
-SFT settings, trained by bstar_jax/train/trainer.py (sharded, donated, accumulated; docs/training.md).
+compiled SFT step, trained by bstar_jax/train/trainer.py (sharded, donated, accumulated;
+docs/training.md). An SFT config holds the fields of config.sft (declared in
+bstar_jax/config/schema.py, listed in docs/config.md); P_0's fine-tune and the warm start pass the
+same fields with their own optimizer block.
 
 The loss of a micro-batch is the mean cross-entropy over its target tokens (response + EOS;
 prompt tokens masked), as in the official code; the trainer scales it by 1/accumulation steps and
@@ -9,60 +12,30 @@ weights by default) and cast to `compute_dtype` inside the loss.
 """
 from __future__ import annotations
 
+import collections
 import functools
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import optax
 
 from bstar_jax.train import batching
 from bstar_jax import models
+from bstar_jax.core import names
 from bstar_jax.train import trainer
 
 _NORMS = ("attn_norm", "mlp_norm", "final_norm")
 _BATCH_NDIMS = {"tokens": 2, "loss_mask": 2, "positions": 2, "segment_ids": 2, "lengths": 1}
 
 
-def default_config() -> ml_collections.ConfigDict:
-    """SFT settings at the paper's scale (docs/training.md); configs override a few fields."""
-    c = ml_collections.ConfigDict()
-    c.lr = 4.12e-6  # peak LR (the official self-improvement LR)
-    c.min_lr = 2e-7  # cosine floor (end value)
-    c.init_lr = 0.0  # LR at schedule count 0, start of the linear warmup (HF/torch convention)
-    c.warmup_steps = 105  # optimizer steps; 0.2 x len(loader) = 0.2 x 528 (official)
-    c.decay_steps = 4750  # optimizer steps from 0 to the floor, warmup included (optax); 9 x 528
-    c.weight_decay = 0.0  # decoupled (AdamW); 0.0 in the official code; norms/biases never decay
-    c.b1 = 0.9  # Adam beta1
-    c.b2 = 0.999  # Adam beta2
-    c.eps = 1e-8  # Adam epsilon
-    c.clip_norm = 1.0  # global gradient-norm clip
-    c.batch_size = 128  # examples per optimizer step (global, all devices), packed or not
-    c.micro_batch_size = 64  # examples per accumulation step (global): 8 per GPU x 8 GPUs (official)
-    c.loss_groups = 1  # token means per micro-batch, averaged; official = one per GPU (8)
-    c.pack = True  # several examples per row, attention kept within each (docs/training.md, Packing)
-    c.pack_len = 0  # tokens per packed row (0 = max_len); rows are shorter when a step has fewer tokens
-    c.max_len = 1024  # tokens per sequence, prompt + target
-    c.max_prompt_len = 768  # prompt tokens kept (left-truncated)
-    c.max_target_len = 768  # target tokens kept incl. EOS (right-truncated)
-    c.truncate = True  # True: cut as the official code; False: a too-long example is an error
-    c.min_bucket = 16  # shortest padded length (tokens); lengths are powers of two up to max_len
-    c.pad_id = 0  # token id of padding (masked out of the loss, never attended to)
-    c.freeze_embeddings = True  # token embeddings frozen
-    c.freeze_lm_head = True  # LM head frozen
-    c.freeze_norms = True  # every RMSNorm weight frozen
-    c.param_dtype = "float32"  # master-weight dtype the state keeps ("" = as loaded)
-    c.compute_dtype = "bfloat16"  # activations/matmuls in the loss ("" = the model config's dtype)
-    c.mu_dtype = ""  # Adam first-moment dtype ("" = param dtype; official keeps it in bf16)
-    c.remat = "none"  # "full": recompute each layer in the backward pass (less memory, ~1/3 more FLOPs)
-    c.steps_per_iteration = 500  # optimizer steps per self-improvement iteration
-    # Divergence rules (trainer.Monitor, docs/training.md); a factor of 0 switches a rule off.
-    c.diverge_warmup_steps = 20  # steps of a phase before the loss rule applies
-    c.diverge_window = 50  # recent losses whose median is the reference
-    c.diverge_loss_factor = 5.0  # stop when loss > 5 x that median and ...
-    c.diverge_loss_margin = 1.0  # ... loss > median + 1 nat
-    c.diverge_weight_norm_factor = 10.0  # stop when the global weight norm > 10 x its phase-start value
-    return c
+# The fields of an SFT config the compiled step depends on, its jit cache key: the optimizer block
+# and schedule (constants of the program), the dtypes, the loss grouping, remat and the frozen
+# weights. The rest (lengths, packing, steps, divergence rules, sizing fractions) never reaches the
+# device program, so changing it reuses the compiled step.
+STEP_FIELDS = ("lr", "min_lr", "init_lr", "warmup_steps", "decay_steps", "weight_decay", "b1", "b2", "eps",
+               "clip_norm", "batch_size", "micro_batch_size", "param_dtype", "compute_dtype", "mu_dtype",
+               "loss_groups", "remat", "freeze_embeddings", "freeze_lm_head", "freeze_norms")
+_STEP_CACHE_SIZE = 16
 
 
 def train_spec(sft_config) -> trainer.TrainSpec:
@@ -140,7 +113,7 @@ def completion_loss(logits_BxLxV, tokens_BxL, loss_mask_BxL, groups: int = 1):
     return jnp.mean(sums / jnp.maximum(counts, 1.0))
 
 
-REMAT = ("none", "full")
+REMAT = names.REMAT
 
 
 def check_remat(value, field: str = "sft.remat") -> bool:
@@ -160,25 +133,28 @@ def sft_loss(params, batch, *, cfg, groups: int = 1, remat: bool = False):
     return completion_loss(logits, batch["tokens"], batch["loss_mask"], groups)
 
 
-@functools.lru_cache(maxsize=16)
-def _compiled_step(cfg, sft_config_items: tuple, mesh):
-    c = ml_collections.ConfigDict(dict(sft_config_items))
+def _build_step(cfg, sft_config, mesh):
+    c = sft_config
     spec = train_spec(c)
     cfg_c = cfg.replace(dtype=str(c.compute_dtype)) if c.compute_dtype else cfg
-    loss_fn = functools.partial(sft_loss, cfg=cfg_c, groups=int(c.loss_groups),
-                                remat=check_remat(c.get("remat", "none")))
+    loss_fn = functools.partial(sft_loss, cfg=cfg_c, groups=int(c.loss_groups), remat=check_remat(c.remat))
     shapes = models.param_shapes(cfg)
     mask = trainable_mask(shapes, c)
     state_sh = trainer.shardings_of(abstract_train_state(cfg, c, mesh))
     return trainer.make_step(loss_fn, mask, spec, state_sh, _BATCH_NDIMS, mesh)
 
 
-def _key(sft_config) -> tuple:
-    """The hashable config fields that shape the step (the rest never reach the device)."""
-    fields = {f for f in sft_config.keys()} - {"steps_per_iteration", "max_prompt_len", "max_target_len",
-                                                "truncate", "min_bucket", "pad_id", "max_len", "pack",
-                                                "pack_len"}
-    return tuple(sorted((k, sft_config[k]) for k in fields))
+def step_key(sft_config) -> tuple:
+    """The values of STEP_FIELDS: two SFT configs with the same key compile the same step."""
+    return tuple((k, sft_config[k]) for k in STEP_FIELDS)
+
+
+_compiled_steps: collections.OrderedDict = collections.OrderedDict()  # (cfg, step_key, mesh) -> step
+
+
+def clear_step_cache() -> None:
+    """Forgets every compiled step (tests that count compilations)."""
+    _compiled_steps.clear()
 
 
 def make_train_step(cfg, sft_config, mesh):
@@ -187,12 +163,18 @@ def make_train_step(cfg, sft_config, mesh):
     batch: the dict of batching.iterate_batches (tokens, loss_mask, positions, segment_ids,
     lengths), global: batch_size rows, or packed rows holding batch_size examples. metrics: loss (mean over micro-batches of the per-micro-batch token mean),
     grad_norm (before clipping), lr (used by this update), finite, weight_norm.
-    Cached: the same (cfg, config, mesh) returns the same compiled function.
+    Cached: the same (cfg, step_key(config), mesh) returns the same compiled function.
     """
     train_spec(sft_config)
     batching.check_batch_size(int(sft_config.batch_size), mesh)
     batching.check_batch_size(int(sft_config.micro_batch_size), mesh, "micro_batch_size")
-    return _compiled_step(cfg, _key(sft_config), mesh)
+    key = (cfg, step_key(sft_config), mesh)
+    if key not in _compiled_steps:
+        _compiled_steps[key] = _build_step(cfg, sft_config, mesh)
+        while len(_compiled_steps) > _STEP_CACHE_SIZE:
+            _compiled_steps.popitem(last=False)
+    _compiled_steps.move_to_end(key)
+    return _compiled_steps[key]
 
 
 device_batch = trainer.device_batch

@@ -45,28 +45,29 @@ class TrainState:
 
 @dataclasses.dataclass(frozen=True)
 class TrainSpec:
-    """The hashable settings that shape the compiled step and the stopping rules."""
+    """The settings that shape the compiled step and the stopping rules: one optimizer block, the
+    train state's dtypes and the divergence rules. Each field is a config field, declared (type,
+    default, range, meaning) in bstar_jax/config/schema.py and listed in docs/config.md."""
 
     lr: float
     min_lr: float
+    init_lr: float
     warmup_steps: int
     decay_steps: int
-    init_lr: float = 0.0
-    weight_decay: float = 0.0
-    b1: float = 0.9
-    b2: float = 0.999
-    eps: float = 1e-8
-    clip_norm: float = 1.0
-    batch_size: int = 1
-    micro_batch_size: int = 1
-    param_dtype: str = ""  # master-weight dtype kept in the state ("" = as given)
-    mu_dtype: str = ""  # Adam first-moment dtype ("" = the param dtype)
-    # Divergence (docs/training.md); a factor of 0 switches its rule off.
-    diverge_warmup_steps: int = 20  # steps of a phase before the loss rule is applied
-    diverge_window: int = 50  # recent finite losses whose median is the reference
-    diverge_loss_factor: float = 5.0  # stop when loss > factor x median ...
-    diverge_loss_margin: float = 1.0  # ... and loss > median + margin (nats)
-    diverge_weight_norm_factor: float = 10.0  # stop when |params| > factor x |params| at phase start
+    weight_decay: float
+    b1: float
+    b2: float
+    eps: float
+    clip_norm: float
+    batch_size: int
+    micro_batch_size: int
+    param_dtype: str  # "" = as given
+    mu_dtype: str  # "" = the param dtype
+    diverge_warmup_steps: int
+    diverge_window: int
+    diverge_loss_factor: float
+    diverge_loss_margin: float
+    diverge_weight_norm_factor: float
 
     def __post_init__(self):
         checks = [
@@ -86,17 +87,19 @@ class TrainSpec:
 
     @classmethod
     def from_config(cls, c, **overrides) -> "TrainSpec":
-        """The spec from a ConfigDict (or any object) holding these fields by name; fields it
-        lacks keep their defaults."""
+        """The spec from a ConfigDict (or a dict) holding every field by name; `overrides` win. A
+        field neither holds is a ValueError naming it."""
+        cast = {"float": float, "int": int, "str": lambda v: str(v or "")}
         kw = {}
         for f in dataclasses.fields(cls):
             if f.name in overrides:
-                kw[f.name] = overrides[f.name]
-            elif hasattr(c, f.name) and (not hasattr(c, "get") or f.name in c):
-                kw[f.name] = getattr(c, f.name)
-        cast = {"float": float, "int": int, "str": lambda v: str(v or "")}
-        return cls(**{k: cast[next(f.type for f in dataclasses.fields(cls) if f.name == k)](v)
-                      for k, v in kw.items()})
+                value = overrides[f.name]
+            elif f.name in c:
+                value = c[f.name]
+            else:
+                raise ValueError(f"training config: no {f.name} (every fine-tune's config holds it, docs/config.md)")
+            kw[f.name] = cast[f.type](value)
+        return cls(**kw)
 
 
 # ------------------------------------------------------------------ optimizer

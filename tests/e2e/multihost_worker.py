@@ -74,10 +74,11 @@ def _pools(mesh) -> dict:
 
 
 def _sft_step(cfg, params, mesh, key) -> dict:
+    from bstar_jax.config import schema
     from bstar_jax.train import batching, sft
     from bstar_jax.core import distributed
 
-    c = sft.default_config()
+    c = schema.section("sft")
     c.update(dict(lr=1e-2, warmup_steps=0, decay_steps=10, batch_size=8, micro_batch_size=8, max_len=32,
                   max_prompt_len=16, max_target_len=16, compute_dtype="", freeze_norms=False))
     rng = np.random.default_rng(SEED + 2)
@@ -97,10 +98,13 @@ def _sft_step(cfg, params, mesh, key) -> dict:
 def _prm_step(cfg, params, mesh) -> dict:
     from bstar_jax.core import distributed
     from bstar_jax.train import trainer
+    from bstar_jax.config import plan, schema
     from bstar_jax.rewards import prm, prm_train
 
     prm_params = prm.init_prm(cfg, params)
-    spec = prm_train.train_spec(num_steps=4, batch_size=8, learning_rate=1e-2, end_learning_rate=1e-3)
+    config = schema.defaults()
+    config.prm.update(dict(steps=4, batch_size=8, micro_batch_size=8, lr=1e-2, min_lr=1e-3))
+    spec = prm_train.train_spec(plan.train_config(config, "prm"))
     mask = prm_train.trainable_mask(prm_params)
     state = trainer.init_state(prm_params, mask, spec, prm.prm_shardings(cfg, mesh), mesh)
     step = prm_train.make_step(cfg, mask, spec, trainer.shardings_of(state), mesh)

@@ -70,7 +70,7 @@ def test_p0_sft_fine_tunes_a_loaded_model_once(tmp_path, p0_dir):
     c.p0_sft.steps, c.p0_sft.batch_size, c.p0_sft.micro_batch_size, c.p0_sft.lr = 3, 8, 8, 1e-3
     mesh = mesh_lib.make_mesh()
     train = data.load_splits(c.data, c.seed)["train"]
-    tokenizer, (cfg, params) = warmstart.load_policy(c, mesh, train)
+    _, tokenizer, (cfg, params) = warmstart.load_policy(c, mesh, train)
     saved = tmp_path / "work" / "p0"
     assert (saved / "config.json").exists() and (saved / "tokenizer.json").exists()
     assert tokenizer.eos_token_id == cfg.eos_token_id
@@ -78,9 +78,33 @@ def test_p0_sft_fine_tunes_a_loaded_model_once(tmp_path, p0_dir):
     flat = lambda t: np.concatenate([np.ravel(np.asarray(x)) for x in jax.tree.leaves(t)])
     assert not np.allclose(flat(base), flat(params))  # trained
     stamp = os.path.getmtime(saved / "config.json")
-    _, (_, again) = warmstart.load_policy(c, mesh, train)  # cached: loaded, not retrained
+    _, _, (_, again) = warmstart.load_policy(c, mesh, train)  # cached: loaded, not retrained
     assert os.path.getmtime(saved / "config.json") == stamp
     np.testing.assert_allclose(flat(again), flat(params), atol=1e-6)
+
+
+def test_sizes_are_resolved_once_before_p0(tmp_path, p0_dir, monkeypatch):
+    """With sizes from device memory, load_policy resolves them once, before P_0's fine-tune, which
+    trains with the resolved micro-batch; the loop gets that same resolved config."""
+    from bstar_jax import data
+    from bstar_jax.bstar import policy
+    from bstar_jax.config import sizing
+    from bstar_jax.train import sft
+
+    c = tiny(tmp_path / "work")
+    c.warm_start.enabled, c.model.path = False, str(p0_dir)
+    c.p0_sft.steps, c.p0_sft.batch_size, c.p0_sft.micro_batch_size, c.p0_sft.lr = 2, 16, 16, 1e-3
+    c.sft.hbm_fraction, c.device_memory_gb = 0.5, 0.045  # 24 MB a device: room for one 12.6 MB row, not two
+    calls, trained = [], []
+    resolve, run_sft = sizing.resolve_sizes, sft.run_sft
+    monkeypatch.setattr(sizing, "resolve_sizes", lambda *a, **k: calls.append(1) or resolve(*a, **k))
+    monkeypatch.setattr(sft, "run_sft", lambda state, examples, cfg, sft_config, *a, **k:
+                        trained.append(int(sft_config.micro_batch_size)) or run_sft(state, examples, cfg, sft_config,
+                                                                                     *a, **k))
+    mesh = mesh_lib.make_mesh()
+    sized, _, _ = policy.load_policy(c, mesh, data.load_splits(c.data, c.seed)["train"])
+    assert calls == [1] and trained == [sized.p0_sft.micro_batch_size]
+    assert sized.p0_sft.micro_batch_size < 16 and 16 % sized.p0_sft.micro_batch_size == 0
 
 
 def test_bstar_and_online_rft_with_and_without_prm(tmp_path, p0_dir):

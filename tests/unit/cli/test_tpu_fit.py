@@ -10,9 +10,10 @@ from configs import demo
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("libtpu") is None, reason="libtpu is not installed")
 
-PROGRAMS = ["sample: dev search (T x K)", "sample: iteration", "sample: eval greedy", "sample: eval K", "decode step",
-            "SFT step", "SFT micro-step", "warm-start SFT step", "sample: PRM solutions", "sample: PRM completions",
-            "PRM train step", "PRM scoring"]
+# In the order of the call plan's phases (config/plan.py): P_0, PRM, search, iteration, evaluation.
+PROGRAMS = ["warm-start SFT step", "sample: PRM solutions", "sample: PRM completions", "PRM train step", "PRM scoring",
+            "sample: dev search (T x K)", "sample: iteration", "decode step", "SFT step", "SFT micro-step",
+            "sample: eval greedy", "sample: eval K"]
 
 
 @pytest.fixture(scope="module")

@@ -144,8 +144,9 @@ def test_record_is_written_then_enforced(tmp_path):
 
 
 def test_record_of_an_older_config_still_resumes(tmp_path):
-    """A record made before config.fixed existed and while search.restrict did ("both", the
-    behaviour of today's bstar) is no change; any other search.restrict is."""
+    """A record made before config.fixed and the optimizer blocks of p0_sft, warm_start and prm
+    existed, and while search.restrict did ("both", the behaviour of today's bstar), is no change
+    when the new fields do what the older code did; any other value, or search.restrict, is."""
     c = tiny(tmp_path / "w")
     os.makedirs(c.workdir)
     run_record.check_and_record(c)
@@ -157,6 +158,12 @@ def test_record_of_an_older_config_still_resumes(tmp_path):
     record["config"]["search.restrict"] = "both"
     open(path, "w").write(json.dumps(record))
     run_record.check_and_record(c)
+    # A new field at a value other than what the older code did is a change: the warm start ran Adam.
+    open(path, "w").write(json.dumps(record))
+    c.warm_start.weight_decay = 0.1
+    with pytest.raises(run_record.ConfigChangedError, match=r"warm_start.weight_decay: '\(unset\)' -> 0.1"):
+        run_record.check_and_record(c)
+    c.warm_start.weight_decay = 0.0
     record["config"]["search.restrict"] = "temperature"
     open(path, "w").write(json.dumps(record))
     with pytest.raises(run_record.ConfigChangedError, match="search.restrict: 'temperature' -> '.unset.'"):

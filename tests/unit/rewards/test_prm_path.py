@@ -71,7 +71,7 @@ def test_a_supplied_prm_scores_and_none_is_trained(tmp_path, model, monkeypatch)
 
     monkeypatch.setattr(prm_phase, "_train", no_training)
     splits = data.load_splits(c.data, c.seed)
-    tokenizer, p0 = policy.load_policy(c, mesh, splits["train"])
+    _, tokenizer, p0 = policy.load_policy(c, mesh, splits["train"])
     score = prm_phase.prepare_prm(c, mesh, tokenizer, p0, splits, streams.Streams(0).key("prm"))
     texts = np.array([[["We add 3 and 4.\n\nSo x = 7.\n\n# Answer\n\n7", "We add 3 and"]]], dtype=object)
     samples = GridSamples(temperatures=np.ones(1, np.float32), texts=texts, tokens=np.zeros((1, 1, 2, 1), np.int32),

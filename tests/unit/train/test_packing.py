@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from bstar_jax.config import schema
 from bstar_jax.train import batching, sft, trainer
 from bstar_jax import models
 from bstar_jax.core import mesh as mesh_lib
@@ -114,7 +115,7 @@ def test_packed_sft_loss_and_gradients_equal_padded(accum, groups):
 
 
 def test_run_sft_packed_equals_padded():
-    c = sft.default_config()
+    c = schema.section("sft")
     c.update(dict(lr=1e-2, min_lr=1e-3, warmup_steps=0, decay_steps=10, batch_size=16, micro_batch_size=8,
                   loss_groups=2, max_len=64, max_prompt_len=32, max_target_len=32, compute_dtype="float32",
                   freeze_embeddings=False, freeze_lm_head=False, freeze_norms=False))

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from bstar_jax.models.hf import params_from_torch_layout
+from bstar_jax.config import schema
 from bstar_jax.train import batching, sft, trainer
 from bstar_jax import models
 from bstar_jax.bstar import variants
@@ -221,7 +222,7 @@ def test_carry_over_rules():
 
 
 def test_default_schedule_matches_the_official_one():
-    lr = sft.make_schedule(sft.default_config())
+    lr = sft.make_schedule(schema.section("sft"))
     assert float(lr(0)) == 0.0 and abs(float(lr(105)) - 4.12e-6) < 1e-12
     # The official schedule: about 4.05e-6 at step 500, 2.7e-6 at 2,000, 4.5e-7 at 4,000; floor 2e-7.
     for step, want in ((500, 4.05e-6), (2000, 2.72e-6), (4000, 4.5e-7), (4750, 2e-7), (6000, 2e-7)):
@@ -286,7 +287,8 @@ def test_tied_embeddings_need_consistent_freezing():
 
 def _toy_step(loss_fn, lr=0.1):
     mesh = single_mesh()
-    spec = trainer.TrainSpec(lr=lr, min_lr=0.0, warmup_steps=0, decay_steps=10, batch_size=8, micro_batch_size=4)
+    spec = trainer.TrainSpec.from_config(schema.section("sft"), lr=lr, min_lr=0.0, warmup_steps=0, decay_steps=10,
+                                         batch_size=8, micro_batch_size=4)
     params = {"w": jnp.asarray([0.0, 1.0]), "frozen": jnp.asarray([2.0])}
     mask = {"w": True, "frozen": False}
     repl = mesh_lib.replicated(mesh)
