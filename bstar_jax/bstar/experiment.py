@@ -58,7 +58,7 @@ def run(config, mesh, *, command: str | None = None) -> str:
             handler.addFilter(_QuietLibraries())
     config_check.validate(config, mesh)  # every field, file and the workdir, before any work
     is_writer = distributed.is_writer()
-    run_record.check_and_record(config, is_writer=is_writer)  # a workdir remembers the config that made it
+    run_record.check_and_record(config)  # a workdir remembers the config that made it
     splits = data.load_splits(config.data, config.seed)
     config_check.validate_examples(splits)
     tokenizer, p0 = load_policy(config, mesh, splits["train"])

@@ -29,7 +29,7 @@ def load_policy(config, mesh, train: list[Example]):
     m = config.model
     if config.warm_start.enabled:
         folder = distributed.path(config.workdir) / "p0"
-        if not (folder / "config.json").exists():
+        if not _cached(folder):
             _train_p0(config, mesh, train, folder)
         local = distributed.local_folder(folder)  # transformers and safetensors read local files
         tokenizer = tok.load_tokenizer(local)
@@ -37,12 +37,18 @@ def load_policy(config, mesh, train: list[Example]):
         return tokenizer, (cfg, params)
     if int(config.p0_sft.steps) > 0:
         folder = distributed.path(config.workdir) / "p0"
-        if not (folder / "config.json").exists():
+        if not _cached(folder):
             tokenizer, (cfg, params) = _load_model(config, mesh, m.tokenizer or m.path, m.path)
             _sft_p0(config, mesh, tokenizer, cfg, params, train, folder)
         local = distributed.local_folder(folder)
         return _load_model(config, mesh, local, local)
     return _load_model(config, mesh, m.tokenizer or m.path, m.path)
+
+
+@distributed.decided_on_writer
+def _cached(folder) -> bool:
+    """True when P_0 is already in `folder` (the writer looks; every process follows)."""
+    return (distributed.path(folder) / "config.json").exists()
 
 
 def _load_model(config, mesh, tokenizer_path: str, model_path: str):
@@ -106,14 +112,14 @@ def _train_p0(config, mesh, train: list[Example], folder) -> None:
     tmp = folder.with_name(folder.name + ".partial")
     mixed = with_alternatives(train, int(w.orders_per_problem), seed=int(config.seed))
     texts = [tok.format_prompt(e.question) + e.solution for e in mixed]
-    # Process 0 trains and writes the tokenizer; the others load that very file.
+    # Process 0 trains and writes the tokenizer; every process (process 0 too) loads that very
+    # file, so that loading takes the same decisions everywhere.
     if distributed.is_writer():
         with tempfile.TemporaryDirectory() as local:  # the tokenizers library writes local files only
-            tokenizer = tok.train_bpe(texts, int(w.vocab_size), local)
+            tok.train_bpe(texts, int(w.vocab_size), local)
             distributed.copy_tree(local, tmp)
     distributed.barrier(f"p0 tokenizer: {folder}")
-    if not distributed.is_writer():
-        tokenizer = tok.load_tokenizer(distributed.local_folder(tmp))
+    tokenizer = tok.load_tokenizer(distributed.local_folder(tmp))
     cfg = models.ModelConfig(
         model_type="llama", vocab_size=len(tokenizer), hidden_size=int(w.hidden_size),
         intermediate_size=int(w.intermediate_size), num_layers=int(w.num_layers), num_heads=int(w.num_heads),

@@ -5,7 +5,8 @@ and content hashes) atomically. A later start in a workdir that already holds re
 (checkpoints, P_0, metrics rows) compares: a field that changes results refuses the run with the
 list of differing fields, unless `config.on_config_change="continue"`; fields that do not change
 results (`NEUTRAL`) may differ, and `iterations` may grow (a run extends exactly: every iteration
-draws its own random numbers). Only process 0 writes; paths go through etils.epath (gs:// works).
+draws its own random numbers). Process 0 alone reads, decides and writes; the other processes
+follow its decision (they raise the same refusal). Paths go through etils.epath (gs:// works).
 """
 from __future__ import annotations
 
@@ -131,12 +132,13 @@ def _write(path: epath.Path, record: dict) -> None:
     tmp.replace(path)
 
 
-def check_and_record(config, *, is_writer: bool = True) -> None:
+@distributed.decided_on_writer
+def check_and_record(config) -> None:
     """Refuses a config that would change the results already in the workdir; records this one.
 
     The first start (or a workdir without results yet) writes the record; a rerun with an
     equivalent config leaves it; `on_config_change="continue"` accepts the change, logs it and
-    appends it to the record's history.
+    appends it to the record's history. Runs in the writer; every process raises its refusal.
     """
     workdir = config.workdir
     path = epath.Path(workdir) / FILENAME
@@ -150,12 +152,10 @@ def check_and_record(config, *, is_writer: bool = True) -> None:
             raise ConfigChangedError(f"{path}: unreadable run record ({e}); restore it, or delete it to "
                                      f"record this config as the workdir's") from None
     has_results = _has_results(workdir)
-    # Every process has read the record before the writer replaces it: all take the same decision.
-    distributed.barrier("run record read")
     if old is not None and has_results:
         diff = differences(old, new)
         if not diff:
-            if is_writer and old.get("config") != new["config"]:  # neutral fields, or more iterations
+            if old.get("config") != new["config"]:  # neutral fields, or more iterations
                 _write(path, dict(new, history=old.get("history", [])))
             return
         if config.get("on_config_change", "refuse") != "continue":
@@ -167,5 +167,4 @@ def check_and_record(config, *, is_writer: bool = True) -> None:
     elif old is None and has_results:
         logging.warning("%s: results without a %s (an older version made them); recording this config",
                         workdir, FILENAME)
-    if is_writer:
-        _write(path, new)
+    _write(path, new)
