@@ -82,6 +82,7 @@ def base_config() -> mlc.ConfigDict:
     c.sft = sft.default_config()  # every field documented in bstar_jax/train/sft.py (paper §2.3, App. A.1)
     c.sft.compute_dtype = "float32"  # "bfloat16" on accelerators (fp32 master weights either way)
     c.sft.hbm_fraction = 0.0  # > 0: micro_batch_size (and p0_sft's) follow from this fraction of device memory
+    c.sft.save_every = 50  # SFT steps between saves of the SFT phase (0 = at its end and on a stop only)
 
     c.prm = mlc.ConfigDict()
     c.prm.path = ""  # a trained PRM checkpoint folder; "" = train one before iteration 1

@@ -16,7 +16,7 @@ import tempfile
 
 import ml_collections
 
-from bstar_jax.core import distributed, streams
+from bstar_jax.core import distributed, preemption, streams
 from bstar_jax.config import sizing as hbm
 from bstar_jax import models
 from bstar_jax.train import sft
@@ -80,6 +80,7 @@ def _fine_tune_and_save(config, mesh, tokenizer, cfg, params, examples, folder, 
     `overrides`, then the model and tokenizer saved into <folder>.partial and renamed into place,
     so that a kill never leaves half a P_0. Every process trains (the step is one program over
     the global mesh); process 0 alone writes, the others wait until P_0 is in place."""
+    preemption.at(description)
     tmp = folder.with_name(folder.name + ".partial")
     sft_config = ml_collections.ConfigDict(config.sft.to_dict())
     sft_config.update(dict(overrides, pad_id=int(tokenizer.pad_token_id or 0)))

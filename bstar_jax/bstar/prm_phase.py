@@ -12,7 +12,7 @@ import jax
 import numpy as np
 
 from bstar_jax.bstar import checkpoint, rollout
-from bstar_jax.core import distributed, streams
+from bstar_jax.core import distributed, preemption, streams
 from bstar_jax.text import tokenizer as tok
 from bstar_jax.rewards import prm as prm_lib
 from bstar_jax.rewards.labelling import label_steps
@@ -27,6 +27,7 @@ def prepare_prm(config, mesh, tokenizer, p0, splits, key):
     init = prm_lib.init_prm(cfg, p0_params, init=p.head_init)
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
                             prm_lib.shard_prm(cfg, init, mesh))
+    preemption.at("PRM phase")
     store = checkpoint.Checkpointer(folder, max_to_keep=1, async_save=False)
     restored = store.restore(abstract) if store.latest_iteration() is not None else None
     if restored is not None:

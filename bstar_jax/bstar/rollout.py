@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bstar_jax.core import preemption
 from bstar_jax.generate import engine as continuous
 from bstar_jax.rewards import combined_reward, verify
 from bstar_jax.generate.grid import GridSamples, sample_grid
@@ -130,6 +131,7 @@ def sample(policy, tokenizer, questions: Sequence[str], *, temperatures: Sequenc
                         top_p=float(sampling_config.top_p), top_k=int(sampling_config.top_k), mesh=mesh,
                         slots=shape.chunk_rows, row_max_new_tokens=caps)
         parts.append(_slice_queries(g, real))
+        preemption.check()  # between sampler calls: a stop loses this phase's samples, nothing else
     return _concat_queries(parts)
 
 

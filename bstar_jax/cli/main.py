@@ -4,6 +4,8 @@
   user-error classes of modules that do not subclass UserError yet): ONE line
   `error: <message>` on stderr, exit status 2; `--verbose` adds the traceback;
 - Ctrl-C: one line saying that rerunning the same command resumes, exit status 130;
+- SIGTERM (a preemption notice): the run stops at the next safe point, saves, and prints one
+  line saying where it stopped and that rerunning the same command resumes, exit status 143;
 - anything else is an internal error and keeps Python's traceback (exit status 1).
 """
 from __future__ import annotations
@@ -20,7 +22,7 @@ from absl import app, flags
 
 from bstar_jax.core.errors import UserError
 
-USER_EXIT, INTERRUPT_EXIT = 2, 130
+USER_EXIT, INTERRUPT_EXIT, PREEMPTED_EXIT = 2, 130, 143
 _VERBOSE = flags.DEFINE_bool("verbose", False, "On an error, print the traceback as well as the one-line message.")
 
 
@@ -36,6 +38,23 @@ def _user_error_types() -> tuple[type, ...]:
         if isinstance(kind, type):
             kinds.append(kind)
     return tuple(kinds)
+
+
+def _preempted() -> type:
+    from bstar_jax.core import preemption
+
+    return preemption.Preempted
+
+
+def _stopped_together() -> None:
+    """Every process stops at the same safe point: wait for the others, so that process 0 (the
+    coordinator) does not leave while another is still saving."""
+    from bstar_jax.core import distributed
+
+    try:
+        distributed.barrier("stopped")
+    except Exception:  # noqa: BLE001  a peer already gone: exit anyway
+        pass
 
 
 def one_line(message: str) -> str:
@@ -105,6 +124,11 @@ def run(main: Callable[[list[str]], None]) -> None:
             main(argv)
         except KeyboardInterrupt as e:
             _stop("interrupted: rerun the same command to resume from the last checkpoint", INTERRUPT_EXIT, e)
+        except _preempted() as e:
+            _stopped_together()
+            took = "" if e.asked_s is None else f", {e.asked_s:.1f} s after SIGTERM"
+            _stop(f"stopped at {e.where}{took}: the finished phases are saved; rerun the same command to "
+                  f"resume", PREEMPTED_EXIT)
         except _user_error_types() as e:
             _stop("error: " + one_line(str(e)), USER_EXIT, e)
 

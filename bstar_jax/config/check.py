@@ -222,6 +222,7 @@ def validate_fields(config, mesh) -> None:
     _int(config, f"{s}.pad_id", 0)
     _int(config, f"{s}.pack_len", 0)
     _int(config, f"{s}.steps_per_iteration", 1)
+    _int(config, f"{s}.save_every", 0)
     for b in ("truncate", "pack", "freeze_embeddings", "freeze_lm_head", "freeze_norms"):
         _bool(config, f"{s}.{b}")
     for d in ("param_dtype", "compute_dtype", "mu_dtype"):

@@ -24,7 +24,7 @@ from bstar_jax.core.errors import UserError
 FILENAME = "run_config.json"
 # Fields that change where or how visibly a run goes, not what it computes.
 NEUTRAL = ("workdir", "progress", "on_config_change", "checkpoint.keep", "mesh.data", "mesh.fsdp", "mesh.tensor",
-           "export.final", "export.every_iteration", "eval.every")
+           "export.final", "export.every_iteration", "eval.every", "sft.save_every")
 GROWABLE = ("iterations",)
 # Fields newer than some records: a record without them ran no variant that reads them
 # (online_rft_fixed), so their absence there is no change.
@@ -105,6 +105,12 @@ def _has_results(workdir) -> bool:
             return True
     metrics = workdir / "metrics.jsonl"
     return metrics.is_file() and metrics.stat().length > 0
+
+
+def result_fields(config) -> dict:
+    """The flat config less the fields that do not change what an iteration computes (NEUTRAL,
+    GROWABLE)."""
+    return {k: v for k, v in _flatten(config.to_dict()).items() if k not in NEUTRAL and k not in GROWABLE}
 
 
 def differences(old: dict, new: dict) -> list[str]:

@@ -24,7 +24,7 @@ from typing import NamedTuple, Sequence
 import jax
 import numpy as np
 
-from bstar_jax.core import distributed
+from bstar_jax.core import distributed, preemption
 from bstar_jax import models
 from bstar_jax.generate import sampling
 from bstar_jax.rewards import prm as prm_lib
@@ -118,6 +118,7 @@ def label_steps(cfg: models.ModelConfig, params, tokenizer, questions: Sequence[
                                     top_p=top_p, top_k=top_k, eos_id=int(eos_id), mesh=mesh)
             calls += 1
             tokens, out_lengths = distributed.to_host((out.tokens, out.lengths))
+            preemption.check()  # between completion calls
             for b, p in enumerate(chunk_rows):
                 ids = tokens[b, :out_lengths[b]]
                 if ids.size and ids[-1] == eos_id:
