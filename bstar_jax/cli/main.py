@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import sys
+import time
 import traceback
 from typing import Callable
 
@@ -46,15 +47,17 @@ def _preempted() -> type:
     return preemption.Preempted
 
 
-def _stopped_together() -> None:
-    """Every process stops at the same safe point: wait for the others, so that process 0 (the
-    coordinator) does not leave while another is still saving."""
+def _stop_together() -> None:
+    """Every process stops at the same safe point: wait for the others, and let process 0 (the
+    coordinator) leave last, so that no process sees it gone while it is still saving."""
     from bstar_jax.core import distributed
 
     try:
         distributed.barrier("stopped")
     except Exception:  # noqa: BLE001  a peer already gone: exit anyway
-        pass
+        return
+    if distributed.process_count() > 1 and distributed.is_writer():
+        time.sleep(1.0)
 
 
 def one_line(message: str) -> str:
@@ -65,7 +68,8 @@ def one_line(message: str) -> str:
 def _stop(message: str, code: int, exc: BaseException | None = None) -> None:
     if exc is not None and _VERBOSE.present and _VERBOSE.value:
         traceback.print_exception(exc, file=sys.stderr)
-    sys.stderr.write(message + "\n")
+    if message:
+        sys.stderr.write(message + "\n")
     sys.stdout.flush()
     sys.stderr.flush()
     # Exit now: a normal interpreter shutdown would let library threads (orbax's async reads of a
@@ -125,10 +129,11 @@ def run(main: Callable[[list[str]], None]) -> None:
         except KeyboardInterrupt as e:
             _stop("interrupted: rerun the same command to resume from the last checkpoint", INTERRUPT_EXIT, e)
         except _preempted() as e:
-            _stopped_together()
             took = "" if e.asked_s is None else f", {e.asked_s:.1f} s after SIGTERM"
-            _stop(f"stopped at {e.where}{took}: the finished phases are saved; rerun the same command to "
-                  f"resume", PREEMPTED_EXIT)
+            sys.stderr.write(f"stopped at {e.where}{took}: the finished phases are saved; rerun the same "
+                             f"command to resume\n")
+            _stop_together()
+            _stop("", PREEMPTED_EXIT)
         except _user_error_types() as e:
             _stop("error: " + one_line(str(e)), USER_EXIT, e)
 

@@ -39,17 +39,52 @@ def p0_dir(tmp_path_factory):
     return work / "p0"
 
 
-def _run(workdir, signal_at: str | None = None):
-    """(return code, stderr, seconds) of one `python run.py`, as a user starts it (one device)."""
-    env = dict(os.environ, HF_HUB_OFFLINE="1", JAX_PLATFORMS="cpu")
-    env.pop("XLA_FLAGS", None)
-    env.pop("BSTAR_TEST_SIGNAL", None)
+def _env(signal_at: str | None, **extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("XLA_", "JAX_", "BSTAR_TEST"))}
+    env.update(HF_HUB_OFFLINE="1", JAX_PLATFORMS="cpu", **extra)
     if signal_at:
         env["BSTAR_TEST_SIGNAL"] = signal_at
+    return env
+
+
+def _run(workdir, signal_at: str | None = None):
+    """(return code, stderr, seconds) of one `python run.py`, as a user starts it (one device)."""
     start = time.monotonic()
-    proc = subprocess.run([sys.executable, "run.py", *ARGS, f"--config.workdir={workdir}"], cwd=ROOT, env=env,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=TIMEOUT_S)
+    proc = subprocess.run([sys.executable, "run.py", *ARGS, f"--config.workdir={workdir}"], cwd=ROOT,
+                          env=_env(signal_at), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                          timeout=TIMEOUT_S)
     return proc.returncode, proc.stderr, time.monotonic() - start
+
+
+def _run_two(workdir, signal_at: str | None = None):
+    """(return codes, stderrs) of `python run.py` as 2 processes x 2 fake devices (docs/multihost.md);
+    the signal goes to process 1."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs, logs = [], []
+    for pid in range(2):
+        env = _env(signal_at, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+                   JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(pid),
+                   BSTAR_TEST_SIGNAL_PROCESS="1")
+        logs.append(open(workdir.parent / f"{workdir.name}.{pid}.log", "w+"))
+        procs.append(subprocess.Popen([sys.executable, "run.py", *ARGS, f"--config.workdir={workdir}"], cwd=ROOT,
+                                      env=env, stdout=subprocess.DEVNULL, stderr=logs[-1], text=True))
+    try:
+        for p in procs:
+            p.wait(timeout=TIMEOUT_S)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    out = []
+    for log in logs:
+        log.seek(0)
+        out.append(log.read())
+    return [p.returncode for p in procs], out
 
 
 def _workdir(tmp_path, name, p0_dir):
@@ -107,6 +142,29 @@ def test_a_stop_costs_at_most_the_phase_it_hit(tmp_path, p0_dir, straight, signa
         assert "bstar iteration 1: SFT resumes after step 2" in err, err[-3000:]
     _same_as(work, straight)
     print(f"\n{signal_at}: stopped after {first:.1f} s, resumed run {second:.1f} s (redone: {redone})")
+
+
+@pytest.mark.slow
+def test_two_processes_stop_at_the_same_safe_point_and_resume(tmp_path, p0_dir, straight):
+    """SIGTERM to process 1 in SFT: both processes stop at the same step (jax's preemption sync
+    point), save, print one line each and exit 143; the same two commands resume and take every
+    decision of the uninterrupted one-process run (floats to summation order)."""
+    work = _workdir(tmp_path, "two", p0_dir)
+    rcs, errs = _run_two(work, "bstar iteration 1: SFT#3:TERM")
+    assert rcs == [143, 143], [e[-3000:] for e in errs]
+    stops = [[line for line in e.splitlines() if line.startswith("stopped at ")] for e in errs]
+    assert all(len(s) == 1 and "bstar iteration 1: SFT" in s[0] for s in stops), stops
+    rcs, errs = _run_two(work)
+    assert rcs == [0, 0], [e[-3000:] for e in errs]
+    assert "SFT resumes after step" in errs[0]
+    rows, ref = _rows(work), _rows(straight)
+    floats = ("sft_loss", "diversity", "selected_diversity")
+    assert [{k: v for k, v in r.items() if k not in floats} for r in rows] == \
+        [{k: v for k, v in r.items() if k not in floats} for r in ref]
+    for a, b in zip(rows, ref):
+        for k in floats:
+            if a.get(k) is not None:
+                np.testing.assert_allclose(a[k], b[k], rtol=1e-4, err_msg=k)
 
 
 def test_phase_files_round_trip(tmp_path):
