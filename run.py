@@ -2,7 +2,8 @@
 
 A doorway only: parse the config, start multi-host JAX when there are several processes, build
 the mesh, and hand over to `bstar_jax.bstar.experiment.run`. `bstar_jax.cli.main` turns a user error into one line
-and exit status 2, Ctrl-C into exit status 130 (docs/errors.md).
+and exit status 2, Ctrl-C into exit status 130, SIGTERM into a stop at the next safe point and exit
+status 143 (docs/errors.md).
 """
 import os
 import sys
@@ -20,10 +21,11 @@ def main(argv):
     del argv
     from bstar_jax.config import check as config_check
     from bstar_jax.bstar import experiment as loop
-    from bstar_jax.core import mesh
+    from bstar_jax.core import mesh, preemption
 
     config = _CONFIG.value
     mesh.initialize_distributed()
+    preemption.install()  # SIGTERM: stop at the next safe point, save, exit 143 (docs/errors.md#preemption)
     config_check.validate_mesh_config(config.mesh)
     device_mesh = mesh.mesh_from_config(config.mesh)
     report_path = loop.run(config, device_mesh, command=" ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]))

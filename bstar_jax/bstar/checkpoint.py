@@ -150,10 +150,13 @@ class Checkpointer:
 
     # ---------------------------------------------------------------- iterations
 
+    @distributed.decided_on_writer
     def iterations(self) -> list[int]:
-        """Iterations with a (complete) checkpoint folder, oldest first; readability not checked."""
+        """Iterations with a (complete) checkpoint folder, oldest first; readability not checked.
+        The writer's list reaches every process."""
         return sorted(self._manager.all_steps())
 
+    @distributed.decided_on_writer
     def latest_iteration(self) -> int | None:
         """The newest saved iteration (None: none yet). restore() says which one it could read."""
         steps = self.iterations()
@@ -190,9 +193,11 @@ class Checkpointer:
         if not saved:
             raise CheckpointError(f"{self.directory}: orbax declined to save iteration {iteration}")
 
+    @distributed.decided_on_writer
     def _check_free_space(self, tree, iteration: int) -> None:
         """Raises CheckpointError when the local folder's disk has less free space than the
-        arrays of `tree` take (plus 5 %); remote folders (gs://) are not checked."""
+        arrays of `tree` take (plus 5 %); remote folders (gs://) are not checked. The writer
+        looks (the disk is shared); every process raises its error."""
         if "://" in self.directory:
             return
         needed = int(1.05 * sum(int(getattr(x, "nbytes", 0)) for x in jax.tree.leaves(tree)))
@@ -225,22 +230,28 @@ class Checkpointer:
         failures = []
         for it in candidates:
             path = os.path.join(self.directory, str(it))
-            mismatch = self._shape_mismatch(it, target)
+            mismatch = _first_reported(self._shape_mismatch(it, target))
             if mismatch:
                 raise CheckpointError(f"checkpoint {path} holds a different model ({mismatch}): this workdir was "
                                       f"made by another model config; use a new --config.workdir")
+            restored, reason, error = None, None, None
             try:
                 restored = self._restore_one(it, target)
+            except Exception as e:  # orbax/tensorstore raise many types for a damaged file
+                reason = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+                error = e
+            # A process whose read failed makes every process skip this checkpoint: restoring
+            # different iterations in different processes would run different programs.
+            reason = _first_reported(reason)
+            if reason is None:
                 if iteration is None and restored.meta.get("sane") is False and it != candidates[-1]:
                     log.warning("checkpoint %s holds a non-finite state; resuming from an earlier one", path)
                     continue
                 return restored
-            except Exception as e:  # orbax/tensorstore raise many types for a damaged file
-                reason = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
-                failures.append(f"{path} ({reason})")
-                if iteration is not None:
-                    raise CheckpointError(f"checkpoint {path} is unreadable: {reason}") from e
-                log.warning("checkpoint %s is unreadable (%s); falling back to the previous one", path, reason)
+            failures.append(f"{path} ({reason})")
+            if iteration is not None:
+                raise CheckpointError(f"checkpoint {path} is unreadable: {reason}") from error
+            log.warning("checkpoint %s is unreadable (%s); falling back to the previous one", path, reason)
         if failures:
             raise CheckpointError("no readable checkpoint: " + "; ".join(failures))
         return None
@@ -292,6 +303,16 @@ class Checkpointer:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _first_reported(report: str | None) -> str | None:
+    """The first process's non-None `report` (the same in every process), or None."""
+    return next((r for r in _reports(report) if r is not None), None)
+
+
+@distributed.gathered
+def _reports(report: str | None) -> str | None:
+    return report
 
 
 def _check_fingerprint(tree, expected: dict | None, path: str) -> None:

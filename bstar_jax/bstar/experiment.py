@@ -7,8 +7,11 @@ Per run (a variant, with or without the PRM), from the same P_0 (docs/algorithm.
                -> SFT with the variant's carry-over rule -> evaluate -> log -> checkpoint.
 Every draw comes from a named stream (`streams`) with the run and iteration folded in, so a
 resumed run draws what an uninterrupted one would; metrics are written before the checkpoint,
-and a resume drops rows past it. Evaluation folds in the iteration only (common random numbers:
-runs differ by their policies, not by test-sampling noise), so P_0 is evaluated once per reward.
+and a resume drops rows past it. Each phase of an iteration keeps its result when it finishes
+(bstar/phases.py), so a stopped iteration resumes from its first unfinished phase, and a SIGTERM
+stops the run at the next safe point (core/preemption.py). Evaluation folds in the iteration
+only (common random numbers: runs differ by their policies, not by test-sampling noise), so P_0
+is evaluated once per reward.
 """
 from __future__ import annotations
 
@@ -28,6 +31,9 @@ from bstar_jax.text import tokenizer as tok
 from bstar_jax.bstar.prm_phase import check_prm_folder, prepare_prm
 from bstar_jax.core.streams import Streams
 from bstar_jax.bstar.policy import load_policy
+from bstar_jax.bstar.phases import EVALUATION, POOL, SEARCH, SELECTION, IterationPhases, config_digest
+from bstar_jax.core import preemption
+from bstar_jax.train import trainer
 
 
 run_name = choices.run_name  # "bstar", "bstar+prm", "online_rft-r1", ... (config/choices.py)
@@ -62,7 +68,7 @@ def run(config, mesh, *, command: str | None = None) -> str:
     if True in config.use_prm:
         check_prm_folder(config)  # a supplied PRM's form, and its architecture where files say P_0's
     is_writer = distributed.is_writer()
-    run_record.check_and_record(config, is_writer=is_writer)  # a workdir remembers the config that made it
+    run_record.check_and_record(config)  # a workdir remembers the config that made it
     splits = data.load_splits(config.data, config.seed)
     config_check.validate_examples(splits)
     config, tokenizer, p0 = load_policy(config, mesh, splits["train"])  # sizes resolved once, before P_0
@@ -104,6 +110,7 @@ class Run:
         self.sft = plan.sft(config)  # the SFT of each iteration: its trainer config and steps
         self.n_star = int(config.n_star) or metrics.n_star_rule(int(config.target_size),
                                                                  int(config.queries_per_iteration))
+        self.digest = config_digest(config)
         folder = distributed.path(config.workdir) / "checkpoints" / self.name.replace("+", "_")
         self.ckpt = checkpoint.Checkpointer(folder,
                                             max_to_keep=int(config.checkpoint.keep), async_save=False)
@@ -117,6 +124,7 @@ class Run:
         if restored is not None:
             state, start = restored.state, restored.iteration
             logging.info("%s: resuming after iteration %d", self.name, start)
+            IterationPhases(c.workdir, self.name, start, self.digest).clear()  # left by a stop after its save
             if restored.temperature is not None and restored.threshold is not None:
                 choice = (float(restored.temperature), float(restored.threshold))
                 self.last_choices[self.name] = choice
@@ -124,6 +132,7 @@ class Run:
                     self.fixed = choice
         else:
             t0 = time.time()
+            preemption.at(f"{self.name} iteration 0: evaluation")
             use_prm = self.prm_scorer is not None
             if use_prm not in self.p0_rows:  # (row, per-problem results), shared by the runs of this reward
                 self.p0_rows[use_prm] = self._evaluate_per_problem(state.params, 0)
@@ -142,38 +151,55 @@ class Run:
 
     def iteration(self, it: int, state):
         c, t0 = self.config, time.time()
+        phases = IterationPhases(c.workdir, self.name, it, self.digest)
+        done = phases.finished()  # a resumed iteration goes on from its first unfinished phase
+        here = f"{self.name} iteration {it}"
         policy = (self.cfg, state.params)
-        temperature, threshold, dev_balance_score = self._choose(policy, it)
+        preemption.at(f"{here}: search")
+        if SEARCH in done:
+            temperature, threshold, dev_balance_score = phases.load(SEARCH)[1]["choice"]
+        else:
+            temperature, threshold, dev_balance_score = self._choose(policy, it)
+            phases.save(SEARCH, {}, {"choice": [temperature, threshold, dev_balance_score]})
         queries = self._queries(it)
         call = plan.iteration(c, temperature)
-        pool = self._pool(policy, queries, list(call.temperatures), call.samples, self._key("sample", it))
+        preemption.at(f"{here}: sampling")
+        if POOL in done:
+            pool = phases.load_pool()
+        else:
+            pool = self._pool(policy, queries, list(call.temperatures), call.samples, self._key("sample", it))
+            phases.save_pool(pool)
+        preemption.at(f"{here}: selection")
         samples = pool.samples
         correct, reward, valid, text_id = pool.correct[0], pool.reward[0], pool.valid[0], pool.text_id[0]
         K = correct.shape[1]
-        include_reference = bool(c.search.include_reference)
-        if include_reference:  # the official code's extra candidate (docs/algorithm.md#selection)
+        if bool(c.search.include_reference):  # the official code's extra candidate (docs/algorithm.md#selection)
             correct, reward, valid, text_id = balance.with_reference(correct, reward, valid, text_id)
-        if variants.searches(self.variant, "threshold") and c.search.mode == "official":
-            threshold = balance.search_threshold(correct, reward, valid, text_id, c.search.thresholds,
-                                                 temperature=temperature, target_size=int(c.target_size),
-                                                 n_star=self.n_star, mode="official", mean_over="selected",
-                                                 mesh=self.mesh).threshold
-        selected = balance.select(reward, valid, threshold, int(c.target_size), text_id, mesh=self.mesh)
-        # Precision and recall judge the policy's own samples, not the reference column.
-        precision, recall = metrics.selection_precision_recall(correct[:, :K], selected[:, :K], valid[:, :K],
-                                                               text_id[:, :K], mesh=self.mesh)
+        if SELECTION in done:
+            kept, meta = phases.load(SELECTION)
+            selected, (threshold, precision, recall) = kept["selected"], meta["selection"]
+        else:
+            threshold, selected, precision, recall = self._select(correct, reward, valid, text_id, K, temperature,
+                                                                  threshold)
+            phases.save(SELECTION, {"selected": selected}, {"selection": [threshold, precision, recall]})
         examples = [(samples.prompt_ids[q], self._reference_ids(queries[q]) if k == K else
                      samples.response_ids(0, q, k)) for q, k in zip(*np.nonzero(selected))]
         state = variants.carry_over(self.variant, state, self.p0_params, self.sft.config)
         train_stats = {"loss": None, "tokens_per_s": None}
+        preemption.at(f"{here}: SFT")
         if examples:
-            state, train_stats = sft.run_sft(state, examples, self.cfg, self.sft.config, self.mesh,
-                                             self._key("sft", it), num_steps=self.sft.steps,
-                                             progress=bool(c.progress), description=f"{self.name} it{it} SFT")
+            state, train_stats = self._sft(state, examples, it, phases)
         else:
             logging.warning("%s iteration %d: nothing selected at τ=%s; SFT skipped", self.name, it, threshold)
-        evaluated = evaluation.evaluates(c, it)
-        row = self._evaluate(state.params, it) if evaluated else dict.fromkeys(evaluation.TEST_METRICS)
+        preemption.at(f"{here}: evaluation")
+        row = dict.fromkeys(evaluation.TEST_METRICS)
+        if evaluation.evaluates(c, it):
+            if EVALUATION in done:
+                per_problem, row = phases.load(EVALUATION)
+            else:
+                row, per_problem = self._evaluate_per_problem(state.params, it)
+                phases.save(EVALUATION, per_problem, row)
+            self._keep_per_problem(it, per_problem)
         row.update(
             balance_score=metrics.balance_score(correct, selected, text_id, self.n_star, mesh=self.mesh),
             n_selected=int(selected.sum()), selection_precision=precision, selection_recall=recall,
@@ -184,11 +210,52 @@ class Run:
             n_star=self.n_star, search_balance_score=dev_balance_score)
         self._log_row(it, row, temperature=temperature, threshold=threshold, t0=t0)
         self.last_choices[self.name] = (temperature, threshold)
+        preemption.at(f"{here}: checkpoint")
         self.ckpt.save(it, state, temperature=temperature, threshold=threshold,
                        metrics={"iteration": it, "n_selected": int(selected.sum())})
+        phases.clear()
         if bool(c.export.every_iteration):
             self._export(state.params, it, final=False)
         return state
+
+    def _select(self, correct, reward, valid, text_id, K, temperature, threshold):
+        """(τ, selected [Q, K(+1)], precision, recall): the selection at τ (searched here in the
+        official mode)."""
+        c = self.config
+        if variants.searches(self.variant, "threshold") and c.search.mode == "official":
+            threshold = balance.search_threshold(correct, reward, valid, text_id, c.search.thresholds,
+                                                 temperature=temperature, target_size=int(c.target_size),
+                                                 n_star=self.n_star, mode="official", mean_over="selected",
+                                                 mesh=self.mesh).threshold
+        selected = balance.select(reward, valid, threshold, int(c.target_size), text_id, mesh=self.mesh)
+        # Precision and recall judge the policy's own samples, not the reference column.
+        precision, recall = metrics.selection_precision_recall(correct[:, :K], selected[:, :K], valid[:, :K],
+                                                               text_id[:, :K], mesh=self.mesh)
+        return float(threshold), np.asarray(selected), precision, recall
+
+    def _sft(self, state, examples, it: int, phases: IterationPhases):
+        """The SFT phase, from its last save when there is one; saved every sft.save_every steps,
+        on a stop and at its end. Returns (state, {"loss", "tokens_per_s"})."""
+        c = self.config
+        store, num_steps = phases.sft_checkpointer(), self.sft.steps
+        resume = None
+        if store.latest_iteration() is not None:
+            restored = store.restore(sft.abstract_train_state(self.cfg, self.sft.config, self.mesh))
+            state, resume = restored.state, trainer.Progress.from_json(restored.meta["progress"])
+            if "stats" in restored.meta:  # the phase had finished
+                return state, restored.meta["stats"]
+            logging.info("%s iteration %d: SFT resumes after step %d", self.name, it, resume.step)
+
+        def save(st, progress):
+            store.save(progress.step, st, extra={"progress": progress.to_json()})
+
+        state, stats = sft.run_sft(state, examples, self.cfg, self.sft.config, self.mesh, self._key("sft", it),
+                                   num_steps=num_steps, progress=bool(c.progress), description=f"{self.name} it{it} SFT", resume=resume,
+                                   save=save, save_every=int(c.sft.save_every))
+        stats = {"loss": stats["loss"], "tokens_per_s": stats["tokens_per_s"]}
+        done = trainer.Progress(step=num_steps)
+        store.save(num_steps, state, extra={"progress": done.to_json(), "stats": stats})
+        return state, stats
 
     def _key(self, stream: str, it: int):
         return self.streams.key(stream, run=self.index, iteration=it)
@@ -250,12 +317,6 @@ class Run:
             return list(train)
         order = np.asarray(jax.random.permutation(self._key("queries", it), len(train)))
         return [train[i] for i in order[:m]]
-
-    def _evaluate(self, params, it) -> dict:
-        """Held-out metrics of `params` (per-problem results kept in eval/<run>/)."""
-        row, per_problem = self._evaluate_per_problem(params, it)
-        self._keep_per_problem(it, per_problem)
-        return row
 
     def _evaluate_per_problem(self, params, it):
         """(metrics row, per-problem results) of `params`; the key depends on the iteration only

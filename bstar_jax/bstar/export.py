@@ -5,7 +5,9 @@ model.safetensors and the tokenizer files, which `transformers.AutoModelForCausa
 and `AutoTokenizer.from_pretrained` load. Each folder is written by the writer process into
 <folder>.partial and renamed into place, so a reader never sees half a policy; a marker file
 (`bstar_export.json`) records which iteration a folder holds, so a resumed run skips folders that
-already hold what it would write.
+already hold what it would write. The writer alone reads the marker and every process follows
+its answer: a process reading it a moment later could see the folder the writer has just written
+and skip the barrier the writer waits at.
 """
 from __future__ import annotations
 
@@ -25,8 +27,10 @@ def policy_dir(workdir, run: str, iteration: int | None = None):
     return distributed.path(workdir) / "policies" / run / leaf
 
 
+@distributed.decided_on_writer
 def exported_iteration(folder) -> int | None:
-    """The iteration a complete exported folder holds, or None (absent, partial or foreign)."""
+    """The iteration a complete exported folder holds, or None (absent, partial or foreign);
+    read by the writer, the same answer in every process."""
     try:
         return int(json.loads((distributed.path(folder) / MARKER).read_text())["iteration"])
     except (OSError, ValueError, KeyError, TypeError):
@@ -41,7 +45,7 @@ def export_policy(cfg, params, tokenizer, folder, *, run: str, iteration: int) -
     write. Every process must call it (sharded params are gathered collectively); only the
     writer process touches files, and every process returns once the folder is in place.
     """
-    if exported_iteration(folder) == int(iteration):  # shared storage: every process sees the same
+    if exported_iteration(folder) == int(iteration):  # the writer's reading, in every process
         return False
     host = distributed.to_host(params)  # a collective: every process gathers
     if distributed.is_writer():

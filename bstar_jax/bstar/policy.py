@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import tempfile
 
-from bstar_jax.core import distributed, streams
+from bstar_jax.core import distributed, preemption, streams
 from bstar_jax.config import plan, sizing
 from bstar_jax import models
 from bstar_jax.train import sft
@@ -33,7 +33,7 @@ def load_policy(config, mesh, train: list[Example]):
     m = config.model
     folder = distributed.path(config.workdir) / "p0"
     fine_tune = plan.p0(config)
-    if fine_tune is not None and (folder / "config.json").exists():
+    if fine_tune is not None and _cached(folder):
         local = distributed.local_folder(folder)  # transformers and safetensors read local files
         tokenizer, p0 = _load_model(config, mesh, local, local)
         return _sized(config, p0[0], mesh), tokenizer, p0
@@ -65,6 +65,12 @@ def _sized(config, cfg, mesh):
     return sized
 
 
+@distributed.decided_on_writer
+def _cached(folder) -> bool:
+    """True when P_0 is already in `folder` (the writer looks; every process follows)."""
+    return (distributed.path(folder) / "config.json").exists()
+
+
 def _load_model(config, mesh, tokenizer_path: str, model_path: str):
     m = config.model
     tokenizer = tok.load_tokenizer(tokenizer_path)
@@ -80,6 +86,7 @@ def _fine_tune_and_save(config, mesh, tokenizer, cfg, params, examples, folder, 
     model and tokenizer saved into <folder>.partial and renamed into place, so that a kill never
     leaves half a P_0. Every process trains (the step is one program over the global mesh);
     process 0 alone writes, the others wait until P_0 is in place."""
+    preemption.at(description)
     tmp = folder.with_name(folder.name + ".partial")
     fine_tune = plan.p0(config)
     sft_config = fine_tune.config
@@ -114,14 +121,14 @@ def _warm_start_model(config, train: list[Example], folder):
     tmp = folder.with_name(folder.name + ".partial")
     mixed = with_alternatives(train, int(w.orders_per_problem), seed=int(config.seed))
     texts = [tok.format_prompt(e.question) + e.solution for e in mixed]
-    # Process 0 trains and writes the tokenizer; the others load that very file.
+    # Process 0 trains and writes the tokenizer; every process (process 0 too) loads that very
+    # file, so that loading takes the same decisions everywhere.
     if distributed.is_writer():
         with tempfile.TemporaryDirectory() as local:  # the tokenizers library writes local files only
-            tokenizer = tok.train_bpe(texts, int(w.vocab_size), local)
+            tok.train_bpe(texts, int(w.vocab_size), local)
             distributed.copy_tree(local, tmp)
     distributed.barrier(f"p0 tokenizer: {folder}")
-    if not distributed.is_writer():
-        tokenizer = tok.load_tokenizer(distributed.local_folder(tmp))
+    tokenizer = tok.load_tokenizer(distributed.local_folder(tmp))
     cfg = models.ModelConfig(
         model_type="llama", vocab_size=len(tokenizer), hidden_size=int(w.hidden_size),
         intermediate_size=int(w.intermediate_size), num_layers=int(w.num_layers), num_heads=int(w.num_heads),

@@ -18,7 +18,7 @@ import numpy as np
 from bstar_jax import models
 from bstar_jax.bstar import checkpoint
 from bstar_jax.config import plan
-from bstar_jax.core import distributed, shapes, streams
+from bstar_jax.core import distributed, preemption, shapes, streams
 from bstar_jax.core.errors import ConfigValueError
 from bstar_jax.generate import grid
 from bstar_jax.text import tokenizer as tok
@@ -40,6 +40,7 @@ def prepare_prm(config, mesh, tokenizer, p0, splits, key):
         store.close()
         logging.info("PRM: scoring with %s (config.prm.path); none trained", p.path)
         return _scorer(config, cfg, params, tokenizer, mesh)
+    preemption.at("PRM phase")
     folder = distributed.path(config.workdir) / "prm"
     store = checkpoint.Checkpointer(folder, max_to_keep=1, async_save=False)
     restored = store.restore(abstract) if store.latest_iteration() is not None else None
@@ -59,6 +60,7 @@ def _scorer(config, cfg, params, tokenizer, mesh):
                                                  max_len=scoring.seq_len, batch_size=scoring.rows)
 
 
+@distributed.decided_on_writer
 def _p0_config(config) -> models.ModelConfig | None:
     """P_0's architecture when files say it before any work: <workdir>/p0/config.json (a warm
     start or P_0 SFT made earlier) or model.path's config.json (P_0 SFT keeps the architecture);

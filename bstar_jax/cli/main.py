@@ -4,6 +4,8 @@
   does not parse): ONE line `error: <message>` on stderr, exit status 2; `--verbose` adds the
   traceback;
 - Ctrl-C: one line saying that rerunning the same command resumes, exit status 130;
+- SIGTERM (a preemption notice): the run stops at the next safe point, saves, and prints one
+  line saying where it stopped and that rerunning the same command resumes, exit status 143;
 - anything else is an internal error and keeps Python's traceback (exit status 1).
 """
 from __future__ import annotations
@@ -13,6 +15,7 @@ import logging
 import os
 import re
 import sys
+import time
 import traceback
 from typing import Callable
 
@@ -20,8 +23,27 @@ from absl import app, flags
 
 from bstar_jax.core.errors import UserError
 
-USER_EXIT, INTERRUPT_EXIT = 2, 130
+USER_EXIT, INTERRUPT_EXIT, PREEMPTED_EXIT = 2, 130, 143
 _VERBOSE = flags.DEFINE_bool("verbose", False, "On an error, print the traceback as well as the one-line message.")
+
+
+def _preempted() -> type:
+    from bstar_jax.core import preemption
+
+    return preemption.Preempted
+
+
+def _stop_together() -> None:
+    """Every process stops at the same safe point: wait for the others, and let process 0 (the
+    coordinator) leave last, so that no process sees it gone while it is still saving."""
+    from bstar_jax.core import distributed
+
+    try:
+        distributed.barrier("stopped")
+    except Exception:  # noqa: BLE001  a peer already gone: exit anyway
+        return
+    if distributed.process_count() > 1 and distributed.is_writer():
+        time.sleep(1.0)
 
 
 def one_line(message: str) -> str:
@@ -32,7 +54,8 @@ def one_line(message: str) -> str:
 def _stop(message: str, code: int, exc: BaseException | None = None) -> None:
     if exc is not None and _VERBOSE.present and _VERBOSE.value:
         traceback.print_exception(exc, file=sys.stderr)
-    sys.stderr.write(message + "\n")
+    if message:
+        sys.stderr.write(message + "\n")
     sys.stdout.flush()
     sys.stderr.flush()
     # Exit now: a normal interpreter shutdown would let library threads (orbax's async reads of a
@@ -91,6 +114,12 @@ def run(main: Callable[[list[str]], None]) -> None:
             main(argv)
         except KeyboardInterrupt as e:
             _stop("interrupted: rerun the same command to resume from the last checkpoint", INTERRUPT_EXIT, e)
+        except _preempted() as e:
+            took = "" if e.asked_s is None else f", {e.asked_s:.1f} s after SIGTERM"
+            sys.stderr.write(f"stopped at {e.where}{took}: the finished phases are saved; rerun the same "
+                             f"command to resume\n")
+            _stop_together()
+            _stop("", PREEMPTED_EXIT)
         except UserError as e:
             _stop("error: " + one_line(str(e)), USER_EXIT, e)
 

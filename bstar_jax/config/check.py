@@ -148,9 +148,18 @@ def _fixed(config, variants: tuple) -> None:
                                         f"which takes its last (T, τ)")
 
 
+@distributed.decided_on_writer
+def _prm_path(config) -> None:
+    """prm.path, when given, is a folder (as the writer sees it)."""
+    if config.prm.path and not os.path.isdir(config.prm.path):
+        _fail("prm.path", config.prm.path, "no such folder; give a trained PRM folder or \"\" to train one")
+
+
+@distributed.decided_on_writer
 def _model_path(config) -> None:
     """The model (and tokenizer) a non-warm-start run loads: an alias, an HF folder, a .gguf file
-    or (online only) a hub id. Checked for existence here, read later."""
+    or (online only) a hub id. Checked for existence here (by the writer; every process raises
+    its error), read later (by every process, from its own copy)."""
     from bstar_jax.models.gguf_io import EMBEDDED_MODELS
 
     for path_field in ("model.path", "model.tokenizer"):
@@ -179,9 +188,10 @@ def _model_path(config) -> None:
                   + f"; give an HF model folder, a .gguf file or one of {', '.join(EMBEDDED_MODELS)}")
 
 
+@distributed.decided_on_writer
 def _data_files(config) -> None:
     """Data files named by the config: present, files, and readable by their loader (whose
-    errors name file:line)."""
+    errors name file:line); checked by the writer, every process raises its error."""
     d = config.data
     if not d.name.endswith("_jsonl"):
         return
@@ -198,22 +208,33 @@ def _data_files(config) -> None:
 
 def _workdir(config) -> None:
     """The writer creates the workdir and probes that it can write there; every other process
-    then checks that it sees the folder (the workdir must be storage all hosts share)."""
+    then checks that it sees the folder (the workdir must be storage all hosts share), and every
+    process stops with the same line when one does not."""
     path = distributed.path(config.workdir)
-    if distributed.is_writer():
-        if path.exists() and not path.is_dir():
-            _fail("workdir", config.workdir, "is a file; give a folder")
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-            probe = path / f".write-test-{uuid.uuid4().hex}"
-            probe.write_text("ok")
-            probe.unlink()
-        except OSError as e:
-            _fail("workdir", config.workdir, f"is not writable ({e.strerror or e}); choose a folder you can write to")
-    distributed.barrier("workdir probed")
-    if not path.is_dir():
-        _fail("workdir", config.workdir, f"is not visible from process {distributed.process_index()}: with several "
+    _probe_workdir(config)
+    blind = [i for i, seen in enumerate(_sees(path)) if not seen]
+    if blind:
+        _fail("workdir", config.workdir, f"is not visible from process {', '.join(map(str, blind))}: with several "
                                "hosts it must be storage they all share (gs://, NFS; docs/multihost.md)")
+
+
+@distributed.decided_on_writer
+def _probe_workdir(config) -> None:
+    path = distributed.path(config.workdir)
+    if path.exists() and not path.is_dir():
+        _fail("workdir", config.workdir, "is a file; give a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{uuid.uuid4().hex}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        _fail("workdir", config.workdir, f"is not writable ({e.strerror or e}); choose a folder you can write to")
+
+
+@distributed.gathered
+def _sees(path) -> bool:
+    return distributed.path(path).is_dir()
 
 
 def validate(config, mesh) -> None:

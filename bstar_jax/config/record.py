@@ -5,7 +5,8 @@ and content hashes) atomically. A later start in a workdir that already holds re
 (checkpoints, P_0, metrics rows) compares: a field that changes results refuses the run with the
 list of differing fields, unless `config.on_config_change="continue"`; fields that do not change
 results (`NEUTRAL`) may differ, and `iterations` may grow (a run extends exactly: every iteration
-draws its own random numbers). Only process 0 writes; paths go through etils.epath (gs:// works).
+draws its own random numbers). Process 0 alone reads, decides and writes; the other processes
+follow its decision (they raise the same refusal). Paths go through etils.epath (gs:// works).
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ FILENAME = "run_config.json"
 # Fields that change where or how visibly a run goes, not what it computes.
 # `replicate` names its runs apart (<variant>-r<k>): it adds runs to a workdir and changes none there.
 NEUTRAL = ("workdir", "progress", "on_config_change", "checkpoint.keep", "mesh.data", "mesh.fsdp", "mesh.tensor",
-           "export.final", "export.every_iteration", "eval.every", "replicate")
+           "export.final", "export.every_iteration", "eval.every", "replicate", "sft.save_every")
 GROWABLE = ("iterations",)
 # Fields newer than some records, each with the value that does what a record without it did (a
 # function of that record's flat config), or ANY: a record without it ran no variant that reads it
@@ -125,6 +126,12 @@ def _has_results(workdir) -> bool:
     return metrics.is_file() and metrics.stat().length > 0
 
 
+def result_fields(config) -> dict:
+    """The flat config less the fields that do not change what an iteration computes (NEUTRAL,
+    GROWABLE)."""
+    return {k: v for k, v in _flatten(config.to_dict()).items() if k not in NEUTRAL and k not in GROWABLE}
+
+
 def differences(old: dict, new: dict) -> list[str]:
     """`field: old -> new` for every field (or resolved file) that would change results."""
     out = []
@@ -154,12 +161,13 @@ def _write(path: epath.Path, record: dict) -> None:
     tmp.replace(path)
 
 
-def check_and_record(config, *, is_writer: bool = True) -> None:
+@distributed.decided_on_writer
+def check_and_record(config) -> None:
     """Refuses a config that would change the results already in the workdir; records this one.
 
     The first start (or a workdir without results yet) writes the record; a rerun with an
     equivalent config leaves it; `on_config_change="continue"` accepts the change, logs it and
-    appends it to the record's history.
+    appends it to the record's history. Runs in the writer; every process raises its refusal.
     """
     workdir = config.workdir
     path = epath.Path(workdir) / FILENAME
@@ -173,12 +181,10 @@ def check_and_record(config, *, is_writer: bool = True) -> None:
             raise ConfigChangedError(f"{path}: unreadable run record ({e}); restore it, or delete it to "
                                      f"record this config as the workdir's") from None
     has_results = _has_results(workdir)
-    # Every process has read the record before the writer replaces it: all take the same decision.
-    distributed.barrier("run record read")
     if old is not None and has_results:
         diff = differences(old, new)
         if not diff:
-            if is_writer and old.get("config") != new["config"]:  # neutral fields, or more iterations
+            if old.get("config") != new["config"]:  # neutral fields, or more iterations
                 _write(path, dict(new, history=old.get("history", [])))
             return
         if config.get("on_config_change", "refuse") != "continue":
@@ -190,5 +196,4 @@ def check_and_record(config, *, is_writer: bool = True) -> None:
     elif old is None and has_results:
         logging.warning("%s: results without a %s (an older version made them); recording this config",
                         workdir, FILENAME)
-    if is_writer:
-        _write(path, new)
+    _write(path, new)

@@ -165,6 +165,8 @@ SCHEMA = Section("the run, the task and the sizes of the loop", {
                     micro_batch_size=64, **_ADAM),
         "steps_per_iteration": Int("optimizer steps per self-improvement iteration", 500, ge=1,
                                    unit="optimizer steps"),
+        "save_every": Int("SFT steps between saves of the SFT phase (0: at its end and on a stop only); a "
+                          "preempted run loses at most this many", 50, ge=0, unit="optimizer steps"),
         "loss_groups": Int("token means per micro-batch, averaged (the official code: one per GPU, 8)", 1, ge=1),
         "pack": Bool("several examples per row, attention kept within each (docs/training.md#packing)", True),
         "pack_len": Int("tokens per packed row; 0 = max_len", 0, ge=0, unit="tokens"),

@@ -16,7 +16,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from bstar_jax.core import mesh as mesh_lib
+from bstar_jax.core import distributed, mesh as mesh_lib
 from bstar_jax import models
 from bstar_jax.core.shapes import abstract, pow2_bucket
 from bstar_jax.generate import engine
@@ -59,9 +59,11 @@ def chip_of(device) -> Chip | None:
     return CHIPS.get(name) if name else None
 
 
+@distributed.decided_on_writer
 def device_memory_bytes(device, override_gb: float = 0.0) -> int:
     """Bytes one device offers: `override_gb` if > 0, else memory_stats()["bytes_limit"], else the
-    chip table, else (CPU) CPU_BUDGET_BYTES."""
+    chip table, else (CPU) CPU_BUDGET_BYTES. The writer measures (`device` as it names it): hosts
+    whose runtimes reserve a little more or less still size every batch alike."""
     if override_gb and override_gb > 0:
         return int(override_gb * GiB)
     if getattr(device, "platform", "cpu") != "cpu":

@@ -1,7 +1,7 @@
 """Several processes, one program: launch, host reads of sharded arrays, one writer per file.
 
 A pod slice (or a set of GPU hosts) runs one Python process per host; every process runs this
-same program on the same global mesh (docs/multihost.md). Four rules follow, and this module
+same program on the same global mesh (docs/multihost.md). Five rules follow, and this module
 is the one place that implements them:
 
   - launch: `initialize()` starts `jax.distributed` from the cluster (Cloud TPU VM, Slurm,
@@ -11,7 +11,13 @@ is the one place that implements them:
     `to_host` gathers (a collective: every process calls it, in the same order);
   - host data in: `put_global` builds a global array from the host value every process holds;
   - files: one process (`is_writer()`) writes each file; `barrier` / `write_once` make the
-    others wait until it is there. Paths go through `etils.epath`, so they may be gs://.
+    others wait until it is there. Paths go through `etils.epath`, so they may be gs://;
+  - decisions: a branch that depends on storage (a file's presence, a listing, a marker's
+    contents), the clock or host state (device memory) is taken once, by the writer, and its
+    outcome reaches every process (`@decided_on_writer`); a per-host fact every process must
+    know about every host is `@gathered`. Two processes reading shared storage a moment apart
+    may see different things (the writer may have written in between): deciding apart is how
+    hosts diverge into different collectives (tests/unit/core/test_host_decisions.py enforces it).
 
 A process that dies brings the others down: a watchdog thread per process publishes a
 heartbeat in the coordinator's key-value store and ends this process with one line naming
@@ -19,9 +25,13 @@ the dead peer (or the lost coordinator) well before jax's own, multi-line, heart
 """
 from __future__ import annotations
 
+import base64
 import contextlib
+import functools
+import itertools
 import logging
 import os
+import pickle
 import sys
 import threading
 import time
@@ -41,6 +51,9 @@ JAX_HEARTBEAT_TIMEOUT_S = 45
 JAX_SHUTDOWN_TIMEOUT_S = 30
 _BEAT_EVERY_S = 2.0
 _KEY = "bstar_jax/alive/"
+_DECIDED_KEY = "bstar_jax/decided/"
+# How long a process waits for the writer's decision; a dead writer is caught by the watchdog sooner.
+DECISION_TIMEOUT_S = 3600
 
 
 # ----------------------------------------------------------------------------- launch
@@ -279,3 +292,105 @@ def local_folder(p) -> str:
     local = tempfile.mkdtemp(prefix="bstar_")
     copy_tree(p, local)
     return local
+
+
+# ----------------------------------------------------------------------------- decisions
+
+class DivergedError(RuntimeError):
+    """Two processes reached different decision points: the program took different paths."""
+
+
+_decisions = itertools.count()  # per process; equal in all while they decide in the same order
+_inside = threading.local()  # set while a decided function's body runs in the writer
+
+
+def _several() -> bool:
+    # Checked without touching a device: a decision made before `initialize` is a one-process one.
+    return jax.distributed.is_initialized() and jax.process_count() > 1
+
+
+def _pack(value) -> str:
+    return base64.b64encode(pickle.dumps(value)).decode("ascii")
+
+
+def _unpack(text: str):
+    return pickle.loads(base64.b64decode(text))
+
+
+def _portable(error: BaseException) -> BaseException:
+    """`error` if it survives pickling, else one of the same kind of message (UserError stays a UserError)."""
+    try:
+        pickle.loads(pickle.dumps(error))
+        return error
+    except Exception:  # noqa: BLE001  an exception class with a custom constructor
+        kind = UserError if isinstance(error, UserError) else RuntimeError
+        return kind(f"{type(error).__name__}: {error}")
+
+
+def _exchange(name: str, compute: Callable[[], Any], everyone: bool):
+    """The coordinator's key-value store carries each process's (name, outcome) of decision number
+    n; `everyone`: every process computes and reads all outcomes, else the writer alone."""
+    client, me, n = _jax_state().client, jax.process_index(), jax.process_count()
+    number = next(_decisions)
+    outcome = None
+    if everyone or me == 0:
+        _inside.active = True
+        try:
+            outcome = ("value", compute())
+        except Exception as e:  # noqa: BLE001  every process raises the same
+            outcome = ("error", _portable(e))
+        finally:
+            _inside.active = False
+        client.key_value_set(f"{_DECIDED_KEY}{number}/{me}", _pack((name, outcome)))
+    sources = range(n) if everyone else [0]
+    got = []
+    for p in sources:
+        if p == me:
+            got.append((name, outcome))
+            continue
+        text = client.blocking_key_value_get(f"{_DECIDED_KEY}{number}/{p}", DECISION_TIMEOUT_S * 1000)
+        got.append(_unpack(text))
+    for p, (their_name, _) in zip(sources, got):
+        if their_name != name:
+            raise DivergedError(f"process {me} reached decision {number} at {name} where process {p} reached "
+                                f"{their_name}: the processes took different paths")
+    errors = [o[1] for _, o in got if o[0] == "error"]
+    if errors:
+        raise errors[0]
+    values = [o[1] for _, o in got]
+    return values if everyone else values[0]
+
+
+def decided_on_writer(fn):
+    """Decorator: `fn` runs in the writer only and every process returns its result (or raises
+    its exception). For a function whose outcome steers the program and depends on storage, the
+    clock or host state. Every process must call it, in the same order (like a collective);
+    never inside `if is_writer():`. A decided function called from another one's body runs
+    plainly. In one process it is `fn`."""
+    name = f"{fn.__module__}.{fn.__qualname__}"
+
+    @functools.wraps(fn)
+    def decided(*args, **kwargs):
+        if not _several() or getattr(_inside, "active", False):
+            return fn(*args, **kwargs)
+        return _exchange(name, lambda: fn(*args, **kwargs), everyone=False)
+
+    decided.decided_on_writer = True
+    return decided
+
+
+def gathered(fn):
+    """Decorator: every process runs `fn`, and every process returns the list of all processes'
+    results (index = process index), the same list everywhere; if any raised, every process
+    raises the first such error. For per-host facts the processes must agree on (does every
+    host see the workdir?). Called by every process in the same order; [fn()] in one process."""
+    name = f"{fn.__module__}.{fn.__qualname__}"
+
+    @functools.wraps(fn)
+    def everyone(*args, **kwargs):
+        if not _several() or getattr(_inside, "active", False):
+            return [fn(*args, **kwargs)]
+        return _exchange(name, lambda: fn(*args, **kwargs), everyone=True)
+
+    everyone.gathered = True
+    return everyone

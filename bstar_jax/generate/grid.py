@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bstar_jax.core import distributed
+from bstar_jax.core import distributed, preemption
 from bstar_jax.generate import engine
 from bstar_jax.generate.strategy import request_keys
 from bstar_jax.text.tokenizer import encode_prompts
@@ -175,6 +175,7 @@ def sample(policy, tokenizer, questions: Sequence[str], *, temperatures: Sequenc
                         top_p=float(sampling_config.top_p), top_k=int(sampling_config.top_k), mesh=mesh,
                         slots=shape.chunk_rows, row_max_new_tokens=caps)
         parts.append(_slice_queries(g, real))
+        preemption.check()  # between sampler calls: a stop loses this phase's samples, nothing else
     return _concat_queries(parts)
 
 

@@ -16,10 +16,18 @@ from typing import Any
 
 import jax.numpy as jnp
 
+from bstar_jax.core import distributed
+
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
+
+
+@distributed.decided_on_writer
+def _is_folder(path: str) -> bool:
+    """`path` names a folder (as the writer sees it; each process reads its own copy)."""
+    return os.path.isdir(path)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,7 +158,7 @@ class ModelConfig:
     @classmethod
     def from_hf_file(cls, path: str, **overrides) -> "ModelConfig":
         """Reads config.json from a file path or an HF folder."""
-        if os.path.isdir(path):
+        if _is_folder(path):
             path = os.path.join(path, "config.json")
         if not os.path.exists(path):
             raise FileNotFoundError(f"{path}: no config.json")

@@ -14,6 +14,7 @@ from safetensors import safe_open
 from etils import epath
 from safetensors.numpy import save as save_safetensors
 
+from bstar_jax.core import distributed
 from bstar_jax.core.errors import CheckpointError
 from bstar_jax.models.config import ModelConfig
 
@@ -71,6 +72,13 @@ def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
 
 def _tensor_files(folder: str) -> dict[str, str]:
     """HF tensor name -> safetensors file path, from the index or the single file."""
+    return {name: os.path.join(folder, f) for name, f in _tensor_file_names(folder).items()}
+
+
+@distributed.decided_on_writer
+def _tensor_file_names(folder: str) -> dict[str, str]:
+    """HF tensor name -> safetensors file name, as the writer reads `folder` (each process
+    then reads the same files of its own copy)."""
     index = os.path.join(folder, "model.safetensors.index.json")
     if os.path.exists(index):
         try:
@@ -82,12 +90,12 @@ def _tensor_files(folder: str) -> dict[str, str]:
         if missing:
             raise CheckpointError(f"{folder}: safetensors shard(s) listed in model.safetensors.index.json "
                                   f"are missing: {', '.join(missing)}")
-        return {k: os.path.join(folder, v) for k, v in weight_map.items()}
+        return dict(weight_map)
     single = os.path.join(folder, "model.safetensors")
     if not os.path.exists(single):
         raise CheckpointError(f"{folder}: no model.safetensors and no model.safetensors.index.json")
     with _open(single, "numpy") as f:
-        return {k: single for k in f.keys()}
+        return {k: "model.safetensors" for k in f.keys()}
 
 
 def read_tensors(folder: str, cfg: ModelConfig) -> dict[str, np.ndarray]:

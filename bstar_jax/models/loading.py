@@ -5,6 +5,7 @@ import os
 
 import jax
 
+from bstar_jax.core import distributed
 from bstar_jax.core.errors import ModelNotFoundError
 from bstar_jax.models.functional import param_shardings
 from bstar_jax.models.gguf_io import EMBEDDED_MODELS, embedded_path, load_gguf
@@ -16,11 +17,26 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
 
 
+@distributed.decided_on_writer
+def _exists(path: str) -> bool:
+    return os.path.exists(path)
+
+
+@distributed.decided_on_writer
+def _layout(local: str) -> str:
+    """"folder" (an HF folder), "gguf" (anything else: a file), or "no_config" (a folder without
+    config.json), as the writer sees `local`; every process reads its own copy the same way."""
+    if os.path.isdir(local):
+        return "folder" if os.path.isfile(os.path.join(local, "config.json")) else "no_config"
+    return "gguf"
+
+
 def resolve(path: str) -> str:
-    """A local path for `path`: an alias's GGUF, an existing file/folder, or a downloaded hub id."""
+    """A local path for `path`: an alias's GGUF, an existing file/folder, or a downloaded hub id
+    (downloaded by every host into its own cache)."""
     if path in EMBEDDED_MODELS:
         return embedded_path(path)
-    if os.path.exists(path):
+    if _exists(path):
         return path
     looks_local = path.endswith(".gguf") or path.startswith((".", "/", "~")) or path.count("/") != 1
     if looks_local:
@@ -43,9 +59,10 @@ def load(path: str, *, mesh=None, param_dtype: str | None = None, dtype: str | N
     With `mesh`, each param goes straight from host memory into its sharded layout on the mesh.
     """
     local = resolve(path)
-    if os.path.isdir(local) and not os.path.isfile(os.path.join(local, "config.json")):
+    layout = _layout(local)
+    if layout == "no_config":
         raise ModelNotFoundError(f"model {path}: the folder has no config.json, so it is not an HF model folder")
-    if os.path.isdir(local):
+    if layout == "folder":
         cfg, params = load_folder(local, param_dtype=param_dtype, dtype=dtype)
     else:
         cfg, params = load_gguf(local, param_dtype=param_dtype, dtype=dtype)

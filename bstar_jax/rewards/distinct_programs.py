@@ -131,7 +131,7 @@ class _Renamer:
         # a class body may read this function's locals by their spelling: keep them
         keep = any(isinstance(node, ast.ClassDef) for node in own)
         renamable = local - (params & self.keywords)
-        return _Scope("function", local, declared_global, None if keep else {n: "" for n in renamable})
+        return _Scope("function", local, declared_global, None if keep else {n: "" for n in sorted(renamable)})
 
     def resolve(self, name: str, chain: list[_Scope]) -> str:
         """The canonical spelling of `name` read or bound in the innermost scope of `chain`:

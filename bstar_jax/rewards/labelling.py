@@ -26,7 +26,7 @@ from typing import NamedTuple, Sequence
 import jax
 import numpy as np
 
-from bstar_jax.core import distributed
+from bstar_jax.core import distributed, preemption
 from bstar_jax import models
 from bstar_jax.generate import sampling
 from bstar_jax.rewards import prm as prm_lib
@@ -130,6 +130,7 @@ def label_steps(cfg: models.ModelConfig, params, tokenizer, questions: Sequence[
             calls += 1
             tokens, out_lengths = distributed.to_host((out.tokens, out.lengths))
             fulls = []
+            preemption.check()  # between completion calls
             for b, p in enumerate(chunk_rows):
                 ids = tokens[b, :out_lengths[b]]
                 if ids.size and ids[-1] == eos_id:

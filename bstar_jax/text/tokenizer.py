@@ -10,6 +10,7 @@ import os
 import pathlib
 from typing import Iterable, Sequence
 
+from bstar_jax.core import distributed
 from bstar_jax.models.gguf_io import EMBEDDED_MODELS, embedded_path
 
 ANSWER_MARKER = "\n\n# Answer\n\n"
@@ -31,6 +32,16 @@ def _hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
 
 
+@distributed.decided_on_writer
+def _local_kind(name: str) -> str | None:
+    """"gguf" (a .gguf file), "folder", or None (neither: a hub id or a missing path), as the
+    writer sees `name`; every process loads the same kind (each from its own copy)."""
+    path = pathlib.Path(name).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        return "gguf"
+    return "folder" if path.is_dir() else None
+
+
 def load_tokenizer(path_or_id: str | os.PathLike, *, gguf_file: str | None = None):
     """Load a transformers tokenizer.
 
@@ -44,9 +55,10 @@ def load_tokenizer(path_or_id: str | os.PathLike, *, gguf_file: str | None = Non
         path = embedded_gguf_path(name)
         return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
     path = pathlib.Path(name).expanduser()
-    if path.is_file() and path.suffix == ".gguf":
+    kind = _local_kind(name)
+    if kind == "gguf":
         return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-    if path.is_dir():
+    if kind == "folder":
         return AutoTokenizer.from_pretrained(str(path), gguf_file=gguf_file)
     if path.is_absolute() or name.startswith((".", "~")) or name.count("/") > 1 \
             or name.endswith(".gguf"):

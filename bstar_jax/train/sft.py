@@ -185,12 +185,14 @@ def _batch_stats(batch) -> dict:
 
 
 def run_sft(state: trainer.TrainState, examples, cfg, sft_config, mesh, key, *, num_steps: int | None = None,
-            progress: bool = False, description: str = "sft"):
+            progress: bool = False, description: str = "sft", resume: trainer.Progress | None = None,
+            save=None, save_every: int = 0):
     """Trains `num_steps` (default steps_per_iteration) steps on shuffled batches of `examples`
     ((prompt_ids, target_ids + EOS) pairs). Returns (state, metrics): means of loss and grad_norm,
     the last lr, token counts, seconds and tokens/s (first step's compile included).
     Raises trainer.NonFiniteError / DivergenceError at the first step that breaks a rule; the input
-    `state` was donated, so the caller falls back to its last checkpoint."""
+    `state` was donated, so the caller falls back to its last checkpoint. `resume`, `save` and
+    `save_every`: as trainer.fit (continue from a saved step; save on a stop and every N steps)."""
     c = sft_config
     num_steps = int(c.steps_per_iteration if num_steps is None else num_steps)
     if cfg.max_position_embeddings < c.max_len:
@@ -204,7 +206,8 @@ def run_sft(state: trainer.TrainState, examples, cfg, sft_config, mesh, key, *, 
         accum=int(c.batch_size) // int(c.micro_batch_size), groups=int(c.loss_groups),
         key_cost=batching.attention_key_cost(cfg))
     state, summary = trainer.fit(state, step_fn, batches, train_spec(c), mesh, num_steps, what=description,
-                                 progress=progress, batch_stats=_batch_stats)
+                                 progress=progress, batch_stats=_batch_stats, resume=resume, save=save,
+                                 save_every=save_every)
     summary.pop("losses")
     summary.setdefault("target_tokens", 0)
     summary.setdefault("tokens", 0)

@@ -347,49 +347,93 @@ def _weight_norm(params):
     return optax.global_norm(params)
 
 
+@dataclasses.dataclass
+class Progress:
+    """How far a fit has come: what a resumed fit needs to continue exactly as an uninterrupted
+    one (the per-step losses feed the divergence rule and the summary's means). JSON-able."""
+
+    step: int = 0  # steps done
+    losses: list = dataclasses.field(default_factory=list)
+    grad_norms: list = dataclasses.field(default_factory=list)
+    lr: float = float("nan")
+    totals: dict = dataclasses.field(default_factory=dict)  # summed batch_stats
+    weight_norm0: float | None = None  # the weight norm at the phase start (the divergence rule)
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Progress":
+        return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})
+
+
 def fit(state: TrainState, step_fn, batches: Iterator[dict], spec: TrainSpec, mesh, num_steps: int, *,
         what: str = "training", progress: bool = False, description: str | None = None,
-        batch_stats: Callable[[dict], dict] | None = None):
+        batch_stats: Callable[[dict], dict] | None = None, resume: Progress | None = None,
+        save: Callable[[TrainState, Progress], None] | None = None, save_every: int = 0):
     """Runs `num_steps` steps of `step_fn` on `batches` (host dicts), checking each (`Monitor`).
 
     Returns (state, summary): mean loss and grad_norm, last lr, per-step losses, the summed
     `batch_stats(host_batch)` entries, seconds and (with a `tokens` stat) tokens/s; the first
     step's compile is included in the time. On a TrainingError the input state was donated: the
     caller falls back to its last checkpoint.
+
+    After each step is a safe point (core/preemption.py): when a stop was asked, `save(state,
+    progress)` runs (if given) and `preemption.Preempted` is raised. `save` also runs every
+    `save_every` steps (0: never; not after the last step: the caller keeps the result). A fit
+    given `resume` (the `Progress` a save received, `state` the state saved with it) skips the
+    batches of the steps done and continues: the same steps, losses and result as one run.
     """
-    monitor = Monitor(spec, float(_weight_norm(state.params)) if num_steps else 0.0, what, num_steps)
-    losses, gnorms, lr, totals = [], [], float("nan"), {}
+    from bstar_jax.core import preemption
+
+    done = resume if resume is not None else Progress()
+    if done.weight_norm0 is None:
+        done.weight_norm0 = float(_weight_norm(state.params)) if num_steps else 0.0
+    monitor = Monitor(spec, done.weight_norm0, what, num_steps)
+    monitor.losses = list(done.losses)
     bar = None
     if progress and distributed.is_writer():  # one bar per run, not one per host
         from tqdm.auto import tqdm
-        bar = tqdm(total=num_steps, desc=description or what, unit="step")
-    start = time.perf_counter()
-    host = next(batches) if num_steps else None
-    batch = device_batch(host, mesh) if num_steps else None
-    for i in range(num_steps):
+        bar = tqdm(total=num_steps, initial=done.step, desc=description or what, unit="step")
+    for _ in range(done.step):  # the batches of the steps already done: host work only
+        next(batches)
+    start, start_tokens = time.perf_counter(), done.totals.get("tokens", 0)
+    host = next(batches) if done.step < num_steps else None
+    batch = device_batch(host, mesh) if host is not None else None
+    for i in range(done.step, num_steps):
         state, metrics = step_fn(state, batch)
         for k, v in (batch_stats(host) if batch_stats else {}).items():
-            totals[k] = totals.get(k, 0) + v
+            done.totals[k] = done.totals.get(k, 0) + v
         if i + 1 < num_steps:  # build the next batch while the device works
             host = next(batches)
             batch = device_batch(host, mesh)
         m = jax.device_get(metrics)
         monitor.check(i, m)
-        losses.append(float(m["loss"]))
-        gnorms.append(float(m["grad_norm"]))
-        lr = float(m["lr"])
+        done.losses.append(float(m["loss"]))
+        done.grad_norms.append(float(m["grad_norm"]))
+        done.lr = float(m["lr"])
+        done.step = i + 1
         if bar is not None:
-            postfix = {"loss": f"{losses[-1]:.4f}"}
-            if "tokens" in totals:
-                postfix["tok_s"] = f"{totals['tokens'] / (time.perf_counter() - start):.0f}"
+            postfix = {"loss": f"{done.losses[-1]:.4f}"}
+            if "tokens" in done.totals:
+                postfix["tok_s"] = f"{(done.totals['tokens'] - start_tokens) / (time.perf_counter() - start):.0f}"
             bar.set_postfix(**postfix)
             bar.update(1)
+        stop = preemption.requested()
+        if save is not None and (stop or (save_every > 0 and done.step % save_every == 0 and done.step < num_steps)):
+            save(state, done)
+        if stop:
+            if bar is not None:
+                bar.close()
+            preemption.stop()
     if bar is not None:
         bar.close()
     seconds = time.perf_counter() - start
-    summary = {"loss": float(np.mean(losses)) if losses else float("nan"),
-               "grad_norm": float(np.mean(gnorms)) if gnorms else float("nan"),
-               "lr": lr, "steps": num_steps, "losses": losses, "seconds": seconds, **totals}
-    if "tokens" in totals:
-        summary["tokens_per_s"] = totals["tokens"] / seconds if seconds > 0 else float("nan")
+    summary = {"loss": float(np.mean(done.losses)) if done.losses else float("nan"),
+               "grad_norm": float(np.mean(done.grad_norms)) if done.grad_norms else float("nan"),
+               "lr": done.lr, "steps": num_steps, "losses": list(done.losses), "seconds": seconds,
+               **done.totals}
+    if "tokens" in done.totals:
+        new_tokens = done.totals["tokens"] - start_tokens
+        summary["tokens_per_s"] = new_tokens / seconds if seconds > 0 else float("nan")
     return state, summary

@@ -7,6 +7,7 @@ reference) and, through this script, in 2 processes of 2 fake CPU devices each:
 
     python tests/e2e/multihost_worker.py compute OUT.npz     # every process writes OUT.<pid>.npz
     python tests/e2e/multihost_worker.py wait                # prints "ready", then collectives forever
+    python tests/e2e/multihost_worker.py decide OUT.json     # decisions: every process writes OUT.<pid>.json
 
 The launch comes from JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID, as a user's.
 """
@@ -132,6 +133,57 @@ def compute(mesh) -> dict:
     return out
 
 
+def decide(folder: str) -> dict:
+    """Decisions taken on the writer and gathered ones, as each process sees them. Process 0
+    creates a file between two readings of it: a process deciding for itself could see either."""
+    import pathlib
+
+    from bstar_jax.core import distributed
+    from bstar_jax.core.errors import UserError
+
+    marker = pathlib.Path(folder) / "marker"
+
+    @distributed.decided_on_writer
+    def present() -> bool:
+        return marker.exists()
+
+    @distributed.decided_on_writer
+    def whose() -> int:
+        return jax.process_index()
+
+    @distributed.gathered
+    def each() -> int:
+        return 10 + jax.process_index()
+
+    @distributed.decided_on_writer
+    def refuse() -> None:
+        raise UserError(f"refused by process {jax.process_index()}")
+
+    @distributed.decided_on_writer
+    def left() -> str:
+        return "left"
+
+    @distributed.decided_on_writer
+    def right() -> str:
+        return "right"
+
+    out = {"before": present()}
+    if distributed.is_writer():
+        marker.write_text("x")
+    out["after"] = present()
+    distributed.barrier("decide: marker written")
+    out["whose"], out["each"] = whose(), each()
+    try:
+        refuse()
+    except UserError as e:
+        out["refused"] = f"{type(e).__name__}: {e}"
+    try:  # process 0 takes one branch, process 1 the other: the reader notices
+        out["branch"] = left() if distributed.is_writer() else right()
+    except distributed.DivergedError as e:
+        out["branch"] = f"DivergedError: {e}"
+    return out
+
+
 def main(argv):
     from bstar_jax.core import distributed, mesh as mesh_lib
 
@@ -143,6 +195,13 @@ def main(argv):
         out = compute(mesh)
         np.savez(f"{argv[2]}.{jax.process_index()}.npz", **out)
         distributed.barrier("multihost_worker: done")
+    elif argv[1] == "decide":
+        import json
+
+        out = decide(os.path.dirname(argv[2]))
+        with open(f"{argv[2]}.{jax.process_index()}.json", "w") as f:
+            json.dump(out, f)
+        distributed.barrier("multihost_worker: decided")
     elif argv[1] == "wait":
         print("ready", flush=True)
         x = distributed.put_global(np.arange(8.0), mesh_lib.batch_sharding(mesh, 1))

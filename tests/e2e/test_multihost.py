@@ -114,6 +114,29 @@ def test_two_processes_equal_one_process(tmp_path, n_devices):
             np.testing.assert_allclose(got[name], ref[name], rtol=1e-5, atol=1e-6, err_msg=f"process {pid}: {name}")
 
 
+def test_decisions_are_the_writers_in_every_process(tmp_path):
+    """@decided_on_writer: every process gets the writer's answer (a file it creates between two
+    readings, its process index, its error); @gathered: every process gets every answer; a
+    process reaching another decision than the writer stops with DivergedError."""
+    import json
+
+    procs = _launch("decide", str(tmp_path / "out"), stderr_dir=tmp_path)
+    try:
+        for p in procs:
+            p.wait(timeout=120)
+    finally:
+        _stop(procs)
+    for pid, p in enumerate(procs):
+        assert p.returncode == 0, f"process {pid}: rc {p.returncode}\n{_stderr(tmp_path, pid)[-3000:]}"
+    got = [json.loads((tmp_path / f"out.{pid}.json").read_text()) for pid in range(2)]
+    for out in got:
+        assert out["before"] is False and out["after"] is True
+        assert out["whose"] == 0 and out["each"] == [10, 11]
+        assert out["refused"] == "UserError: refused by process 0"
+    assert got[0]["branch"] == "left"
+    assert got[1]["branch"].startswith("DivergedError: process 1 reached decision") and "right" in got[1]["branch"]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("victim", [1, 0], ids=["peer", "coordinator"])
 def test_dead_process_stops_the_other(tmp_path, victim):

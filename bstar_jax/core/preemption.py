@@ -1,0 +1,134 @@
+"""Preemption: SIGTERM stops the run at the next safe point, every process at the same one.
+
+A spot / preemptible VM gets SIGTERM some seconds before it is taken away. The loop calls
+`check()` at safe points, between compiled calls (after each sampler call, each SFT or PRM step,
+each phase); the first `check()` after the signal raises `Preempted`, the code around it saves
+what it can (an SFT phase saves its train state and progress), and the command line prints one
+line saying how to resume and exits with status 143 (docs/errors.md#preemption). Rerunning the
+same command resumes from the last finished phase.
+
+One process: a SIGTERM handler sets a flag (`install()`). Several processes: jax's preemption
+service (started by `jax.distributed.initialize`) takes SIGTERM on any host and agrees on a
+sync point, the next safe point numbered past every host's current one
+(`multihost_utils.reached_preemption_sync_point`), so every process stops at the same safe
+point, one of them possibly a few safe points after its notice. Every process must call `check()`
+in the same order, which the program does: it is one program.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+
+import jax
+
+EXIT_STATUS = 143  # 128 + SIGTERM, what a shell reports for a process ended by SIGTERM
+
+_asked = threading.Event()
+_asked_at = [0.0]
+_count = [0]  # safe points passed: the step ids of jax's sync protocol
+_place = ["starting"]
+_in_place = [0]  # safe points passed since the last `at`
+_last = [time.monotonic()]
+_fired = [False]
+_TEST_ENV = "BSTAR_TEST_SIGNAL"
+# The longest time between two safe points, per place: a stop asked there waits at most this
+# (plus a save); benchmarks/preemption.py prints them.
+gaps: dict[str, float] = {}
+
+
+class Preempted(BaseException):
+    """The run was asked to stop (SIGTERM) and stopped at a safe point. A BaseException, like
+    KeyboardInterrupt: no `except Exception` on the way up may swallow it."""
+
+    def __init__(self, where: str, asked_s: float | None = None):
+        super().__init__(where)
+        self.where, self.asked_s = where, asked_s
+
+
+def _on_sigterm(signum, frame) -> None:
+    if not _asked.is_set():
+        _asked_at[0] = time.monotonic()
+        _asked.set()
+
+
+def _several() -> bool:
+    return jax.distributed.is_initialized() and jax.process_count() > 1
+
+
+def install() -> None:
+    """Takes SIGTERM as a request to stop at the next safe point. In one process a Python
+    handler; with several, jax's preemption service already holds SIGTERM (a Python handler
+    would replace its own), so nothing is installed. Call after `distributed.initialize()`."""
+    if not _several() and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def at(place: str) -> None:
+    """Names where the run is (e.g. "bstar iteration 2: SFT"), for the stop line; a phase
+    boundary, so also a safe point (`check`)."""
+    _place[0] = place
+    _in_place[0] = 0
+    _last[0] = time.monotonic()
+    check()
+
+
+def place() -> str:
+    """Where the run is, as last named by `at`."""
+    return _place[0]
+
+
+def requested() -> bool:
+    """A safe point: True once a stop was asked (in every process at the same safe point)."""
+    _count[0] += 1
+    _in_place[0] += 1
+    now = time.monotonic()
+    gaps[_place[0]] = max(gaps.get(_place[0], 0.0), now - _last[0])
+    _last[0] = now
+    _test_signal()
+    if _several():
+        from jax.experimental import multihost_utils
+
+        try:
+            return bool(multihost_utils.reached_preemption_sync_point(_count[0]))
+        except RuntimeError:  # the preemption service is off (jax_enable_preemption_service)
+            return False
+    return _asked.is_set()
+
+
+def stop() -> None:
+    """Raises `Preempted` for the current place (after `requested()` said so)."""
+    asked = time.monotonic() - _asked_at[0] if _asked.is_set() else None
+    logging.warning("stop asked (SIGTERM): stopping at %s", _place[0])
+    raise Preempted(_place[0], asked)
+
+
+def check() -> None:
+    """A safe point that raises `Preempted` once a stop was asked."""
+    if requested():
+        stop()
+
+
+def reset() -> None:
+    """Forgets a stop request and the counts (tests run several loops in one process)."""
+    _asked.clear()
+    _count[0] = 0
+    gaps.clear()
+
+
+def _test_signal() -> None:
+    """Tests stop a run at a named place: BSTAR_TEST_SIGNAL="<place part>#<n>:<TERM|KILL>" sends
+    the signal to this process at the n-th safe point of the first place containing <place part>
+    (process BSTAR_TEST_SIGNAL_PROCESS only, default 0)."""
+    spec = os.environ.get(_TEST_ENV)
+    if not spec or _fired[0]:
+        return
+    where, _, name = spec.rpartition(":")
+    part, _, n = where.partition("#")
+    if part in _place[0] and _in_place[0] >= int(n or 1) and \
+            jax.process_index() == int(os.environ.get(_TEST_ENV + "_PROCESS", "0")):
+        _fired[0] = True
+        os.kill(os.getpid(), getattr(signal, f"SIG{name}"))
+        time.sleep(0.2)  # let the handler (or jax's notifier) see it before the next step
