@@ -13,7 +13,7 @@ def base_config() -> mlc.ConfigDict:
     c.workdir = "runs/default"  # outputs: metrics.jsonl, report.md, plots/, checkpoints/
     c.on_config_change = "refuse"  # a rerun whose config differs from <workdir>/run_config.json: refuse | continue
     c.seed = 0  # root PRNG seed; iteration and phase are folded in (resume-exact)
-    c.task = "gsm8k"  # answer checker: gsm8k | math | arc
+    c.task = "gsm8k"  # answer checker: gsm8k | math | arc | code (unit tests in a sandbox, docs/code.md)
     # normalized grader, "exact" string match (official code), or "math_verify" (MATH only;
     # docs/algorithm.md#answer-graders)
     c.answer_check = "normalized"
@@ -50,6 +50,11 @@ def base_config() -> mlc.ConfigDict:
     c.data.num_dev = 600  # paper §3.3: 600 dev queries for the (T, τ) search
     c.data.num_test = 500  # held-out evaluation queries
     c.data.difficulty = 2  # synthetic / gsm_symbolic difficulty knob
+
+    c.code = mlc.ConfigDict()  # the code task's unit-test reward (docs/code.md#the-reward-in-the-loop)
+    c.code.timeout_s = 4.0  # wall-clock seconds per unit test (the sandbox's default)
+    c.code.batch_timeout_s = 0.0  # seconds for one rollout's whole batch of programs; 0 = no limit
+    c.code.workers = 0  # sandbox worker processes; 0 = one per usable core
 
     c.queries_per_iteration = 11_500  # M, paper App. B.2 (all MATH train queries)
     c.samples_per_query = 64  # K, paper App. B.2

@@ -19,6 +19,7 @@ from bstar_jax.core import distributed
 from bstar_jax.train import sft
 from bstar_jax.core import mesh as mesh_lib
 from bstar_jax.core.errors import ConfigValueError, UserError
+from bstar_jax.data.records import TASKS
 from bstar_jax.rewards import prm, verify
 
 ON_CONFIG_CHANGE = ("refuse", "continue")
@@ -141,7 +142,7 @@ def validate_fields(config, mesh) -> None:
     if not isinstance(workdir, str) or not workdir.strip():
         _fail("workdir", workdir, "must be a folder path")
     _int(config, "seed")
-    task = _choice(config, "task", verify.TASKS)
+    task = _choice(config, "task", TASKS)
     if _choice(config, "answer_check", verify.MODES) == "math_verify" and task not in verify.MATH_VERIFY_TASKS:
         _fail("answer_check", "math_verify", f"grades MATH answers (task='math'), not task={task!r}; "
                                              f"use 'normalized' or 'exact'")
@@ -181,6 +182,7 @@ def validate_fields(config, mesh) -> None:
     del K
     if choices.FIXED in variants:
         _fixed(config, variants)
+    _task(config, variants, use_prm)
 
     _int(config, "sampling.max_new_tokens", 1)
     _float(config, "sampling.top_p", gt=0, le=1)
@@ -307,6 +309,26 @@ def _fixed(config, variants: tuple) -> None:
     if source not in variants or variants.index(source) > variants.index(choices.FIXED):
         _fail("fixed.from_run", source, f"must be listed in config.variants before {choices.FIXED}, "
                                         f"which takes its last (T, τ)")
+
+
+def _task(config, variants: tuple, use_prm: tuple) -> None:
+    """The code task: a programming dataset, the unit-test reward alone (no PRM), the sandbox's
+    limits; on the temperature-only tasks no variant that searches τ alone."""
+    task, name = config.task, config.data.name
+    if (task == "code") != (name in data.CODE_NAMES):
+        _fail("task", task, f"data.name={name} is " + ("a programming dataset, which needs task 'code'"
+                                                      if name in data.CODE_NAMES else
+                                                      f"not a programming dataset ({', '.join(data.CODE_NAMES)})"))
+    if task in choices.TEMPERATURE_ONLY_TASKS and "bstar_threshold_only" in variants:
+        _fail("variants", variants, f"bstar_threshold_only searches τ, which task {task!r} holds at "
+                                    f"baseline.threshold (temperature-only search); drop it")
+    if task != "code":
+        return
+    if True in use_prm:
+        _fail("use_prm", use_prm, "task 'code' is rewarded by unit tests alone (no PRM); use (False,)")
+    _float(config, "code.timeout_s", gt=0)
+    _float(config, "code.batch_timeout_s", ge=0)
+    _int(config, "code.workers", 0)
 
 
 def _model_path(config) -> None:
