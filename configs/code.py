@@ -33,6 +33,10 @@ def get_config(arg: str | None = None):
     c.model.path = "Qwen/Qwen2.5-0.5B-Instruct"  # or an HF folder / .gguf; the hub needs a connection
     c.model.dtype = c.sft.compute_dtype = "bfloat16"
     c.sampling.hbm_fraction = c.sft.hbm_fraction = 0.8  # sizes from device memory (docs/memory.md)
+    # Qwen2.5-0.5B's float32 train state (weights + Adam, 9.9 GiB) is sharded over every chip, and
+    # each layer recomputed in the backward pass: replicated, a v5e chip has no room for one SFT row.
+    c.mesh.data, c.mesh.fsdp = 1, -1
+    c.sft.remat = "full"
 
     c.data.name = "apps_jsonl"
     c.data.train_path = "data/apps_train.jsonl"  # the user's APPS files (docs/code.md#apps)
