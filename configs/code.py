@@ -94,10 +94,10 @@ def on_a_cpu(c):
     c.iterations = 3
     c.data.num_train, c.data.num_dev, c.data.num_test = 1000, 32, 128
     c.warm_start.vocab_size = 512
-    c.warm_start.orders_per_problem = 3  # three correct programs per problem in P_0's data
+    c.warm_start.orders_per_problem = 2  # two correct programs per problem in P_0's data
     c.warm_start.hidden_size, c.warm_start.intermediate_size = 128, 384
     c.warm_start.num_layers, c.warm_start.max_len = 4, 256
-    c.warm_start.steps, c.warm_start.batch_size, c.warm_start.lr = 300, 32, 3e-3
+    c.warm_start.steps, c.warm_start.batch_size, c.warm_start.lr = 500, 32, 3e-3
 
     c.queries_per_iteration, c.samples_per_query, c.target_size = 64, 8, 256  # n* = 4
     c.search.samples_per_query = 4
