@@ -3,7 +3,7 @@
 The problems are the 137 of 164 whose asserts convert to call-based tests (docs/code.md#humaneval);
 each prompt is the project's code prompt (`tokenizer.format_prompt` of the question: the
 statement line, the HumanEval prompt, i.e. signature and docstring, in a ```python fence, and the
-call-based instruction). Greedy decoding with the run's sampler (`rollout.sample` at T = 0), the
+call-based instruction). Greedy decoding with the run's sampler (`generate.grid.sample` at T = 0), the
 program read out of each response (`extract_program`) and graded by `code_reward.CodeGrader`:
 pass@1 is the share of problems whose program passes every test. No published figure is printed
 as a reference: the installed model's card carries none (docs/code.md#humaneval-baseline).
@@ -27,9 +27,10 @@ import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bstar_jax import data, models  # noqa: E402
-from bstar_jax.bstar import code_reward, rollout  # noqa: E402
+from bstar_jax.bstar import code_reward  # noqa: E402
 from bstar_jax.core import mesh as mesh_lib  # noqa: E402
 from bstar_jax.data.code_format import extract_program  # noqa: E402
+from bstar_jax.generate import grid  # noqa: E402
 from bstar_jax.text import tokenizer as tok  # noqa: E402
 
 
@@ -52,7 +53,7 @@ def main():
     sampling = ml_collections.ConfigDict(dict(max_new_tokens=args.max_new_tokens, top_p=1.0, top_k=0,
                                               batch_rows=args.batch_rows, requests_per_slot=1))
     start = time.perf_counter()
-    samples = rollout.sample((cfg, params), tokenizer, [e.question for e in examples], temperatures=[0.0],
+    samples = grid.sample((cfg, params), tokenizer, [e.question for e in examples], temperatures=[0.0],
                              num_samples=1, rng=jax.random.key(0), sampling_config=sampling, mesh=mesh)
     sample_s = time.perf_counter() - start
     start = time.perf_counter()

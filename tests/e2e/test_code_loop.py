@@ -12,9 +12,10 @@ import pytest
 
 from bstar_jax import data
 from bstar_jax.analysis import report
-from bstar_jax.bstar import code_reward, experiment as loop, rollout
+from bstar_jax.bstar import code_reward, experiment as loop
 from bstar_jax.core import mesh as mesh_lib
 from bstar_jax.data.code_format import format_code_response
+from bstar_jax.generate import grid
 from configs import code
 
 # Hostile programs for a call-based problem with entry point {fn}; none can pass every test.
@@ -47,7 +48,7 @@ def hostile_pool(monkeypatch):
     """Each sampler call's first queries get, as their sample 0, a hostile program (every kind in
     turn) and, as their last sample, the reference program; the grades of every call are kept."""
     by_question, calls, grades = {}, [], []
-    real_sample, real_grade = rollout.sample, code_reward.CodeGrader.grade
+    real_sample, real_grade = grid.sample, code_reward.CodeGrader.grade
     paths = []
 
     def sample(policy, tokenizer, questions, **kw):
@@ -69,7 +70,7 @@ def hostile_pool(monkeypatch):
         grades.append((np.asarray(texts, object), out))
         return out
 
-    monkeypatch.setattr(rollout, "sample", sample)
+    monkeypatch.setattr(grid, "sample", sample)
     monkeypatch.setattr(code_reward.CodeGrader, "grade", grade)
     return by_question, paths, calls, grades
 
