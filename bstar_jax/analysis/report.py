@@ -302,6 +302,10 @@ def summarize_seeds(workdirs: list[str], primary: str | None = None) -> str:
     cols = [("greedy Pass@1", lambda r: r["pass_at_1"]), ("Pass@K", lambda r: r["pass_at_k"])]
     cols += [(f"Pass@K-{s}", lambda r, s=s: (r["pass_at_k_s"] or {}).get(str(s))) for s in s_values]
     cols += [("Reward@K-1", lambda r: (r["reward_at_k_s"] or {}).get("1")), ("diversity", lambda r: r["diversity"])]
+    # the coding task's (docs/code.md#metrics): distinct programs, and the share of tests passed
+    cols += [(f"Pass@K-{s} programs", lambda r, s=s: (r.get("pass_at_k_s_programs") or {}).get(str(s)))
+             for s in s_values]
+    cols += [("tests passed", lambda r: r.get("eval_test_pass_fraction"))]
     cols = [(n, get) for n, get in cols if any(get(r) is not None for rows in per_dir for r in rows)]  # measured ones
 
     def cell(rows, get):

@@ -21,7 +21,7 @@ import time
 import jax
 import numpy as np
 
-from bstar_jax.bstar import balance, checkpoint, evaluation, export, metrics, rollout, variants
+from bstar_jax.bstar import balance, checkpoint, code_reward, evaluation, export, metrics, rollout, variants
 from bstar_jax.analysis import comparisons, report
 from bstar_jax.config import check as config_check, choices, plan, record as run_record
 from bstar_jax import data
@@ -80,11 +80,16 @@ def run(config, mesh, *, command: str | None = None) -> str:
     prm_scorer = None
     p0_rows: dict[bool, dict] = {}  # iteration-0 metrics per reward: every run starts from the same P_0
     last_choices: dict[str, tuple] = {}  # run name -> its last (T, τ), for online_rft_fixed
-    for variant, use_prm in ((v, p) for p in config.use_prm for v in config.variants):
-        if use_prm and prm_scorer is None:
-            prm_scorer = prepare_prm(config, mesh, tokenizer, p0, splits, streams.key("prm"))
-        Run(config, mesh, tokenizer, p0, splits, log, streams, variant, prm_scorer if use_prm else None,
-            p0_rows=p0_rows, last_choices=last_choices).go()
+    grader = code_reward.grader_for(config)  # the code task's sandbox pool, shared by every run
+    try:
+        for variant, use_prm in ((v, p) for p in config.use_prm for v in config.variants):
+            if use_prm and prm_scorer is None:
+                prm_scorer = prepare_prm(config, mesh, tokenizer, p0, splits, streams.key("prm"))
+            Run(config, mesh, tokenizer, p0, splits, log, streams, variant, prm_scorer if use_prm else None,
+                p0_rows=p0_rows, last_choices=last_choices, grader=grader).go()
+    finally:
+        if grader is not None:
+            grader.close()
     log.close()
     if is_writer:
         return report.write_report(config.workdir, title=f"B-STaR: {config.workdir}", command=command)
@@ -95,10 +100,11 @@ class Run:
     """One variant of the loop from P_0, with its own checkpoints under checkpoints/<name>."""
 
     def __init__(self, config, mesh, tokenizer, p0, splits, log, streams: Streams, variant, prm_scorer, *,
-                 p0_rows: dict | None = None, last_choices: dict | None = None):
+                 p0_rows: dict | None = None, last_choices: dict | None = None, grader=None):
         self.config, self.mesh, self.tokenizer, self.splits, self.log = config, mesh, tokenizer, splits, log
         self.cfg, self.p0_params = p0
         self.streams, self.variant, self.prm_scorer = streams, variant, prm_scorer
+        self.grader = grader  # a code task's programs are graded in its sandbox (code_reward.py)
         self.p0_rows = {} if p0_rows is None else p0_rows
         # The last (T, τ) of every run so far (this one's is added as it goes); online_rft_fixed
         # reads its source's here, and keeps the one it started with (`fixed`) on a resume.
@@ -205,9 +211,10 @@ class Run:
             n_selected=int(selected.sum()), selection_precision=precision, selection_recall=recall,
             sft_loss=train_stats["loss"], sft_tokens_per_s=train_stats["tokens_per_s"],
             train_accuracy=float(correct.mean()), train_valid=float(valid.mean()),
-            selected_diversity=metrics.diversity([[pool.texts[0, q, k] for k in np.flatnonzero(selected[q, :K])]
-                                                  for q in range(len(queries))]),
+            selected_diversity=self._selected_diversity(pool.texts[0], selected[:, :K]),
             n_star=self.n_star, search_balance_score=dev_balance_score)
+        if pool.test_pass_fraction is not None:  # code: the share of unit tests passed, mean over samples
+            row["test_pass_fraction"] = float(pool.test_pass_fraction.mean())
         self._log_row(it, row, temperature=temperature, threshold=threshold, t0=t0)
         self.last_choices[self.name] = (temperature, threshold)
         preemption.at(f"{here}: checkpoint")
@@ -222,7 +229,7 @@ class Run:
         """(τ, selected [Q, K(+1)], precision, recall): the selection at τ (searched here in the
         official mode)."""
         c = self.config
-        if variants.searches(self.variant, "threshold") and c.search.mode == "official":
+        if variants.searches(self.variant, "threshold", c.task) and c.search.mode == "official":
             threshold = balance.search_threshold(correct, reward, valid, text_id, c.search.thresholds,
                                                  temperature=temperature, target_size=int(c.target_size),
                                                  n_star=self.n_star, mode="official", mean_over="selected",
@@ -257,13 +264,21 @@ class Run:
         store.save(num_steps, state, extra={"progress": done.to_json(), "stats": stats})
         return state, stats
 
+    def _selected_diversity(self, texts_QxK, selected_QxK) -> float:
+        """Diversity of the selection: distinct equations, or on the code task distinct programs."""
+        if self.config.task == "code":
+            return code_reward.code_diversity(texts_QxK, selected_QxK)
+        return metrics.diversity([[texts_QxK[q, k] for k in np.flatnonzero(selected_QxK[q])]
+                                  for q in range(len(texts_QxK))])
+
     def _key(self, stream: str, it: int):
         return self.streams.key(stream, run=self.index, iteration=it)
 
     def _pool(self, policy, examples, temperatures, num_samples, rng) -> rollout.Pool:
         """K samples per example at each temperature, graded and rewarded ([T, Q, K])."""
         return rollout.rollout(policy, self.tokenizer, examples, temperatures=temperatures, num_samples=num_samples,
-                               rng=rng, config=self.config, mesh=self.mesh, prm_scorer=self.prm_scorer)
+                               rng=rng, config=self.config, mesh=self.mesh, prm_scorer=self.prm_scorer,
+                               grader=self.grader)
 
     def _reference_ids(self, example) -> list[int]:
         """Target ids (EOS included) of a query's reference solution."""
@@ -280,7 +295,7 @@ class Run:
             return base_t, base_tau, None
         call = plan.search(c, self.variant)  # the grid's temperatures where it searches T, else the baseline's
         temps = list(call.temperatures)
-        taus = list(c.search.thresholds) if variants.searches(self.variant, "threshold") else [base_tau]
+        taus = list(c.search.thresholds) if variants.searches(self.variant, "threshold", c.task) else [base_tau]
         dev = self.splits["dev"]
         pool = self._pool(policy, dev, temps, call.samples, self._key("search", it))
         # The dev target keeps the iteration's per-query ratio N / M (docs/algorithm.md#search).
@@ -323,7 +338,7 @@ class Run:
         (shared by all runs), so runs pair up problem by problem."""
         return evaluation.evaluate_per_problem((self.cfg, params), self.tokenizer, self.splits["test"],
                                                rng=self.streams.key("eval", iteration=it), config=self.config,
-                                               mesh=self.mesh, prm_scorer=self.prm_scorer)
+                                               mesh=self.mesh, prm_scorer=self.prm_scorer, grader=self.grader)
 
     def _keep_per_problem(self, it, per_problem) -> None:
         if distributed.is_writer():

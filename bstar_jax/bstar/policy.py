@@ -20,7 +20,7 @@ from bstar_jax.config import plan, sizing
 from bstar_jax import models
 from bstar_jax.train import sft
 from bstar_jax.text import tokenizer as tok
-from bstar_jax.data import Example, with_alternatives
+from bstar_jax.data import Example, code_synthetic, with_alternatives
 
 
 def load_policy(config, mesh, train: list[Example]):
@@ -108,8 +108,20 @@ def _fine_tune_and_save(config, mesh, tokenizer, cfg, params, examples, folder, 
 
 
 def sft_examples(tokenizer, examples: list[Example]) -> list[tuple[list[int], list[int]]]:
-    """(prompt ids, target ids + EOS) for SFT on reference solutions."""
-    return [tok.encode_example(tokenizer, tok.format_prompt(e.question), e.solution) for e in examples]
+    """(prompt ids, target ids + EOS) for SFT on reference solutions (problems without one, as
+    some APPS problems are, left out)."""
+    return [tok.encode_example(tokenizer, tok.format_prompt(e.question), e.solution) for e in examples if e.solution]
+
+
+def warm_start_examples(data_name: str, train: list[Example], n_per_problem: int, seed: int) -> list[Example]:
+    """The warm start's SFT data: each problem with `n_per_problem` distinct correct solutions where
+    the dataset can write them (synthetic: equation orders; code_synthetic: programs), else with
+    its reference solution."""
+    if data_name == "synthetic":
+        return with_alternatives(train, n_per_problem, seed=seed)
+    if data_name == "code_synthetic":
+        return code_synthetic.with_alternatives(train, n_per_problem, seed=seed)
+    return [e for e in train if e.solution]
 
 
 def _warm_start_model(config, train: list[Example], folder):
@@ -119,7 +131,7 @@ def _warm_start_model(config, train: list[Example], folder):
     logging.info("warm start: training a %d-token BPE and a tiny model to P_0 (cached in %s)", w.vocab_size, folder)
     # Renamed into place when complete, so a kill never leaves half a P_0.
     tmp = folder.with_name(folder.name + ".partial")
-    mixed = with_alternatives(train, int(w.orders_per_problem), seed=int(config.seed))
+    mixed = warm_start_examples(config.data.name, train, int(w.orders_per_problem), int(config.seed))
     texts = [tok.format_prompt(e.question) + e.solution for e in mixed]
     # Process 0 trains and writes the tokenizer; every process (process 0 too) loads that very
     # file, so that loading takes the same decisions everywhere.

@@ -6,6 +6,7 @@ batching across chunks: docs/models.md#sampler-calls-in-a-run), then grade: the
 final-answer verifier gives `correct` and the answer-format check gives `valid` (samples without
 the answer block are never selected, docs/algorithm.md#selection); then reward with Eq. 1, or
 Eq. 2 when a PRM scores the responses (`rewards.combined_reward`, the one place it is computed).
+The coding task grades by unit tests in the sandbox instead (`score_code`, code_reward.py).
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ class Pool:
     text_id: np.ndarray  # int32: equal within a query iff the response texts are identical
     prm_min: np.ndarray | None  # float32: min step score (None without a PRM)
     reward: np.ndarray  # float32: training reward, Eq. 1 or Eq. 2
+    test_pass_fraction: np.ndarray | None = None  # float32: share of unit tests passed (code task only)
 
     @property
     def texts(self) -> np.ndarray:
@@ -68,11 +70,24 @@ def score(samples: GridSamples, questions: Sequence[str], golds: Sequence[str], 
                 reward=combined_reward(correct, prm_min))
 
 
+def score_code(samples: GridSamples, tests: Sequence, grader) -> Pool:
+    """Grades sampled programs by their problems' unit tests (`code_reward.CodeGrader`): correct =
+    every test passes, reward Eq. 1 of that, valid = a program could be extracted."""
+    if grader is None:
+        raise ValueError("the code task grades programs in a sandbox: pass grader=code_reward.CodeGrader(...)")
+    g = grader.grade(samples.texts, tests)
+    return Pool(samples=samples, correct=g.correct, valid=g.valid, text_id=text_ids(samples.texts), prm_min=None,
+                reward=combined_reward(g.correct), test_pass_fraction=g.pass_fraction)
+
+
 def rollout(policy, tokenizer, examples, *, temperatures: Sequence[float], num_samples: int, rng, config,
-            mesh=None, prm_scorer: PRMScorer | None = None) -> Pool:
-    """K samples of each example (`data.Example`) at each temperature, graded and rewarded."""
+            mesh=None, prm_scorer: PRMScorer | None = None, grader=None) -> Pool:
+    """K samples of each example (`data.Example`) at each temperature, graded and rewarded; a
+    code task's by unit tests through `grader` (a `code_reward.CodeGrader`)."""
     questions = [e.question for e in examples]
     samples = grid.sample(policy, tokenizer, questions, temperatures=temperatures, num_samples=num_samples,
                           rng=rng, sampling_config=config.sampling, mesh=mesh)
+    if config.task == "code":
+        return score_code(samples, [e.tests for e in examples], grader)
     return score(samples, questions, [e.solution for e in examples], task=config.task,
                  answer_check=config.answer_check, prm_scorer=prm_scorer)

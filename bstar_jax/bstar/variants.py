@@ -2,7 +2,8 @@
 iteration's training to the next (docs/training.md, "Variants"; docs/algorithm.md#variants).
 
 (T, τ) per iteration:
-  bstar                   searches T and τ on the dev subset (Algorithm 1, step 1);
+  bstar                   searches T and τ on the dev subset (Algorithm 1, step 1); on the
+                          code and ARC tasks T only, τ at baseline.threshold (TEMPERATURE_ONLY_TASKS);
   bstar_temperature_only  searches T, τ fixed at baseline.threshold (Table 3, "temperature only");
   bstar_threshold_only    searches τ, T fixed at baseline.temperature (Table 3, "threshold only");
   online_rft_fixed        one fixed (T, τ) from config.fixed, e.g. B-STaR's last choice (Table 6);
@@ -22,7 +23,7 @@ from __future__ import annotations
 from bstar_jax.train import sft
 from bstar_jax.train.trainer import TrainState
 
-from bstar_jax.config.choices import FIXED, SEARCHED, VARIANTS  # noqa: F401  (re-exported)
+from bstar_jax.config.choices import FIXED, SEARCHED, TEMPERATURE_ONLY_TASKS, VARIANTS  # noqa: F401  (re-exported)
 
 
 def check_variant(variant: str) -> None:
@@ -31,9 +32,12 @@ def check_variant(variant: str) -> None:
         raise ValueError(f"unknown variant {variant!r}; expected one of {', '.join(VARIANTS)}")
 
 
-def searches(variant: str, knob: str) -> bool:
-    """Whether `variant` searches `knob` ("temperature" or "threshold") each iteration."""
+def searches(variant: str, knob: str, task: str = "") -> bool:
+    """Whether `variant` searches `knob` ("temperature" or "threshold") each iteration on `task`
+    (on a TEMPERATURE_ONLY_TASKS task the threshold is never searched)."""
     check_variant(variant)
+    if knob == "threshold" and task in TEMPERATURE_ONLY_TASKS:
+        return False
     return knob in SEARCHED.get(variant, ())
 
 

@@ -89,6 +89,7 @@ def validate_fields(config, mesh) -> None:
                   f"must be one of {', '.join(map(str, DIFFICULTY))} for the synthetic task")
     if choices.FIXED in variants:
         _fixed(config, variants)
+    _task(config, variants, tuple(config.use_prm))
     eval_k, s_values = config.eval.samples_per_query, tuple(config.eval.s_values)
     if eval_k and (min(s_values) < 1 or max(s_values) > eval_k):
         _fail("eval.s_values", s_values, f"every S must be in 1..eval.samples_per_query (K={eval_k})")
@@ -153,6 +154,23 @@ def _prm_path(config) -> None:
     """prm.path, when given, is a folder (as the writer sees it)."""
     if config.prm.path and not os.path.isdir(config.prm.path):
         _fail("prm.path", config.prm.path, "no such folder; give a trained PRM folder or \"\" to train one")
+
+
+def _task(config, variants: tuple, use_prm: tuple) -> None:
+    """The code task: a programming dataset, the unit-test reward alone (no PRM), the sandbox's
+    limits; on the temperature-only tasks no variant that searches τ alone."""
+    task, name = config.task, config.data.name
+    if (task == "code") != (name in data.CODE_NAMES):
+        _fail("task", task, f"data.name={name} is " + ("a programming dataset, which needs task 'code'"
+                                                      if name in data.CODE_NAMES else
+                                                      f"not a programming dataset ({', '.join(data.CODE_NAMES)})"))
+    if task in choices.TEMPERATURE_ONLY_TASKS and "bstar_threshold_only" in variants:
+        _fail("variants", variants, f"bstar_threshold_only searches τ, which task {task!r} holds at "
+                                    f"baseline.threshold (temperature-only search); drop it")
+    if task != "code":
+        return
+    if True in use_prm:
+        _fail("use_prm", use_prm, "task 'code' is rewarded by unit tests alone (no PRM); use (False,)")
 
 
 @distributed.decided_on_writer

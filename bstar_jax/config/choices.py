@@ -16,6 +16,10 @@ VARIANTS = ("bstar", "online_rft", "iterative_rft", "rest_em",
 # What each searching variant searches on the dev subset; the other knob stays at the baseline's.
 SEARCHED = {"bstar": ("temperature", "threshold"), "bstar_temperature_only": ("temperature",),
             "bstar_threshold_only": ("threshold",)}
+# Tasks whose searching variants search T alone, τ held at baseline.threshold: the paper ran APPS
+# and ARC-Challenge with a binary reward (unit tests, the answer) and no reward model, and searched
+# the temperature only there.
+TEMPERATURE_ONLY_TASKS = ("code", "arc")
 FIXED = "online_rft_fixed"  # the variant whose (T, τ) comes from config.fixed
 _RUN_NAME = re.compile(r"^(?P<variant>.+?)(?:-r(?P<replicate>[1-9][0-9]*))?(?P<prm>\+prm)?$")
 

@@ -117,6 +117,12 @@ SCHEMA = Section("the run, the task and the sizes of the loop", {
         "num_test": Int("held-out evaluation queries", 500, ge=1, unit="problems"),
         "difficulty": Int("synthetic / gsm_symbolic difficulty knob (synthetic: 1, 2 or 3)", 2),
     }),
+    "code": Section("the code task's unit-test reward (docs/code.md#the-reward-in-the-loop)", {
+        "timeout_s": Float("wall-clock seconds per unit test (the sandbox's default)", 4.0, gt=0, unit="s"),
+        "batch_timeout_s": Float("seconds for one rollout's whole batch of programs; 0 = no limit", 0.0, ge=0,
+                                 unit="s"),
+        "workers": Int("sandbox worker processes; 0 = one per usable core", 0, ge=0, unit="processes"),
+    }),
     "queries_per_iteration": Int("M, queries sampled per iteration (paper App. B.2)", 11_500, ge=1, unit="queries"),
     "samples_per_query": Int("K, samples per query (paper App. B.2)", 64, ge=1, unit="samples"),
     "target_size": Int("N, samples selected per iteration (paper App. B.2)", 67_500, ge=1, unit="samples"),

@@ -3,7 +3,7 @@ answer checks, data loaders, PRM head inits, remat modes, dtypes). Declared here
 floor, so that the config schema (bstar_jax/config/schema.py) reads them without importing JAX.
 """
 
-TASKS = ("gsm8k", "math", "arc")  # config.task: the answer checker (rewards/verify.py)
+TASKS = ("gsm8k", "math", "arc", "code")  # config.task: the answer checker (rewards/verify.py; code: unit tests)
 # config.answer_check (rewards/verify.py); math_verify grades task "math" only.
 ANSWER_CHECKS = ("normalized", "exact", "math_verify")
 # config.data.name: the loaders of bstar_jax/data; the programming ones hold task "code" problems.

@@ -124,3 +124,33 @@ def _config(path):
     c = gsm8k.get_config()
     c.model.path = path
     return c
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["code", "arc"])
+def test_tiny_code_and_arc_fit_v5e(name):
+    """configs/code.py:tiny and configs/arc.py:tiny: every program of the run compiles for v5e:2x2
+    and fits (the search samples every temperature: T is what they search)."""
+    import importlib
+
+    from bstar_jax.cli import fit as tpu_fit
+
+    results, _, bad = tpu_fit.fit(importlib.import_module(f"configs.{name}").get_config("tiny"), "v5e:2x2")
+    assert bad == [] and [r.program.name for r in results] == PROGRAMS[:8]
+    assert results[0].program.shape.startswith("64 slots")  # 8 dev queries x 2 T x 4 samples
+
+
+@pytest.mark.parametrize("name", ["code", "arc"])
+def test_full_code_and_arc_configs_size_for_v5e_2x4(name):
+    """The accelerator configs resolve their sizes from a v5e chip's memory (no compile): the
+    sharded Qwen2.5-0.5B train state leaves room for SFT rows and sampler slots."""
+    import importlib
+
+    from bstar_jax.cli import fit as tpu_fit
+
+    config = importlib.import_module(f"configs.{name}").get_config()
+    devices = tpu_fit.topology_devices("v5e:2x4")
+    mesh = mesh_lib.make_mesh(int(config.mesh.data), int(config.mesh.fsdp), int(config.mesh.tensor), devices=devices)
+    sized = hbm.resolve_sizes(config, tpu_fit.model_config(config), mesh, hbm.prompt_bucket(config))
+    assert sized.sampling.batch_rows >= 256 and sized.sft.micro_batch_size >= 8
+    assert int(sized.sft.batch_size) % int(sized.sft.micro_batch_size) == 0

@@ -15,16 +15,77 @@ def tiny(workdir):
     return c
 
 
-def test_the_shipped_configs_pass(tmp_path, mesh8):
-    from configs import gsm8k, math, real_cpu, reproduce
+def write_arc(path, n, seed=0):
+    """A small ARC JSONL file (HF row shape): which of four numbers is the largest."""
+    import random
+
+    rng = random.Random(seed)
+    with open(path, "w") as f:
+        for i in range(n):
+            values = rng.sample(range(1, 100), 4)
+            labels = ["A", "B", "C", "D"]
+            f.write(json.dumps({"id": f"arc-{seed}-{i}", "question": "Which number is the largest?",
+                                "choices": {"label": labels, "text": [str(v) for v in values]},
+                                "answerKey": labels[values.index(max(values))]}) + "\n")
+    return str(path)
+
+
+def test_the_shipped_configs_pass(tmp_path, mesh8, monkeypatch):
+    from configs import arc, code, gsm8k, math, real_cpu, reproduce
 
     config_check.validate(tiny(tmp_path / "a"), mesh8)
-    presets = [(module, arg) for module in (demo, gsm8k, math, real_cpu, reproduce) for arg in ("tiny", None)]
-    for module, arg in presets + [(gsm8k, "cpu"), (real_cpu, "fast"), (real_cpu, "wide")]:
+    presets = [(module, arg) for module in (demo, gsm8k, math, real_cpu, reproduce, code, arc) for arg in ("tiny", None)]
+    arc_files = write_arc(tmp_path / "arc_train.jsonl", 32), write_arc(tmp_path / "arc_test.jsonl", 16, seed=1)
+    for module, arg in presets + [(gsm8k, "cpu"), (real_cpu, "fast"), (real_cpu, "wide"), (code, "cpu")]:
         c = module.get_config(arg)
         c.workdir = str(tmp_path / f"{module.__name__}_{arg}")
-        # full-size configs: fields only (their data and model files are the user's)
-        (config_check.validate if arg == "tiny" else config_check.validate_fields)(c, mesh8)
+        if module is arc and arg == "tiny":  # tiny keeps the ARC files: small ones here
+            c.data.train_path, c.data.test_path = arc_files
+        # full-size configs: fields only (their data and model files are the user's; a hub id
+        # is accepted where the hub can be reached)
+        with monkeypatch.context() as m:
+            m.setenv("HF_HUB_OFFLINE", "0")
+            (config_check.validate if arg in ("tiny", "cpu") else config_check.validate_fields)(c, mesh8)
+
+
+@pytest.mark.parametrize("overrides, needle", [
+    (dict(variants=("bstar", "bstar_threshold_only")), "config.variants=('bstar', 'bstar_threshold_only'): "
+                                                       "bstar_threshold_only searches τ"),
+    (dict(use_prm=(False, True)), "config.use_prm=(False, True): task 'code' is rewarded by unit tests alone"),
+    (dict(task="gsm8k"), "config.task='gsm8k': data.name=code_synthetic is a programming dataset"),
+    (dict(**{"code.timeout_s": 0.0}), "config.code.timeout_s=0.0: must be > 0"),
+    (dict(**{"code.workers": -1}), "config.code.workers=-1: must be >= 0"),
+])
+def test_code_task_refuses_what_it_cannot_run(tmp_path, mesh1, overrides, needle):
+    """On the code task: no τ-only search (τ stays at baseline.threshold), no PRM, a programming
+    dataset; one line naming the field, a UserError (the CLI's exit status 2)."""
+    from configs import code
+
+    c = code.get_config("tiny")
+    c.workdir = str(tmp_path)
+    config_check.validate(c, mesh1)
+    for k, v in overrides.items():
+        node = c
+        *parents, leaf = k.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = v
+    with pytest.raises(UserError) as e:
+        config_check.validate(c, mesh1)
+    assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_programming_dataset_needs_the_code_task_and_arc_searches_t_only(tmp_path, mesh1):
+    c = tiny(tmp_path)
+    c.data.name = "code_synthetic"
+    with pytest.raises(config_check.ConfigValueError, match=r"config.task='gsm8k': data.name=code_synthetic"):
+        config_check.validate(c, mesh1)
+    c.data.name, c.task = "synthetic", "code"
+    with pytest.raises(config_check.ConfigValueError, match=r"config.task='code': data.name=synthetic is not a "):
+        config_check.validate(c, mesh1)
+    c.task, c.variants = "arc", ("bstar_threshold_only",)
+    with pytest.raises(config_check.ConfigValueError, match=r"config.variants=.*task 'arc' holds at baseline"):
+        config_check.validate(c, mesh1)
 
 
 @pytest.mark.parametrize("field, value, needle", [
