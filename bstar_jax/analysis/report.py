@@ -39,10 +39,11 @@ def _jsonable(x):
 class MetricsLog:
     """Appends one JSON object per iteration to metrics.jsonl and mirrors scalars to TensorBoard."""
 
-    def __init__(self, workdir: str, *, enabled: bool = True):
+    def __init__(self, workdir: str, *, enabled: bool = True, sink=None):
         self.path = epath.Path(workdir) / "metrics.jsonl"
         self.workdir = workdir
         self.enabled = enabled
+        self.sink = sink if enabled else None  # e.g. analysis.wandb_sink.WandbSink: a mirror, never the source
         self._writers: dict[str, Any] = {}
 
     def rows(self) -> list[dict]:
@@ -78,6 +79,8 @@ class MetricsLog:
                 f.flush()
                 os.fsync(f.fileno())
         self._tensorboard(row)
+        if self.sink is not None:
+            self.sink.log(row)
 
     def _tensorboard(self, row: dict) -> None:
         try:
@@ -92,9 +95,16 @@ class MetricsLog:
             w.add_scalar(key, value, step)
         w.flush()
 
+    def log_completions(self, run: str, iteration: int, samples: list[dict]) -> None:
+        """A few sampled completions (question, completion, reward, correct) to the mirror, if any."""
+        if self.sink is not None and samples:
+            self.sink.log_completions(run, iteration, samples)
+
     def close(self) -> None:
         for w in self._writers.values():
             w.close()
+        if self.sink is not None:
+            self.sink.close()
 
 
 def _flat_scalars(row: dict, prefix: str = "") -> dict[str, float]:

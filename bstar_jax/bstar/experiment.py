@@ -75,7 +75,13 @@ def run(config, mesh, *, command: str | None = None) -> str:
     if True in config.use_prm:
         check_prm_folder(config, p0[0])  # a supplied PRM must fit P_0, before any run starts
     config_check.validate_prompt_lengths(config, tokenizer, p0[0], splits)
-    log = report.MetricsLog(config.workdir, enabled=is_writer)
+    sink = None
+    if bool(config.wandb.enabled) and is_writer:  # lazily: a run without the mirror needs no wandb
+        from bstar_jax.analysis.wandb_sink import WandbSink
+
+        sink = WandbSink(config.workdir, project=str(config.wandb.project), mode=str(config.wandb.mode),
+                         config=config.to_dict())
+    log = report.MetricsLog(config.workdir, enabled=is_writer, sink=sink)
     streams = Streams(config.seed)
     prm_scorer = None
     p0_rows: dict[bool, dict] = {}  # iteration-0 metrics per reward: every run starts from the same P_0
@@ -176,6 +182,7 @@ class Run:
             pool = self._pool(policy, queries, list(call.temperatures), call.samples, self._key("sample", it))
             phases.save_pool(pool)
         preemption.at(f"{here}: selection")
+        self._log_completions(it, queries, pool)
         samples = pool.samples
         correct, reward, valid, text_id = pool.correct[0], pool.reward[0], pool.valid[0], pool.text_id[0]
         K = correct.shape[1]
@@ -270,6 +277,13 @@ class Run:
             return code_reward.code_diversity(texts_QxK, selected_QxK)
         return metrics.diversity([[texts_QxK[q, k] for k in np.flatnonzero(selected_QxK[q])]
                                   for q in range(len(texts_QxK))])
+
+    def _log_completions(self, it: int, queries, pool) -> None:
+        """The first few sampled completions of the iteration (one per query) to the metrics mirror."""
+        n = min(int(self.config.wandb.completions), len(queries))
+        self.log.log_completions(self.name, it, [
+            dict(question=queries[q].question, completion=str(pool.texts[0][q, 0]),
+                 reward=float(pool.reward[0][q, 0]), correct=bool(pool.correct[0][q, 0])) for q in range(n)])
 
     def _key(self, stream: str, it: int):
         return self.streams.key(stream, run=self.index, iteration=it)

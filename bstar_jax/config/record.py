@@ -25,7 +25,8 @@ FILENAME = "run_config.json"
 # Fields that change where or how visibly a run goes, not what it computes.
 # `replicate` names its runs apart (<variant>-r<k>): it adds runs to a workdir and changes none there.
 NEUTRAL = ("workdir", "progress", "on_config_change", "checkpoint.keep", "mesh.data", "mesh.fsdp", "mesh.tensor",
-           "export.final", "export.every_iteration", "eval.every", "replicate", "sft.save_every")
+           "export.final", "export.every_iteration", "eval.every", "replicate", "sft.save_every",
+           "wandb.enabled", "wandb.project", "wandb.mode", "wandb.completions")
 GROWABLE = ("iterations",)
 # Fields newer than some records, each with the value that does what a record without it did (a
 # function of that record's flat config), or ANY: a record without it ran no variant that reads it

@@ -252,6 +252,14 @@ SCHEMA = Section("the run, the task and the sizes of the loop", {
         "keep": Int("keep the last N checkpoints (and the last sane one)", 2, ge=1, unit="checkpoints"),
     }),
     "progress": Bool("tqdm progress bars", True),
+    "wandb": Section("an optional Weights & Biases mirror of metrics.jsonl, from the writer process "
+                     "(docs/results.md#weights--biases)", {
+        "enabled": Bool("mirror the metrics rows and a table of sampled completions to W&B", False),
+        "project": Str("W&B project", "bstar-jax"),
+        "mode": Str("online, offline, or auto: online with an API key and a reachable service, else offline",
+                    "auto", choices=("auto", "online", "offline")),
+        "completions": Int("sampled completions logged per iteration and run", 8, ge=0, unit="completions"),
+    }),
 })
 
 

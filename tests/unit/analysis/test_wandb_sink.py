@@ -40,3 +40,33 @@ def test_offline_without_credentials(tmp_path, monkeypatch):
 def test_unknown_mode_is_refused(tmp_path):
     with pytest.raises(ValueError, match="wandb mode"):
         WandbSink(str(tmp_path), project="p", mode="sometimes")
+
+
+def test_the_metrics_log_mirrors_rows_and_completions(tmp_path):
+    from bstar_jax.analysis.report import MetricsLog
+
+    class Recorder:
+        def __init__(self):
+            self.rows, self.tables, self.closed = [], [], False
+
+        def log(self, row):
+            self.rows.append(row)
+
+        def log_completions(self, run, iteration, samples):
+            self.tables.append((run, iteration, samples))
+
+        def close(self):
+            self.closed = True
+
+    sink = Recorder()
+    log = MetricsLog(str(tmp_path), sink=sink)
+    row = {k: None for k in ("temperature", "threshold", "balance_score", "pass_at_1", "pass_at_k", "pass_at_k_s",
+                             "reward_at_k_s", "diversity", "n_selected", "selection_precision", "sft_loss", "seconds")}
+    row.update(iteration=0, variant="bstar", pass_at_1=0.5)
+    log.write(row)
+    log.log_completions("bstar", 1, [dict(question="q", completion="c", reward=1.0, correct=True)])
+    log.close()
+    assert [r["pass_at_1"] for r in sink.rows] == [0.5] and sink.tables[0][:2] == ("bstar", 1) and sink.closed
+    assert len(log.rows()) == 1  # metrics.jsonl stays the record
+    silent = MetricsLog(str(tmp_path / "other"), enabled=False, sink=Recorder())
+    assert silent.sink is None  # only the writer mirrors
