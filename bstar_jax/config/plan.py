@@ -77,6 +77,8 @@ class Score:
 
 @dataclasses.dataclass(frozen=True)
 class Phase:
+    """One phase of a run (P_0, PRM, search, iteration, evaluation) and its calls, in order."""
+
     name: str
     calls: tuple
 

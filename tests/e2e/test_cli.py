@@ -21,9 +21,10 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = ["--config=configs/demo.py:tiny", "--config.progress=False"]
-# The shared finished run: one B-STaR iteration over a short warm start.
+# The shared finished run: one B-STaR iteration over a short warm start (its primary comparison
+# against P_0: the only other run it makes, so validation logs nothing about it).
 FINISHED = ["--config.iterations=1", "--config.variants=('bstar',)", "--config.use_prm=(False,)",
-            "--config.warm_start.steps=30"]
+            "--config.warm_start.steps=30", "--config.primary=bstar - P_0"]
 
 
 def _env(devices: int = 1) -> dict:
