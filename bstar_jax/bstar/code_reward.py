@@ -8,6 +8,11 @@ metric (`test_pass_fraction`). A run holds one `CodeGrader`: one pool of sandbox
 (`rewards.Sandbox`), started at the first grading and reused by every rollout of every variant,
 closed when the run ends. Within one call a program repeated for the same problem (a policy
 repeats itself, more so at low T and in greedy decoding) is run once and its grade shared.
+
+A test's outcome depends on the clock (its time limit, the batch deadline), so with several
+processes the writer alone runs the programs and every process takes its grades
+(`distributed.decided_on_writer`): a program near its limit cannot pass on one host and fail on
+another.
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ from typing import Sequence
 import numpy as np
 
 from bstar_jax.bstar import metrics
+from bstar_jax.core import distributed
 from bstar_jax.data.code_format import extract_program
 from bstar_jax.data.records import CodeTests
 from bstar_jax.rewards.distinct_programs import code_diversity, distinct_programs, program_ids  # noqa: F401
@@ -55,9 +61,11 @@ class CodeGrader:
             self._sandbox = Sandbox(workers=self.workers)
         return self._sandbox
 
+    @distributed.decided_on_writer
     def grade(self, texts, tests_per_query: Sequence[CodeTests]) -> CodeGrades:
         """Grades `texts` (object [..., Q, K]) against the tests of each of the Q queries; the
-        results come back in the texts' order."""
+        results come back in the texts' order. Run by the writer; every process gets its grades
+        (every process must call it)."""
         texts = np.asarray(texts, dtype=object)
         if texts.ndim < 2 or texts.shape[-2] != len(tests_per_query):
             raise ValueError(f"grade: texts of shape {texts.shape} but {len(tests_per_query)} test sets "

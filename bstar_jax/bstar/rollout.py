@@ -15,6 +15,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from bstar_jax.core import distributed
 from bstar_jax.generate import grid
 from bstar_jax.generate.grid import GridSamples
 from bstar_jax.rewards import combined_reward, verify
@@ -50,9 +51,11 @@ def text_ids(texts_TxQxK: np.ndarray) -> np.ndarray:
     return out
 
 
+@distributed.decided_on_writer
 def grade(texts_TxQxK: np.ndarray, golds: Sequence[str], task: str, answer_check: str):
     """(correct, valid) bool [T, Q, K] from the verifier, the whole pool in one `are_correct` call
-    (with answer_check "math_verify", one trip through its process pool)."""
+    (with answer_check "math_verify", one trip through its process pool). Graded by the writer,
+    every process gets its verdicts: math-verify's time limits make a verdict depend on the clock."""
     T, Q, K = texts_TxQxK.shape
     texts = [texts_TxQxK[t, q, k] for t in range(T) for q in range(Q) for k in range(K)]
     golds_TQK = [golds[q] for t in range(T) for q in range(Q) for k in range(K)]

@@ -51,6 +51,13 @@ def prompts_per_call(rows: int, n_completions: int) -> int:
     return min(rows, rows // n if rows % n == 0 else -(-(rows - 1) // n) + 1)
 
 
+@distributed.decided_on_writer
+def _are_correct(texts, golds, task: str, mode: str) -> list[bool]:
+    """verify.are_correct, graded by the writer for every process: math-verify's time limits make
+    a verdict depend on the clock, and every host must label alike."""
+    return list(verify.are_correct(texts, golds, task, mode=mode))
+
+
 def _decode(tokenizer, ids) -> str:
     try:
         return prm_lib.as_text(tokenizer.decode([int(t) for t in ids], skip_special_tokens=True))
@@ -137,7 +144,7 @@ def label_steps(cfg: models.ModelConfig, params, tokenizer, questions: Sequence[
                     ids = ids[:-1]
                 fulls.append(prefixes[p] + _decode(tokenizer, ids))
             chunk_golds = [golds[kept[owners[p][0]]] for p in chunk_rows]
-            correct[lo:lo + len(chunk_rows)] = verify.are_correct(fulls, chunk_golds, task, mode=grade_mode)
+            correct[lo:lo + len(chunk_rows)] = _are_correct(fulls, chunk_golds, task, grade_mode)
 
     per_prefix = correct.reshape(len(prefixes), n_completions) if rows else np.zeros((0, n_completions))
     scores = per_prefix.mean(axis=1) if soft else per_prefix.any(axis=1).astype(np.float64)
@@ -145,8 +152,7 @@ def label_steps(cfg: models.ModelConfig, params, tokenizer, questions: Sequence[
     for p, (r, k) in enumerate(owners):
         labels[r][k] = float(scores[p])
     records = []
-    answers_ok = verify.are_correct([text for text, _, _ in parsed], [golds[i] for i in kept], task,
-                                    mode=grade_mode)
+    answers_ok = _are_correct([text for text, _, _ in parsed], [golds[i] for i in kept], task, grade_mode)
     for r, ((text, spans, answer_block), answer_ok) in enumerate(zip(parsed, answers_ok)):
         steps = tuple(text[a:b] for a, b in spans) + (answer_block.rstrip(),)
         records.append(PRMRecord(questions[kept[r]], steps, tuple(labels[r]) + (float(answer_ok),)))
