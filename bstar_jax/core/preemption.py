@@ -7,12 +7,15 @@ what it can (an SFT phase saves its train state and progress), and the command l
 line saying how to resume and exits with status 143 (docs/errors.md#preemption). Rerunning the
 same command resumes from the last finished phase.
 
-One process: a SIGTERM handler sets a flag (`install()`). Several processes: jax's preemption
-service (started by `jax.distributed.initialize`) takes SIGTERM on any host and agrees on a
-sync point, the next safe point numbered past every host's current one
-(`multihost_utils.reached_preemption_sync_point`), so every process stops at the same safe
-point, one of them possibly a few safe points after its notice. Every process must call `check()`
-in the same order, which the program does: it is one program.
+A SIGTERM handler sets a flag in the process that gets the signal (`install()`). With several
+processes each safe point is also an agreement: every process hands its flag to every other
+(`distributed.gathered`, through the coordinator's key-value store, a millisecond next to a
+compiled call) and all stop when any was asked, so every process stops at the same safe point,
+whichever hosts got the signal. A notice from jax's preemption service counts as an ask too
+(`multihost_utils.reached_preemption_sync_point`, where the platform sends notices other than
+SIGTERM, e.g. a Cloud TPU maintenance event); its own sync point alone is not relied on, since a
+host that passed it before the point was agreed would never stop. Every process must call
+`check()` in the same order, which the program does: it is one program.
 """
 from __future__ import annotations
 
@@ -23,6 +26,8 @@ import threading
 import time
 
 import jax
+
+from bstar_jax.core import distributed
 
 EXIT_STATUS = 143  # 128 + SIGTERM, what a shell reports for a process ended by SIGTERM
 
@@ -59,10 +64,9 @@ def _several() -> bool:
 
 
 def install() -> None:
-    """Takes SIGTERM as a request to stop at the next safe point. In one process a Python
-    handler; with several, jax's preemption service already holds SIGTERM (a Python handler
-    would replace its own), so nothing is installed. Call after `distributed.initialize()`."""
-    if not _several() and threading.current_thread() is threading.main_thread():
+    """Takes SIGTERM as a request to stop at the next safe point. Call after
+    `distributed.initialize()`: the handler then replaces the one jax's preemption service set."""
+    if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _on_sigterm)
 
 
@@ -89,13 +93,23 @@ def requested() -> bool:
     _last[0] = now
     _test_signal()
     if _several():
-        from jax.experimental import multihost_utils
-
-        try:
-            return bool(multihost_utils.reached_preemption_sync_point(_count[0]))
-        except RuntimeError:  # the preemption service is off (jax_enable_preemption_service)
-            return False
+        return any(_asks(_asked.is_set() or _notice(_count[0])))
     return _asked.is_set()
+
+
+@distributed.gathered
+def _asks(asked: bool) -> bool:
+    return asked
+
+
+def _notice(step: int) -> bool:
+    """jax's preemption service's word at safe point `step` (False where it is off)."""
+    from jax.experimental import multihost_utils
+
+    try:
+        return bool(multihost_utils.reached_preemption_sync_point(step))
+    except RuntimeError:  # the preemption service is off (jax_enable_preemption_service)
+        return False
 
 
 def stop() -> None:

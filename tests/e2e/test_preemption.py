@@ -47,12 +47,13 @@ def _env(signal_at: str | None, **extra) -> dict:
     return env
 
 
-def _run(workdir, signal_at: str | None = None):
+def _run(workdir, signal_at: str | None = None, devices: int = 1):
     """(return code, stderr, seconds) of one `python run.py`, as a user starts it (one device)."""
     start = time.monotonic()
+    extra = {} if devices == 1 else {"XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
     proc = subprocess.run([sys.executable, "run.py", *ARGS, f"--config.workdir={workdir}"], cwd=ROOT,
-                          env=_env(signal_at), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                          timeout=TIMEOUT_S)
+                          env=_env(signal_at, **extra), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          text=True, timeout=TIMEOUT_S)
     return proc.returncode, proc.stderr, time.monotonic() - start
 
 
@@ -145,10 +146,14 @@ def test_a_stop_costs_at_most_the_phase_it_hit(tmp_path, p0_dir, straight, signa
 
 
 @pytest.mark.slow
-def test_two_processes_stop_at_the_same_safe_point_and_resume(tmp_path, p0_dir, straight):
+def test_two_processes_stop_at_the_same_safe_point_and_resume(tmp_path, p0_dir):
     """SIGTERM to process 1 in SFT: both processes stop at the same step (jax's preemption sync
     point), save, print one line each and exit 143; the same two commands resume and take every
-    decision of the uninterrupted one-process run (floats to summation order)."""
+    decision of an uninterrupted one-process run on the same 4-device mesh (floats to summation
+    order; one device would be another mesh, whose last bits may turn a sample's length)."""
+    reference = _workdir(tmp_path, "one", p0_dir)
+    rc, err, _ = _run(reference, devices=4)
+    assert rc == 0, err[-3000:]
     work = _workdir(tmp_path, "two", p0_dir)
     rcs, errs = _run_two(work, "bstar iteration 1: SFT#3:TERM")
     assert rcs == [143, 143], [e[-3000:] for e in errs]
@@ -157,7 +162,7 @@ def test_two_processes_stop_at_the_same_safe_point_and_resume(tmp_path, p0_dir, 
     rcs, errs = _run_two(work)
     assert rcs == [0, 0], [e[-3000:] for e in errs]
     assert "SFT resumes after step" in errs[0]
-    rows, ref = _rows(work), _rows(straight)
+    rows, ref = _rows(work), _rows(reference)
     floats = ("sft_loss", "diversity", "selected_diversity")
     assert [{k: v for k, v in r.items() if k not in floats} for r in rows] == \
         [{k: v for k, v in r.items() if k not in floats} for r in ref]
