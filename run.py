@@ -31,11 +31,8 @@ def main(argv):
     report_path = loop.run(config, device_mesh, command=" ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]))
     if report_path:  # the writer process: the answer on screen
         from bstar_jax.analysis import summary
-        from bstar_jax.config.choices import parse_primary
 
-        primary = parse_primary(str(config.get("primary", "")))
-        compare = primary if primary and "P_0" not in primary[1] else None
-        print("\n" + summary.summary(config.workdir, compare=compare), flush=True)
+        print("\n" + summary.for_config(config), flush=True)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,16 @@ def paired_within_seed(workdir: str, a: str, b: str) -> tuple[float, float, int]
     return float(d.mean()), se, len(d)
 
 
+def for_config(config) -> str:
+    """The closing summary of the run `config` describes, comparing its primary pair (when that is
+    two runs, not a run against P_0); what `run.py` and the notebook print last."""
+    from bstar_jax.config.choices import parse_primary
+
+    primary = parse_primary(str(config.get("primary", "")))
+    compare = primary if primary and "P_0" not in primary[1] else None
+    return summary(config.workdir, compare=compare)
+
+
 def summary(workdir: str, *, compare: tuple[str, str] | None = None) -> str:
     """The closing summary of `workdir` as text (see the module docstring). `compare` is the pair
     (a, b) to difference; by default B-STaR against online RFT of the same reward when both ran."""
