@@ -1,7 +1,7 @@
 """Greedy pass@1 of a model on the converted HumanEval problems, graded in the sandbox.
 
 The problems are the 137 of 164 whose asserts convert to call-based tests (docs/code.md#humaneval);
-each prompt is the project's code prompt (`tokenizer.format_prompt` of the question: the
+each prompt is the project's code prompt (`format.format_prompt` of the question: the
 statement line, the HumanEval prompt, i.e. signature and docstring, in a ```python fence, and the
 call-based instruction). Greedy decoding with the run's sampler (`generate.grid.sample` at T = 0), the
 program read out of each response (`extract_program`) and graded by `code_reward.CodeGrader`:

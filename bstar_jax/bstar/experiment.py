@@ -28,6 +28,7 @@ from bstar_jax import data
 from bstar_jax.core import distributed
 from bstar_jax.train import sft
 from bstar_jax.text import tokenizer as tok
+from bstar_jax.text.format import format_prompt
 from bstar_jax.bstar.prm_phase import check_prm_folder, prepare_prm
 from bstar_jax.core.streams import Streams
 from bstar_jax.bstar.policy import load_policy
@@ -296,7 +297,7 @@ class Run:
 
     def _reference_ids(self, example) -> list[int]:
         """Target ids (EOS included) of a query's reference solution."""
-        return tok.encode_example(self.tokenizer, tok.format_prompt(example.question), example.solution)[1]
+        return tok.encode_example(self.tokenizer, format_prompt(example.question), example.solution)[1]
 
     def _choose(self, policy, it):
         """(T, τ, dev balance score) for this iteration: the search for the searching variants

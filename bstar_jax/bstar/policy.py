@@ -20,6 +20,7 @@ from bstar_jax.config import plan, sizing
 from bstar_jax import models
 from bstar_jax.train import sft
 from bstar_jax.text import tokenizer as tok
+from bstar_jax.text.format import format_prompt
 from bstar_jax.data import Example, code_synthetic, with_alternatives
 
 
@@ -110,7 +111,7 @@ def _fine_tune_and_save(config, mesh, tokenizer, cfg, params, examples, folder, 
 def sft_examples(tokenizer, examples: list[Example]) -> list[tuple[list[int], list[int]]]:
     """(prompt ids, target ids + EOS) for SFT on reference solutions (problems without one, as
     some APPS problems are, left out)."""
-    return [tok.encode_example(tokenizer, tok.format_prompt(e.question), e.solution) for e in examples if e.solution]
+    return [tok.encode_example(tokenizer, format_prompt(e.question), e.solution) for e in examples if e.solution]
 
 
 def warm_start_examples(data_name: str, train: list[Example], n_per_problem: int, seed: int) -> list[Example]:
@@ -132,7 +133,7 @@ def _warm_start_model(config, train: list[Example], folder):
     # Renamed into place when complete, so a kill never leaves half a P_0.
     tmp = folder.with_name(folder.name + ".partial")
     mixed = warm_start_examples(config.data.name, train, int(w.orders_per_problem), int(config.seed))
-    texts = [tok.format_prompt(e.question) + e.solution for e in mixed]
+    texts = [format_prompt(e.question) + e.solution for e in mixed]
     # Process 0 trains and writes the tokenizer; every process (process 0 too) loads that very
     # file, so that loading takes the same decisions everywhere.
     if distributed.is_writer():

@@ -21,7 +21,7 @@ from bstar_jax.config import plan
 from bstar_jax.core import distributed, preemption, shapes, streams
 from bstar_jax.core.errors import ConfigValueError
 from bstar_jax.generate import grid
-from bstar_jax.text import tokenizer as tok
+from bstar_jax.text.format import format_prompt
 from bstar_jax.rewards import prm as prm_lib
 from bstar_jax.rewards.labelling import label_steps
 from bstar_jax.rewards.prm_train import train_prm
@@ -139,7 +139,7 @@ def score_grid(cfg, prm_params, tokenizer, samples, questions, *, mesh=None, max
                batch_size: int = plan.SCORE_ROWS) -> np.ndarray:
     """float32 [T, Q, K]: raw min step score of every sampled response (−5 when truncated)."""
     T, Q, K = samples.texts.shape
-    prompts = [tok.format_prompt(questions[q]) for _ in range(T) for q in range(Q) for _ in range(K)]
+    prompts = [format_prompt(questions[q]) for _ in range(T) for q in range(Q) for _ in range(K)]
     scores = prm_lib.score_responses(cfg, prm_params, tokenizer, prompts, list(samples.texts.reshape(-1)),
                                      finished=~samples.truncated.reshape(-1), mesh=mesh, max_len=max_len,
                                      batch_size=batch_size)

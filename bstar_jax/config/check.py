@@ -284,7 +284,7 @@ def validate_examples(splits: dict) -> None:
 
 def validate_prompt_lengths(config, tokenizer, model_cfg, splits: dict) -> None:
     """Every prompt plus max_new_tokens fits the model's context; names the example at fault."""
-    from bstar_jax.text import tokenizer as tok
+    from bstar_jax.text.format import format_prompt
 
     context = int(getattr(model_cfg, "max_position_embeddings", 0) or 0)
     budget = context - int(config.sampling.max_new_tokens)
@@ -294,7 +294,7 @@ def validate_prompt_lengths(config, tokenizer, model_cfg, splits: dict) -> None:
     for name, examples in splits.items():
         if not examples or not context:
             continue
-        lengths = [len(ids) for ids in tokenizer([tok.format_prompt(e.question) for e in examples])["input_ids"]]
+        lengths = [len(ids) for ids in tokenizer([format_prompt(e.question) for e in examples])["input_ids"]]
         worst = max(range(len(lengths)), key=lengths.__getitem__)
         if lengths[worst] > budget:
             raise ConfigValueError(

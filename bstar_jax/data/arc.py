@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import pathlib
 
-from bstar_jax.text import tokenizer
+from bstar_jax.text import format as fmt
 from bstar_jax.data.records import DataError, Example, field, read_records, record_id, take
 
 
@@ -50,7 +50,7 @@ def arc_example(record: dict, where: str, default_id: str) -> Example:
         raise DataError(f'{where}: answerKey "{key}" is not one of the labels {list(by_label)}')
     steps = [f"The correct choice is ({key}) {by_label[key].strip()}."]
     return Example(id=record_id(record, default_id), question=format_arc_question(stem, choices),
-                   solution=tokenizer.format_response(steps, key), answer=key, task="arc")
+                   solution=fmt.format_response(steps, key), answer=key, task="arc")
 
 
 def load_arc_jsonl(path: str | os.PathLike, *, limit: int | None = None) -> list[Example]:

@@ -12,7 +12,7 @@ program is tested:
 
     Use Call-Based format
 
-The prompt is the project's usual `tokenizer.format_prompt(question)`. A solution is optional
+The prompt is the project's usual `fmt.format_prompt(question)`. A solution is optional
 reasoning steps, then the answer block holding the whole program in a fence:
 
     # Answer
@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from bstar_jax.text import tokenizer
+from bstar_jax.text import format as fmt
 
 CALL_BASED = "Use Call-Based format"  # the APPS prompt's instruction lines
 STANDARD_INPUT = "Use Standard Input format"
@@ -50,8 +50,8 @@ def code_question(statement: str, starter_code: str = "", fn_name: str | None = 
 
 
 def code_prompt(statement: str, starter_code: str = "", fn_name: str | None = None) -> str:
-    """The generation prompt: `tokenizer.format_prompt` of `code_question(...)`."""
-    return tokenizer.format_prompt(code_question(statement, starter_code, fn_name))
+    """The generation prompt: `fmt.format_prompt` of `code_question(...)`."""
+    return fmt.format_prompt(code_question(statement, starter_code, fn_name))
 
 
 def format_code_response(program: str, steps: Sequence[str] = ()) -> str:
@@ -65,7 +65,7 @@ def format_code_response(program: str, steps: Sequence[str] = ()) -> str:
         raise ValueError("the program is empty")
     if ("\n" + body).find("\n" + FENCE) >= 0:
         raise ValueError("the program has a line starting with ```, which would close its fence")
-    return tokenizer.format_response(list(steps), _OPEN_FENCE + body + "\n" + FENCE)
+    return fmt.format_response(list(steps), _OPEN_FENCE + body + "\n" + FENCE)
 
 
 def extract_program(response) -> str | None:
@@ -78,10 +78,10 @@ def extract_program(response) -> str | None:
     """
     if not isinstance(response, str):
         return None
-    head = tokenizer.ANSWER_MARKER.lstrip("\n")
-    at = response.find(tokenizer.ANSWER_MARKER)
+    head = fmt.ANSWER_MARKER.lstrip("\n")
+    at = response.find(fmt.ANSWER_MARKER)
     if at >= 0:
-        text = response[at + len(tokenizer.ANSWER_MARKER):]
+        text = response[at + len(fmt.ANSWER_MARKER):]
     elif response.startswith(head):
         text = response[len(head):]
     else:

@@ -10,7 +10,7 @@ import os
 import pathlib
 import re
 
-from bstar_jax.text import tokenizer
+from bstar_jax.text import format as fmt
 from bstar_jax.data.records import DataError, Example, field, read_records, record_id, take
 
 _NUMBER_WITH_COMMAS = re.compile(r"-?\d{1,3}(,\d{3})+(\.\d+)?")
@@ -31,7 +31,7 @@ def convert_gsm8k_answer(text: str, where: str) -> tuple[str, str]:
     if _NUMBER_WITH_COMMAS.fullmatch(answer):
         answer = answer.replace(",", "")
     steps = [line.strip() for line in work.splitlines() if line.strip()]
-    return tokenizer.format_response(steps, answer), answer
+    return fmt.format_response(steps, answer), answer
 
 
 def gsm8k_example(record: dict, where: str, default_id: str, task: str = "gsm8k") -> Example:

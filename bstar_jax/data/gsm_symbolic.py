@@ -9,7 +9,7 @@ repeated questions skipped (templates do repeat now and then).
 """
 from __future__ import annotations
 
-from bstar_jax.text import tokenizer
+from bstar_jax.text import format as fmt
 from bstar_jax.data.records import DataError, Example
 
 _INSTRUCTION = " Give the result as your final answer. Do not include units."
@@ -38,7 +38,7 @@ def symbolic_example(item: dict, index: int, seed: int, *, keep_instruction: boo
         question = question[: -len(_INSTRUCTION)]
     steps = [line.strip() for line in work.splitlines() if line.strip()]
     return Example(id=f"gsm_symbolic-{seed}-{index}", question=question.strip(),
-                   solution=tokenizer.format_response(steps, answer), answer=answer,
+                   solution=fmt.format_response(steps, answer), answer=answer,
                    task="gsm8k", meta=(("source_index", str(index)),))
 
 

@@ -14,7 +14,7 @@ import os
 import pathlib
 import re
 
-from bstar_jax.text import tokenizer
+from bstar_jax.text import format as fmt
 from bstar_jax.data.records import DataError, Example, field, read_records, record_id, take
 
 _BLANK_LINE = re.compile(r"\n\s*\n")
@@ -86,7 +86,7 @@ def math_example(record: dict, where: str, default_id: str) -> Example:
     if "query" in record and "output" in record:  # already in step format
         question = field(record, "query", where).strip()
         solution = field(record, "output", where).strip()
-        answer = tokenizer.split_steps(solution)[1]
+        answer = fmt.split_steps(solution)[1]
         if not answer:
             raise DataError(f'{where}: "output" has no "# Answer" section')
         return Example(record_id(record, default_id), question, solution, answer, "math")
@@ -100,7 +100,7 @@ def math_example(record: dict, where: str, default_id: str) -> Example:
         raise DataError(f'{where}: field "solution" has no text')
     meta = tuple((k, str(record[k])) for k in ("level", "type", "subject") if k in record)
     return Example(id=record_id(record, default_id), question=question,
-                   solution=tokenizer.format_response(steps, answer.strip()),
+                   solution=fmt.format_response(steps, answer.strip()),
                    answer=answer.strip(), task="math", meta=meta)
 
 

@@ -85,7 +85,7 @@ class Example:
     """One problem with a reference solution in the step format of docs/algorithm.md#prompt-and-response-format.
 
     `solution` is steps separated by "\\n\\n" ending "\\n\\n# Answer\\n\\n{answer}" (see
-    `tokenizer.format_response`); `task` picks the answer checker: "gsm8k", "math", "arc" or
+    `format.format_response`); `task` picks the answer checker: "gsm8k", "math", "arc" or
     "code". `meta` holds optional (key, value) string pairs, e.g. (("level", "Level 5"),) for MATH.
 
     A "code" example carries its `tests`; its answer is the reference program (the text the

@@ -21,7 +21,7 @@ import random
 import re
 from typing import Sequence
 
-from bstar_jax.text import tokenizer
+from bstar_jax.text import format as fmt
 from bstar_jax.data.records import Example
 
 NAMES = ("Ann", "Ben", "Cal", "Dot", "Eve", "Max", "Sam", "Zoe")
@@ -82,7 +82,7 @@ class Problem:
             steps.append(f"Change is <<{m}-{t}={m - t}>>{m - t}.")
         else:
             steps.append(f"With the coupon <<{t}-{m}={t - m}>>{t - m}.")
-        return tokenizer.format_response(steps, str(self.answer))
+        return fmt.format_response(steps, str(self.answer))
 
 
 _QUESTION = re.compile(

@@ -32,7 +32,7 @@ from bstar_jax.generate import sampling
 from bstar_jax.rewards import prm as prm_lib
 from bstar_jax.rewards import verify
 from bstar_jax.rewards.records import PRMRecord
-from bstar_jax.text.tokenizer import ANSWER_MARKER, format_prompt
+from bstar_jax.text.format import ANSWER_MARKER, format_prompt
 
 
 class LabelResult(NamedTuple):

@@ -7,7 +7,7 @@ logits, which equals a scalar head whose w is the mean of the LM-head rows; `ini
 ("lm_head_mean", code-faithful) or a zero head ("zero", as easy-to-hard).
 
 Step boundaries, in characters of the response (tokenizer-independent). The response is
-`steps joined by "\\n\\n"` + `"\\n\\n# Answer\\n\\n{answer}"` (tokenizer.split_steps):
+`steps joined by "\\n\\n"` + `"\\n\\n# Answer\\n\\n{answer}"` (format.split_steps):
   - a reasoning step is a non-blank piece of the text before the last answer marker, split on
     "\\n\\n"; its score character is the step's last non-whitespace character;
   - the answer's score character is the last non-whitespace character after the marker.
@@ -48,7 +48,7 @@ from bstar_jax.core import mesh as mesh_lib
 from bstar_jax.core import names
 from bstar_jax.core.shapes import pow2_bucket, round_up
 from bstar_jax import models
-from bstar_jax.text.tokenizer import ANSWER_MARKER, STEP_SEPARATOR
+from bstar_jax.text.format import ANSWER_MARKER, STEP_SEPARATOR
 
 TRUNCATED_SCORE = -5.0  # the official code's broken-sample entry (paper App. A.1)
 PRM_SCALE = 5.0  # Eq. 2: prm / 5 "normalises" the raw logit to about [-1, 1] (unclipped)
@@ -134,7 +134,7 @@ def as_text(x) -> str:
 def step_char_spans(response: str) -> tuple[list[tuple[int, int]], int | None]:
     """([(start, end) of each reasoning step, whitespace trimmed], score char of the answer | None).
 
-    Same split as tokenizer.split_steps; a step's score character is end - 1.
+    Same split as format.split_steps; a step's score character is end - 1.
     """
     head = ANSWER_MARKER.lstrip("\n")
     if ANSWER_MARKER in response:

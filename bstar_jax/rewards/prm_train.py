@@ -29,7 +29,7 @@ from bstar_jax import models
 from bstar_jax.train import trainer
 from bstar_jax.rewards import prm as prm_lib
 from bstar_jax.rewards.records import PRMRecord, as_record
-from bstar_jax.text.tokenizer import STEP_SEPARATOR, format_prompt
+from bstar_jax.text.format import STEP_SEPARATOR, format_prompt
 
 def encode_record(tokenizer, rec: PRMRecord, *, max_len: int, index: int = 0):
     """(ids int32 [n], targets float32 [n], weights float32 [n]) of one record, cut to max_len."""

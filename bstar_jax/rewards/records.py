@@ -10,7 +10,7 @@ import dataclasses
 
 import numpy as np
 
-from bstar_jax.text.tokenizer import ANSWER_MARKER, STEP_SEPARATOR
+from bstar_jax.text.format import ANSWER_MARKER, STEP_SEPARATOR
 
 ANSWER_HEAD = ANSWER_MARKER.lstrip("\n")  # "# Answer\n\n": the answer step of a record
 

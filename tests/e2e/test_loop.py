@@ -166,6 +166,7 @@ def check_exported_policy(folder, work):
 
     from bstar_jax import data, models
     from bstar_jax.text import tokenizer as tok
+    from bstar_jax.text import format as fmt
 
     cfg, params = models.load(str(folder))
     model = transformers.AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
@@ -173,7 +174,7 @@ def check_exported_policy(folder, work):
     ours_tokenizer = tok.load_tokenizer(str(work / "p0"))
     questions = [e.question for e in data.load_splits(tiny(work).data, 0)["test"][:3]]
     for q, ids in zip(questions, tok.encode_prompts(ours_tokenizer, questions)):
-        prompt = tok.format_prompt(q)
+        prompt = fmt.format_prompt(q)
         assert theirs_tokenizer(prompt, add_special_tokens=False)["input_ids"] == \
             ours_tokenizer(prompt, add_special_tokens=False)["input_ids"]
         with torch.no_grad():

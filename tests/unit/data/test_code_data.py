@@ -13,7 +13,7 @@ import ml_collections
 import pytest
 
 from bstar_jax import data
-from bstar_jax.text import tokenizer
+from bstar_jax.text import format as fmt
 from bstar_jax.data import CodeTests, DataError, Example, code_format, code_synthetic, humaneval
 
 RUNNER = r"""
@@ -77,11 +77,11 @@ def test_code_format_round_trip_and_extraction():
     response = code_format.format_code_response(program, ["Plan the loop."])
     assert response == ("Plan the loop.\n\n# Answer\n\n```python\n" + program + "\n```")
     assert code_format.extract_program(response) == program  # first marker, blank lines kept
-    assert tokenizer.split_steps(code_format.format_code_response("x = 1"))[1] == "```python\nx = 1\n```"
+    assert fmt.split_steps(code_format.format_code_response("x = 1"))[1] == "```python\nx = 1\n```"
     q = code_format.code_question("Add them.", "def add(a, b):\n", "add")
     assert q == "Add them.\n\n```python\ndef add(a, b):\n```\n\nUse Call-Based format"
     assert code_format.code_question("Read n.") == "Read n.\n\nUse Standard Input format"
-    assert code_format.code_prompt("Read n.") == tokenizer.format_prompt("Read n.\n\nUse Standard Input format")
+    assert code_format.code_prompt("Read n.") == fmt.format_prompt("Read n.\n\nUse Standard Input format")
     extract = code_format.extract_program
     assert extract("# Answer\n\n```py\nprint(1)\n```\ntrailing words") == "print(1)"
     assert extract("Some words\n```python\nx = 2\n") == "x = 2"  # unclosed fence: to the end

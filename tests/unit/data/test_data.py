@@ -5,7 +5,7 @@ import re
 import pytest
 
 from bstar_jax import data
-from bstar_jax.text import tokenizer
+from bstar_jax.text import format as fmt
 from bstar_jax.data import DataError, synthetic
 
 GSM8K = [
@@ -65,10 +65,10 @@ def test_gsm8k_jsonl_to_step_format(tmp_path):
     assert len(examples) == len(GSM8K)
     ex = examples[0]
     assert (ex.id, ex.answer, ex.task) == ("gsm8k-train-0", "72", "gsm8k")
-    steps, answer = tokenizer.split_steps(ex.solution)
+    steps, answer = fmt.split_steps(ex.solution)
     assert answer == "72" and len(steps) == 2
     assert "<<48/2=24>>" in steps[0] and "<<48+24=72>>" in steps[1]  # calculator tags kept
-    assert ex.solution.endswith(tokenizer.ANSWER_MARKER + "72")
+    assert ex.solution.endswith(fmt.ANSWER_MARKER + "72")
     assert examples[2].answer == "1250"  # thousands separator dropped
 
 
@@ -117,11 +117,11 @@ def test_math_jsonl(tmp_path):
         {"problem": "p", "solution": "It is \\boxed 7."},
     ]
     ex = data.load_split("math_jsonl", "test", path=write_jsonl(tmp_path / "m.jsonl", rows))
-    steps, answer = tokenizer.split_steps(ex[0].solution)
+    steps, answer = fmt.split_steps(ex[0].solution)
     assert answer == ex[0].answer == "\\frac{5}{6}" and len(steps) == 2  # split at ". A" not in $..$
     assert ("level", "Level 2") in ex[0].meta and ex[0].task == "math"
     assert ex[1].answer == "\\{1, 2\\}"  # balanced braces, "3.5" inside math not a sentence end
-    assert tokenizer.split_steps(ex[1].solution)[0][0] == "Note $x=3.5$ is a root."
+    assert fmt.split_steps(ex[1].solution)[0][0] == "Note $x=3.5$ is a root."
     assert (ex[2].question, ex[2].answer) == ("What is 1+1?", "2")
     assert ex[3].answer == "7"
     as_list = tmp_path / "math_format.json"  # the released B-STaR SFT data is a JSON list
@@ -144,7 +144,7 @@ def test_arc_both_shapes(tmp_path):
     ex = data.load_split("arc_jsonl", "test", path=write_jsonl(tmp_path / "arc.jsonl", [hf, official]))
     assert ex[0].question == "Which is a gas?\n(A) rock\n(B) steam\n(C) ice"
     assert (ex[0].id, ex[0].answer, ex[0].task) == ("Mercury_1", "B", "arc")
-    assert tokenizer.split_steps(ex[0].solution)[1] == "B"
+    assert fmt.split_steps(ex[0].solution)[1] == "B"
     assert ex[1].question == "Pick one.\n(1) x\n(2) y" and ex[1].answer == "1"
     bad = write_jsonl(tmp_path / "bad.jsonl", [dict(hf, answerKey="D")])
     with pytest.raises(DataError, match=re.escape(f"{bad}:1:") + '.*answerKey "D"'):
@@ -160,7 +160,7 @@ def test_gsm_symbolic_offline():
     questions = [e.question for s in splits.values() for e in s]
     assert len(set(questions)) == len(questions)
     for ex in splits["train"] + splits["dev"] + splits["test"]:
-        steps, answer = tokenizer.split_steps(ex.solution)
+        steps, answer = fmt.split_steps(ex.solution)
         assert answer == ex.answer and steps and "####" not in ex.solution
         assert not ex.question.endswith("Do not include units.")
     again = data.load_split("gsm_symbolic", "test", seed=3, n_test=4)
@@ -177,7 +177,7 @@ def _check_arithmetic(ex):
     total = sum(int(q) * int(p) for q, p in re.findall(r"(\d+) \w+ at (\d+) each", m.group(2)))
     expected = int(m.group(3)) - total if m.group(3) else total - int(m.group(4))
     assert expected > 0 and ex.answer == str(expected)
-    assert tokenizer.split_steps(ex.solution)[1] == ex.answer
+    assert fmt.split_steps(ex.solution)[1] == ex.answer
     for a, op, b, c in re.findall(r"<<(\d+)([*+-])(\d+)=(\d+)>>", ex.solution):
         assert {"*": int(a) * int(b), "+": int(a) + int(b), "-": int(a) - int(b)}[op] == int(c)
     return total
@@ -193,12 +193,12 @@ def test_synthetic_splits_deterministic_disjoint_correct():
     assert not (seen[0] & seen[1] or seen[0] & seen[2] or seen[1] & seen[2])
     for ex in a["train"] + a["dev"] + a["test"]:
         _check_arithmetic(ex)
-        steps, _ = tokenizer.split_steps(ex.solution)
+        steps, _ = fmt.split_steps(ex.solution)
         assert len(steps) == 4  # difficulty 2: three items + the final step
     for difficulty, n_steps in ((1, 3), (3, 5)):
         ex = data.make_splits(0, 3, 0, 0, difficulty)["train"][0]
         _check_arithmetic(ex)
-        assert len(tokenizer.split_steps(ex.solution)[0]) == n_steps
+        assert len(fmt.split_steps(ex.solution)[0]) == n_steps
     kinds = {"change" if "pays with" in e.question else "coupon" for e in a["train"]}
     assert kinds == {"change", "coupon"}
 
@@ -209,7 +209,7 @@ def test_synthetic_alternative_solutions():
     assert alts[0] == ex.solution and len(alts) == len(set(alts)) > 6
     equations = lambda s: re.findall(r"<<([^<>]*)>>", s)
     for alt in alts:
-        assert tokenizer.split_steps(alt)[1] == ex.answer
+        assert fmt.split_steps(alt)[1] == ex.answer
         _check_arithmetic(data.Example(ex.id, ex.question, alt, ex.answer, ex.task))
     orders = {tuple(equations(s)) for s in alts}
     assert len(orders) == len(alts)  # the equation sequences differ, not only the wording

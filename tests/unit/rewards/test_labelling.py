@@ -9,6 +9,7 @@ import jax.numpy as jnp
 from bstar_jax import models
 from bstar_jax.generate import sampling
 from bstar_jax.text import tokenizer as tok_lib
+from bstar_jax.text import format as fmt
 from bstar_jax.rewards import labelling
 
 QUESTION = "Find the number."
@@ -23,7 +24,7 @@ def _solution(opener, x, answer=None):
 def copier(tmp_path_factory):
     """A tiny LM trained to finish "It is X.\\n\\n" with "# Answer\\n\\nX" and EOS: completions
     from a prefix that states X reach the answer X, so a prefix's label depends on what it says."""
-    prompt = tok_lib.format_prompt(QUESTION)
+    prompt = fmt.format_prompt(QUESTION)
     texts = [prompt + _solution(o, x) for o in OPENERS for x in range(10)]
     tok = tok_lib.train_bpe(texts, 300, tmp_path_factory.mktemp("tok"))
     rows = [tok_lib.encode_example(tok, prompt, _solution(o, x)) for o in OPENERS for x in range(10)]

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 from bstar_jax.core import mesh as mesh_lib
 from bstar_jax import models
 from bstar_jax.text import tokenizer as tok_lib
+from bstar_jax.text import format as fmt
 from bstar_jax import rewards
 from bstar_jax.rewards import prm as prm_lib
 from bstar_jax.rewards import prm_train
@@ -60,7 +61,7 @@ def _score_chars(steps, answer):
 def char_bpe():
     rng = np.random.default_rng(0)
     words = "we add so the sum is check fine thus then step one two end and x".split()
-    corpus = [tok_lib.format_prompt(QUESTION)]
+    corpus = [fmt.format_prompt(QUESTION)]
     for _ in range(300):
         steps = [" ".join(rng.choice(words, rng.integers(2, 6))) + rng.choice([".", ":", ""]) + " "
                  + str(rng.integers(0, 20)) + rng.choice([".", "!", ""]) for _ in range(rng.integers(1, 5))]
@@ -74,7 +75,7 @@ def smollm_tok():
 
 
 def _check_positions(tok, steps, answer, *, expect_merge=False):
-    prompt = tok_lib.format_prompt(QUESTION)
+    prompt = fmt.format_prompt(QUESTION)
     resp = _response(steps, answer)
     ids, positions, has_answer = prm_lib.encode_for_scoring(tok, prompt, resp)
     assert has_answer
@@ -113,7 +114,7 @@ def test_step_positions_smollm2_gguf(smollm_tok):
 def test_step_char_spans_match_split_steps():
     resp = "\n\n  a b \n\n\n\nc\n\n# Answer\n\nx\n\n# Answer\n\n  42  "
     spans, answer_char = prm_lib.step_char_spans(resp)
-    steps, answer = tok_lib.split_steps(resp)
+    steps, answer = fmt.split_steps(resp)
     assert [resp[s:e] for s, e in spans] == steps
     assert resp[answer_char] == "2" and answer == "42"
     assert prm_lib.step_char_spans("# Answer\n\n5") == ([], 10)
@@ -173,7 +174,7 @@ def test_eq2_arithmetic():
 def test_score_responses_defined_on_bad_text(char_bpe):
     cfg = _tiny_cfg(len(char_bpe))
     prm = rewards.init_prm(cfg, models.init(cfg, 2))
-    prompt = tok_lib.format_prompt(QUESTION)
+    prompt = fmt.format_prompt(QUESTION)
     good = _response()
     responses = [good, "", b"\xff\xfe\x80 bad bytes\n\n# Answer\n\n\xc3", "Step.\n\nno answer",
                  "Step.\n\n# Answer\n\n   ", None, good, "# Answer\n\n7"]
@@ -215,7 +216,7 @@ def test_record_errors(char_bpe):
 def test_every_token_targets(char_bpe):
     rec = rewards.PRMRecord("What?", ("Step one.", "Step two.", "# Answer\n\n12"), (1.0, 0.0, 1.0))
     ids, targets, weights = prm_train.encode_record(char_bpe, rec, max_len=512)
-    n_prompt = 1 + len(char_bpe.encode(tok_lib.format_prompt("What?"), add_special_tokens=False))
+    n_prompt = 1 + len(char_bpe.encode(fmt.format_prompt("What?"), add_special_tokens=False))
     assert weights[:n_prompt].sum() == 0 and np.all(weights[n_prompt:] == 1)
     resp = "\n\n".join(rec.steps)
     _, offsets = prm_lib.encode_with_offsets(char_bpe, resp)
@@ -264,7 +265,7 @@ def _auc(scores, labels):
 def test_prm_training_learns_planted_error(tmp_path):
     rng = np.random.default_rng(0)
     train, held = _toy_records(rng, 256), _toy_records(rng, 48)
-    texts = ["\n\n".join(r.steps) for r in train] + [tok_lib.format_prompt("Add them up.")]
+    texts = ["\n\n".join(r.steps) for r in train] + [fmt.format_prompt("Add them up.")]
     tok = tok_lib.train_bpe(texts, 300, tmp_path)
     cfg = _tiny_cfg(len(tok))
     prm = rewards.init_prm(cfg, models.init(cfg, 0), init="zero")
@@ -280,7 +281,7 @@ def test_prm_training_learns_planted_error(tmp_path):
     assert not np.allclose(new["backbone"]["layers"]["q"], prm["backbone"]["layers"]["q"])
     assert float(jnp.abs(new["head"]["w"]).max()) > 0
 
-    prompt = tok_lib.format_prompt("Add them up.")
+    prompt = fmt.format_prompt("Add them up.")
     out = rewards.score_responses(cfg, new, tok, [prompt] * len(held),
                                   ["\n\n".join(r.steps) + "\n\n# Answer\n\n4" for r in held], mesh=mesh)
     scores = np.concatenate([s[:-1] for s in out.step_scores])  # drop the answer token

@@ -16,6 +16,7 @@ from bstar_jax.core.errors import ConfigValueError
 from bstar_jax.generate.grid import GridSamples
 from bstar_jax.rewards import prm as prm_lib
 from bstar_jax.text import tokenizer as tok
+from bstar_jax.text import format as fmt
 from configs import demo
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
@@ -53,7 +54,7 @@ def model(tmp_path_factory):
     folder for it."""
     base = tmp_path_factory.mktemp("prm_path")
     train = data.load_splits(demo.get_config("tiny").data, 0)["train"]
-    tokenizer = tok.train_bpe([tok.format_prompt(e.question) + e.solution for e in train], 300, base / "p0")
+    tokenizer = tok.train_bpe([fmt.format_prompt(e.question) + e.solution for e in train], 300, base / "p0")
     cfg = _tiny_model_cfg(tokenizer)
     params = models.init(cfg, 0)
     models.save_hf(cfg, params, base / "p0")

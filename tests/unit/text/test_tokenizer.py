@@ -1,31 +1,15 @@
-"""Tokenizer loading, local BPE training and the prompt / response format (docs/algorithm.md#prompt-and-response-format)."""
+"""Tokenizer loading, local BPE training and encoding prompts and SFT examples."""
 import pytest
 from transformers import AutoTokenizer
 
+from bstar_jax.text import format as fmt
 from bstar_jax.text import tokenizer as tk
 
 TEXTS = [
-    tk.format_prompt("Ann buys 3 pens at 4 each. How much?")
-    + tk.format_response(["Pens cost <<3*4=12>>12.", "So the total is 12."], "12"),
+    fmt.format_prompt("Ann buys 3 pens at 4 each. How much?")
+    + fmt.format_response(["Pens cost <<3*4=12>>12.", "So the total is 12."], "12"),
     "Déjà vu: 2 + 2 = 4,  twice .\tTabs\n\n\nand   spaces 😀",
 ] * 20
-
-
-def test_prompt_format_is_the_papers():
-    assert tk.format_prompt("Q?") == "# Question\n\nQ?\n\n# Solution\n\n"
-    assert tk.format_response(["a", "b\nc"], "7") == "a\n\nb\nc\n\n# Answer\n\n7"
-    assert tk.ANSWER_MARKER == "\n\n# Answer\n\n"
-
-
-def test_split_steps_inverts_format_response():
-    steps = ["First <<1+2=3>>3.", "Then\nmore <<3*4=12>>12."]
-    assert tk.split_steps(tk.format_response(steps, "12")) == (steps, "12")
-    assert tk.split_steps(tk.format_response([], "B")) == ([], "B")
-    # no marker: all steps, no answer; several markers: the last one wins
-    assert tk.split_steps("a\n\nb") == (["a", "b"], None)
-    assert tk.split_steps("a\n\n# Answer\n\n1\n\n# Answer\n\n2 ") == (["a", "# Answer", "1"], "2")
-    with pytest.raises(ValueError):
-        tk.format_response(["two\n\nparagraphs"], "1")
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +46,8 @@ def test_bpe_rejects_a_vocab_smaller_than_the_bytes(tmp_path):
 
 def test_encode_adds_bos_and_eos(bpe_dir):
     tok = tk.load_tokenizer(bpe_dir)
-    prompt = tk.format_prompt("What is 2+3?")
-    response = tk.format_response(["<<2+3=5>>5."], "5")
+    prompt = fmt.format_prompt("What is 2+3?")
+    response = fmt.format_response(["<<2+3=5>>5."], "5")
     (p_ids,) = tk.encode_prompts(tok, ["What is 2+3?"])
     assert p_ids[0] == tok.bos_token_id and tok.decode(p_ids[1:]) == prompt
     ex_prompt, target = tk.encode_example(tok, prompt, response)
@@ -86,7 +70,7 @@ def test_embedded_smollm2_gguf_tokenizer_loads_offline():
     assert path.name == "SmolLM2-135M-Instruct.Q4_1.gguf" and path.stat().st_size > 10_000_000
     tok = tk.load_tokenizer("smollm2-135m")
     assert len(tok) == 49152 and tok.eos_token_id is not None
-    text = tk.format_prompt("Tom has 3 apples.") + tk.format_response(["<<3+4=7>>7."], "7")
+    text = fmt.format_prompt("Tom has 3 apples.") + fmt.format_response(["<<3+4=7>>7."], "7")
     ids = tok.encode(text, add_special_tokens=False)
     assert tok.decode(ids) == text
     assert tok.encode("Hello", add_special_tokens=False) == [19556]  # SmolLM2's own vocabulary
