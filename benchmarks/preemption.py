@@ -85,9 +85,9 @@ def in_process(iterations: int) -> None:
         start = time.perf_counter()
         loop.run(c, mesh_lib.make_mesh())
         total = time.perf_counter() - start
-        from bstar_jax.analysis import report
+        from bstar_jax.analysis import runlog
 
-        iteration_s = [r["seconds"] for r in report.read_metrics(work) if r["iteration"] > 0]
+        iteration_s = [r["seconds"] for r in runlog.read_metrics(work) if r["iteration"] > 0]
     worst, later = collections.defaultdict(float), collections.defaultdict(float)
     for place, gap in preemption.gaps.items():
         worst[_phase(place)] = max(worst[_phase(place)], gap)

@@ -14,7 +14,7 @@ import numpy as np
 from etils import epath
 
 from bstar_jax.analysis import comparisons, stats
-from bstar_jax.analysis.report import read_metrics
+from bstar_jax.analysis.runlog import read_metrics
 
 Z95 = 1.959964  # two-sided 95 % normal quantile: the test set has hundreds of problems
 

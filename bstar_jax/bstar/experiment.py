@@ -22,7 +22,7 @@ import jax
 import numpy as np
 
 from bstar_jax.bstar import balance, checkpoint, code_reward, evaluation, export, metrics, rollout, variants
-from bstar_jax.analysis import comparisons, report
+from bstar_jax.analysis import comparisons, report, runlog
 from bstar_jax.config import check as config_check, choices, plan, record as run_record
 from bstar_jax import data
 from bstar_jax.core import distributed
@@ -82,7 +82,7 @@ def run(config, mesh, *, command: str | None = None) -> str:
 
         sink = WandbSink(config.workdir, project=str(config.wandb.project), mode=str(config.wandb.mode),
                          config=config.to_dict())
-    log = report.MetricsLog(config.workdir, enabled=is_writer, sink=sink)
+    log = runlog.MetricsLog(config.workdir, enabled=is_writer, sink=sink)
     streams = Streams(config.seed)
     prm_scorer = None
     p0_rows: dict[bool, dict] = {}  # iteration-0 metrics per reward: every run starts from the same P_0
@@ -319,7 +319,7 @@ class Run:
                                 target_size=dev_target, n_star=self.n_star, mode=c.search.mode,
                                 include_reference=bool(c.search.include_reference), mesh=self.mesh)
         if distributed.is_writer():
-            report.save_search_table(c.workdir, self.name, it, temps, taus, result.balance_score_TxU)
+            runlog.save_search_table(c.workdir, self.name, it, temps, taus, result.balance_score_TxU)
         return float(result.temperature), float(result.threshold), float(result.balance_score)
 
     def _fixed_choice(self) -> tuple[float, float]:

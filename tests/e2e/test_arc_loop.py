@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from bstar_jax.analysis import report
+from bstar_jax.analysis import runlog
 from bstar_jax.bstar import experiment as loop
 from bstar_jax.core import mesh as mesh_lib
 from configs import arc
@@ -32,7 +32,7 @@ def test_arc_tiny_searches_the_temperature_only(tmp_path):
     c.data.test_path = write_arc(tmp_path / "test.jsonl", 16, seed=1)
     c.warm_start.steps = 60
     loop.run(c, mesh_lib.make_mesh())
-    rows = report.read_metrics(c.workdir)
+    rows = runlog.read_metrics(c.workdir)
     assert [r["iteration"] for r in rows] == [0, 1]
     assert rows[1]["temperature"] in c.search.temperatures and rows[1]["threshold"] == c.baseline.threshold
     table = json.loads((tmp_path / "work" / "searches" / "bstar_iter001.json").read_text())

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from bstar_jax import data
-from bstar_jax.analysis import report
+from bstar_jax.analysis import runlog
 from bstar_jax.bstar import code_reward, experiment as loop
 from bstar_jax.core import mesh as mesh_lib
 from bstar_jax.data.code_format import format_code_response
@@ -95,7 +95,7 @@ def test_hostile_programs_score_zero_and_the_run_resumes(tmp_path, hostile_pool)
         if K > 1:
             assert g.correct[:, :, -1].all()  # the references pass, in the same batches
     assert decoy.read_text() == "keep me"
-    rows = report.read_metrics(str(workdir))
+    rows = runlog.read_metrics(str(workdir))
     assert [r["iteration"] for r in rows] == [0, 1]
     it1 = rows[1]
     assert it1["n_selected"] >= 1 and it1["selection_precision"] == 1.0 and it1["sft_loss"] is not None
@@ -107,7 +107,7 @@ def test_hostile_programs_score_zero_and_the_run_resumes(tmp_path, hostile_pool)
     # the rerun restores iteration 1's checkpoint and runs iteration 2 only
     done = len(calls)
     loop.run(_config(workdir, iterations=2), mesh_lib.make_mesh())
-    rows2 = report.read_metrics(str(workdir))
+    rows2 = runlog.read_metrics(str(workdir))
     assert [r["iteration"] for r in rows2] == [0, 1, 2]
     assert json.dumps(rows2[:2], sort_keys=True) == json.dumps(rows, sort_keys=True)
     search, iteration, greedy, sampled = 1, 1, 1, 1  # no P_0 evaluation again

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from bstar_jax.analysis import comparisons, report
+from bstar_jax.analysis import comparisons, report, runlog
 from bstar_jax.config import check as config_check
 from bstar_jax.bstar import experiment as loop
 from bstar_jax.core import mesh as mesh_lib
@@ -46,7 +46,7 @@ def with_p0(tmp_path, p0_dir):
 
 
 def rows_of(workdir):
-    return report.read_metrics(str(workdir))
+    return runlog.read_metrics(str(workdir))
 
 
 def test_p0_is_a_working_warm_start(p0_dir):
@@ -118,7 +118,7 @@ def test_bstar_and_online_rft_with_and_without_prm(tmp_path, p0_dir):
         its = [r["iteration"] for r in rows if r["variant"] == name]
         assert its == list(range(c.iterations + 1)), name
     for r in rows:
-        missing = [k for k in report.REQUIRED_KEYS if k not in r]
+        missing = [k for k in runlog.REQUIRED_KEYS if k not in r]
         assert not missing, (r["variant"], r["iteration"], missing)
         if r["iteration"] > 0:
             assert r["temperature"] is not None and r["threshold"] is not None

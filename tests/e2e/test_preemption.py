@@ -15,7 +15,7 @@ import time
 import numpy as np
 import pytest
 
-from bstar_jax.analysis import comparisons, report
+from bstar_jax.analysis import comparisons, runlog
 from bstar_jax.bstar import experiment as loop
 from bstar_jax.core import mesh as mesh_lib
 
@@ -96,7 +96,7 @@ def _workdir(tmp_path, name, p0_dir):
 
 
 def _rows(workdir):
-    return [{k: v for k, v in r.items() if k not in EXCLUDED} for r in report.read_metrics(str(workdir))]
+    return [{k: v for k, v in r.items() if k not in EXCLUDED} for r in runlog.read_metrics(str(workdir))]
 
 
 @pytest.fixture(scope="module")

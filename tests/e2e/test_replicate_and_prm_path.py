@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from bstar_jax import data, models
-from bstar_jax.analysis import comparisons, report
+from bstar_jax.analysis import comparisons, report, runlog
 from bstar_jax.bstar import checkpoint, experiment as loop
 from bstar_jax.core import mesh as mesh_lib
 from bstar_jax.rewards import prm as prm_lib
@@ -49,7 +49,7 @@ def test_a_supplied_prm_and_a_replicate_in_one_workdir(tmp_path, monkeypatch):
     loop.run(c, mesh)
 
     assert not (work / "prm").exists()
-    rows = report.read_metrics(str(work))
+    rows = runlog.read_metrics(str(work))
     assert [(r["variant"], r["iteration"]) for r in rows] == [
         ("online_rft+prm", 0), ("online_rft+prm", 1), ("online_rft-r1+prm", 0), ("online_rft-r1+prm", 1)]
     # P_0 and the evaluation draws are shared: the replicate's iteration 0 is the run's.

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from bstar_jax.analysis import report
+from bstar_jax.analysis import runlog
 from configs import reproduce
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -35,10 +35,10 @@ def test_reproduce_tiny_runs_every_comparison(tmp_path):
     assert c.iterations == 2
     res = run_cli(ARGS + [f"--config.workdir={work}", "--config.iterations=1"], timeout=1500)
     assert res.returncode == 0, res.stderr[-3000:]
-    first = report.read_metrics(str(work))
+    first = runlog.read_metrics(str(work))
     res = run_cli(ARGS + [f"--config.workdir={work}"], timeout=1500)
     assert res.returncode == 0, res.stderr[-3000:]
-    rows = report.read_metrics(str(work))
+    rows = runlog.read_metrics(str(work))
     assert [r for r in rows if r["iteration"] <= 1] == first
     by_run = {v: {r["iteration"]: r for r in rows if r["variant"] == v} for v in reproduce.VARIANTS}
     for v, its in by_run.items():

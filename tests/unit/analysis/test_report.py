@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from bstar_jax.analysis import report
+from bstar_jax.analysis import report, runlog
 
 
 def _write(workdir, pass1_by_variant):
@@ -117,7 +117,7 @@ def test_summarize_seeds_per_iteration(tmp_path):
 def test_curves_of_the_mean_over_seeds(tmp_path):
     _write(tmp_path / "s0", {"bstar": [0.1, 0.2, 0.3], "online_rft": [0.1, 0.15, 0.2]})
     _write(tmp_path / "s1", {"bstar": [0.3, 0.4, 0.5], "online_rft": [0.3, 0.35, 0.4]})
-    rows = report.mean_rows([report.read_metrics(str(tmp_path / s)) for s in ("s0", "s1")])
+    rows = report.mean_rows([runlog.read_metrics(str(tmp_path / s)) for s in ("s0", "s1")])
     at = {(r["variant"], r["iteration"]): r for r in rows}
     assert at[("bstar", 2)]["pass_at_1"] == pytest.approx(0.4)
     assert at[("online_rft", 1)]["pass_at_k_s"] == pytest.approx({"1": 0.5, "2": 0.25})

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from bstar_jax.analysis import comparisons, report
+from bstar_jax.analysis import comparisons, report, runlog
 from bstar_jax.config import choices
 
 Q = 400
@@ -63,7 +63,7 @@ def test_a_a_pair_measures_run_noise_and_its_check_leaves_itself_out(tmp_path):
     its own check uses none."""
     runs = {"bstar": _solves(140), "online_rft": _solves(120), "bstar_threshold_only": _solves(130)}
     work = [_workdir(tmp_path / "s0", runs, thresholds={"bstar_threshold_only": 0.9})]
-    rows = report.read_metrics(work[0])
+    rows = runlog.read_metrics(work[0])
     c = comparisons.compare(work, list(runs), [rows], primary="bstar - online_rft", primary_note="test")
     noise = c.noise["greedy Pass@1"]
     assert noise.source == "A/A pair" and noise.dof == 1
@@ -88,7 +88,7 @@ def test_a_negative_threshold_is_no_a_a_pair(tmp_path):
     """τ < 0 keeps wrong answers too: threshold-only is then another algorithm."""
     runs = {"online_rft": _solves(120), "bstar_threshold_only": _solves(130)}
     work = [_workdir(tmp_path / "s0", runs, thresholds={"bstar_threshold_only": -0.3})]
-    c = comparisons.compare(work, list(runs), [report.read_metrics(work[0])])
+    c = comparisons.compare(work, list(runs), [runlog.read_metrics(work[0])])
     assert not c.noise["greedy Pass@1"].measured
     assert not any(r.role == "A/A check" for r in c.rows)
     assert "run noise not included" in comparisons.verdict(c)
@@ -102,7 +102,7 @@ def test_replicates_measure_run_noise_before_the_a_a_pair(tmp_path):
         work.append(_workdir(tmp_path / f"s{s}", {"online_rft": _solves(rft), "online_rft-r1": _solves(rep),
                                                   "bstar_threshold_only": _solves(rft + 2)},
                              thresholds={"bstar_threshold_only": 0.5}))
-    per_dir = [report.read_metrics(w) for w in work]
+    per_dir = [runlog.read_metrics(w) for w in work]
     c = comparisons.compare(work, ["online_rft", "online_rft-r1", "bstar_threshold_only"], per_dir)
     noise = c.noise["greedy Pass@1"]
     assert noise.source == "replicates" and noise.dof == 2

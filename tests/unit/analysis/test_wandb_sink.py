@@ -43,7 +43,7 @@ def test_unknown_mode_is_refused(tmp_path):
 
 
 def test_the_metrics_log_mirrors_rows_and_completions(tmp_path):
-    from bstar_jax.analysis.report import MetricsLog
+    from bstar_jax.analysis.runlog import MetricsLog
 
     class Recorder:
         def __init__(self):

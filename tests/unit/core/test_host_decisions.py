@@ -16,9 +16,9 @@ fails on such a read anywhere but:
   - in a function whose every call in the package is in one of these places;
   - in `ALLOWED` below, each with its reason.
 
-Not scanned: analysis/ (the offline report and paired comparisons) and the fit tool (cli/fit.py
-and the `python -m` entry modules bstar_jax/report.py, bstar_jax/tpu_fit.py): they run in one
-process; nor the program sandbox's worker (rewards/sandbox_worker.py, sandbox_namespaces.py), which
+Not scanned: analysis/ (the offline report, paired comparisons, and the run log, which only the
+writer keeps) and the fit tool (cli/fit.py and the `python -m` entry modules bstar_jax/report.py,
+bstar_jax/tpu_fit.py): they run in one process; nor the program sandbox's worker (rewards/sandbox_worker.py, sandbox_namespaces.py), which
 reads only its own private folders and the local kernel's state. The clock is not scanned: it is read only for the `seconds` column and progress bars.
 """
 from __future__ import annotations
