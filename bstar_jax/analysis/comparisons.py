@@ -19,7 +19,7 @@ import numpy as np
 
 from bstar_jax.analysis import stats
 from bstar_jax.config import choices
-from bstar_jax.core import distributed
+from bstar_jax.core import files
 
 _FILE = re.compile(r"iteration_(\d+)\.npz$")
 # (name, per-problem value, whether it needs the K test samples: a greedy-only evaluation,
@@ -36,7 +36,7 @@ LEVEL = 0.95
 
 def results_path(workdir, run: str, iteration: int):
     """<workdir>/eval/<run>/iteration_<i>.npz (an `epath.Path`; the workdir may be gs://)."""
-    return distributed.path(workdir) / "eval" / run / f"iteration_{int(iteration)}.npz"
+    return files.path(workdir) / "eval" / run / f"iteration_{int(iteration)}.npz"
 
 
 def save_results(workdir, run: str, iteration: int, per_problem: dict):
@@ -62,7 +62,7 @@ def load_results(workdir: str, run: str, iteration: int) -> dict[str, np.ndarray
 
 def last_iteration(workdir: str, run: str) -> int | None:
     """The highest iteration with per-problem results of `run`, or None."""
-    folder = distributed.path(workdir) / "eval" / run
+    folder = files.path(workdir) / "eval" / run
     its = [int(m.group(1)) for f in (folder.iterdir() if folder.is_dir() else ()) if (m := _FILE.match(f.name))]
     return max(its) if its else None
 
@@ -91,7 +91,7 @@ def recorded_primary(workdirs: list[str]) -> tuple[str | None, str]:
     found = {}
     changed = False
     for w in workdirs:
-        path = distributed.path(w) / "run_config.json"
+        path = files.path(w) / "run_config.json"
         if not path.exists():
             continue
         record = json.loads(path.read_text())

@@ -25,7 +25,7 @@ from bstar_jax.bstar import balance, checkpoint, code_reward, evaluation, export
 from bstar_jax.analysis import comparisons, report, runlog
 from bstar_jax.config import check as config_check, choices, plan, record as run_record
 from bstar_jax import data
-from bstar_jax.core import distributed
+from bstar_jax.core import distributed, files
 from bstar_jax.train import sft
 from bstar_jax.text import tokenizer as tok
 from bstar_jax.text.format import format_prompt
@@ -124,7 +124,7 @@ class Run:
         self.n_star = int(config.n_star) or metrics.n_star_rule(int(config.target_size),
                                                                  int(config.queries_per_iteration))
         self.digest = config_digest(config)
-        folder = distributed.path(config.workdir) / "checkpoints" / self.name.replace("+", "_")
+        folder = files.path(config.workdir) / "checkpoints" / self.name.replace("+", "_")
         self.ckpt = checkpoint.Checkpointer(folder,
                                             max_to_keep=int(config.checkpoint.keep), async_save=False)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import tempfile
 
-from bstar_jax.core import distributed
+from bstar_jax.core import distributed, files
 from bstar_jax import models
 
 MARKER = "bstar_export.json"
@@ -24,7 +24,7 @@ def policy_dir(workdir, run: str, iteration: int | None = None):
     """<workdir>/policies/<run>/final, or .../iteration_<i> when `iteration` is given (an
     `epath.Path`: the workdir may be local or gs://)."""
     leaf = "final" if iteration is None else f"iteration_{int(iteration)}"
-    return distributed.path(workdir) / "policies" / run / leaf
+    return files.path(workdir) / "policies" / run / leaf
 
 
 @distributed.decided_on_writer
@@ -32,7 +32,7 @@ def exported_iteration(folder) -> int | None:
     """The iteration a complete exported folder holds, or None (absent, partial or foreign);
     read by the writer, the same answer in every process."""
     try:
-        return int(json.loads((distributed.path(folder) / MARKER).read_text())["iteration"])
+        return int(json.loads((files.path(folder) / MARKER).read_text())["iteration"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -49,7 +49,7 @@ def export_policy(cfg, params, tokenizer, folder, *, run: str, iteration: int) -
         return False
     host = distributed.to_host(params)  # a collective: every process gathers
     if distributed.is_writer():
-        folder = distributed.path(folder)
+        folder = files.path(folder)
         tmp, old = folder.with_name(folder.name + ".partial"), folder.with_name(folder.name + ".old")
         for stale in (tmp, old):
             if stale.exists():
@@ -57,7 +57,7 @@ def export_policy(cfg, params, tokenizer, folder, *, run: str, iteration: int) -
         models.save_hf(cfg, host, tmp)
         with tempfile.TemporaryDirectory() as local:  # save_pretrained writes local files only
             tokenizer.save_pretrained(local)
-            distributed.copy_tree(local, tmp)
+            files.copy_tree(local, tmp)
         (tmp / MARKER).write_text(json.dumps({"run": run, "iteration": int(iteration)}))
         if folder.exists():  # an older iteration's final: swap, then drop it
             folder.rename(old)

@@ -28,7 +28,7 @@ import numpy as np
 from bstar_jax.bstar import checkpoint
 from bstar_jax.bstar.rollout import Pool
 from bstar_jax.config import record as run_record
-from bstar_jax.core import distributed
+from bstar_jax.core import distributed, files
 from bstar_jax.generate.grid import GridSamples
 
 SEARCH, POOL, SELECTION, EVALUATION = "search", "pool", "selection", "evaluation"
@@ -45,7 +45,7 @@ class IterationPhases:
     """The phase files of one iteration of one run."""
 
     def __init__(self, workdir, run: str, iteration: int, digest: str):
-        self.folder = distributed.path(workdir) / "phases" / run.replace("+", "_") / f"iteration_{int(iteration)}"
+        self.folder = files.path(workdir) / "phases" / run.replace("+", "_") / f"iteration_{int(iteration)}"
         self.digest = digest
         self._sft: checkpoint.Checkpointer | None = None
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import tempfile
 
-from bstar_jax.core import distributed, preemption, streams
+from bstar_jax.core import distributed, files, preemption, streams
 from bstar_jax.config import plan, sizing
 from bstar_jax import models
 from bstar_jax.train import sft
@@ -32,10 +32,10 @@ def load_policy(config, mesh, train: list[Example]):
     fine-tuned; P_0's fine-tune and the loop read the same resolved config. A P_0 that is made
     here (warm_start.enabled or p0_sft.steps > 0) is cached in <workdir>/p0 and reused."""
     m = config.model
-    folder = distributed.path(config.workdir) / "p0"
+    folder = files.path(config.workdir) / "p0"
     fine_tune = plan.p0(config)
     if fine_tune is not None and _cached(folder):
-        local = distributed.local_folder(folder)  # transformers and safetensors read local files
+        local = files.local_folder(folder)  # transformers and safetensors read local files
         tokenizer, p0 = _load_model(config, mesh, local, local)
         return _sized(config, p0[0], mesh), tokenizer, p0
     if fine_tune is None:
@@ -53,7 +53,7 @@ def load_policy(config, mesh, train: list[Example]):
                      m.path, folder)
         _fine_tune_and_save(config, mesh, tokenizer, cfg, params, sft_examples(tokenizer, train), folder,
                             stream="p0", description="SFT to P_0")
-    local = distributed.local_folder(folder)
+    local = files.local_folder(folder)
     return (config, *_load_model(config, mesh, local, local))
 
 
@@ -69,7 +69,7 @@ def _sized(config, cfg, mesh):
 @distributed.decided_on_writer
 def _cached(folder) -> bool:
     """True when P_0 is already in `folder` (the writer looks; every process follows)."""
-    return (distributed.path(folder) / "config.json").exists()
+    return (files.path(folder) / "config.json").exists()
 
 
 def _load_model(config, mesh, tokenizer_path: str, model_path: str):
@@ -103,7 +103,7 @@ def _fine_tune_and_save(config, mesh, tokenizer, cfg, params, examples, folder, 
         models.save_hf(cfg, params, tmp)
         with tempfile.TemporaryDirectory() as local:  # save_pretrained writes local files only
             tokenizer.save_pretrained(local)
-            distributed.copy_tree(local, tmp)
+            files.copy_tree(local, tmp)
         tmp.rename(folder)
     distributed.barrier(f"p0 saved: {folder}")
 
@@ -139,9 +139,9 @@ def _warm_start_model(config, train: list[Example], folder):
     if distributed.is_writer():
         with tempfile.TemporaryDirectory() as local:  # the tokenizers library writes local files only
             tok.train_bpe(texts, int(w.vocab_size), local)
-            distributed.copy_tree(local, tmp)
+            files.copy_tree(local, tmp)
     distributed.barrier(f"p0 tokenizer: {folder}")
-    tokenizer = tok.load_tokenizer(distributed.local_folder(tmp))
+    tokenizer = tok.load_tokenizer(files.local_folder(tmp))
     cfg = models.ModelConfig(
         model_type="llama", vocab_size=len(tokenizer), hidden_size=int(w.hidden_size),
         intermediate_size=int(w.intermediate_size), num_layers=int(w.num_layers), num_heads=int(w.num_heads),

@@ -18,7 +18,7 @@ import numpy as np
 from bstar_jax import models
 from bstar_jax.bstar import checkpoint
 from bstar_jax.config import plan
-from bstar_jax.core import distributed, preemption, shapes, streams
+from bstar_jax.core import distributed, files, preemption, shapes, streams
 from bstar_jax.core.errors import ConfigValueError
 from bstar_jax.generate import grid
 from bstar_jax.text.format import format_prompt
@@ -41,7 +41,7 @@ def prepare_prm(config, mesh, tokenizer, p0, splits, key):
         logging.info("PRM: scoring with %s (config.prm.path); none trained", p.path)
         return _scorer(config, cfg, params, tokenizer, mesh)
     preemption.at("PRM phase")
-    folder = distributed.path(config.workdir) / "prm"
+    folder = files.path(config.workdir) / "prm"
     store = checkpoint.Checkpointer(folder, max_to_keep=1, async_save=False)
     restored = store.restore(abstract) if store.latest_iteration() is not None else None
     if restored is not None:
@@ -66,9 +66,9 @@ def _p0_config(config) -> models.ModelConfig | None:
     start or P_0 SFT made earlier) or model.path's config.json (P_0 SFT keeps the architecture);
     None otherwise (a warm start not yet made, a .gguf or a hub id: known once P_0 is loaded)."""
     made = bool(config.warm_start.enabled) or int(config.p0_sft.steps) > 0
-    candidates = [distributed.path(config.workdir) / "p0" / "config.json"] if made else []
+    candidates = [files.path(config.workdir) / "p0" / "config.json"] if made else []
     if not config.warm_start.enabled and config.model.path:
-        candidates.append(distributed.path(config.model.path) / "config.json")
+        candidates.append(files.path(config.model.path) / "config.json")
     for path in candidates:
         if path.is_file():
             return models.ModelConfig.from_hf_dict(json.loads(path.read_text()), source=str(path))
@@ -87,7 +87,7 @@ def check_prm_folder(config, model_cfg: models.ModelConfig | None = None) -> Non
         raise ConfigValueError(f"config.prm.path={path!r}: {reason}; give the prm folder of a run with this model "
                              f"(<workdir>/prm), or set --config.prm.path=\"\" to train one")
 
-    if not distributed.path(path).is_dir():
+    if not files.path(path).is_dir():
         fail("no such folder")
     store = checkpoint.Checkpointer(path, read_only=True)
     try:

@@ -18,7 +18,7 @@ import uuid
 
 from bstar_jax.config import choices, fields, schema
 from bstar_jax import data
-from bstar_jax.core import distributed
+from bstar_jax.core import distributed, files
 from bstar_jax.core import mesh as mesh_lib
 from bstar_jax.rewards import verify
 
@@ -100,7 +100,7 @@ def validate_fields(config, mesh) -> None:
         _fail("sft.micro_batch_size", s.micro_batch_size, f"must be a multiple of sft.loss_groups={s.loss_groups}")
     if schema.USES_PRM.test(config):
         _fine_tune(config, "prm", multiple)
-        if config.prm.path and not distributed.path(config.prm.path).is_dir():
+        if config.prm.path and not files.path(config.prm.path).is_dir():
             # Its form and architecture: bstar/prm_phase.check_prm_folder, next, before any work.
             _fail("prm.path", config.prm.path, "no such folder; give a trained PRM folder or \"\" to train one")
     if schema.P0_SFT.test(config):
@@ -217,9 +217,9 @@ def _data_files(config) -> None:
         p = _get(config, f"data.{f}")
         if not isinstance(p, str) or not p:
             _fail(f"data.{f}", p, f"{d.name} needs a JSONL file")
-        if distributed.path(p).is_dir():  # local or gs://
+        if files.path(p).is_dir():  # local or gs://
             _fail(f"data.{f}", p, "is a folder; give the JSONL file inside it")
-        if not distributed.path(p).is_file():
+        if not files.path(p).is_file():
             _fail(f"data.{f}", p, "no such file")
         data.load_split(d.name, f.split("_")[0], path=p)  # DataError names file:line
 
@@ -228,7 +228,7 @@ def _workdir(config) -> None:
     """The writer creates the workdir and probes that it can write there; every other process
     then checks that it sees the folder (the workdir must be storage all hosts share), and every
     process stops with the same line when one does not."""
-    path = distributed.path(config.workdir)
+    path = files.path(config.workdir)
     _probe_workdir(config)
     blind = [i for i, seen in enumerate(_sees(path)) if not seen]
     if blind:
@@ -238,7 +238,7 @@ def _workdir(config) -> None:
 
 @distributed.decided_on_writer
 def _probe_workdir(config) -> None:
-    path = distributed.path(config.workdir)
+    path = files.path(config.workdir)
     if path.exists() and not path.is_dir():
         _fail("workdir", config.workdir, "is a file; give a folder")
     try:
@@ -252,7 +252,7 @@ def _probe_workdir(config) -> None:
 
 @distributed.gathered
 def _sees(path) -> bool:
-    return distributed.path(path).is_dir()
+    return files.path(path).is_dir()
 
 
 def validate(config, mesh) -> None:

@@ -1,4 +1,4 @@
-"""Several processes, one program: launch, host reads of sharded arrays, one writer per file.
+"""Several processes, one program: launch, host reads of sharded arrays, one writer, decisions.
 
 A pod slice (or a set of GPU hosts) runs one Python process per host; every process runs this
 same program on the same global mesh (docs/multihost.md). Five rules follow, and this module
@@ -10,8 +10,8 @@ is the one place that implements them:
   - host reads: a process holds only its own shards, so `np.asarray` of a global array fails;
     `to_host` gathers (a collective: every process calls it, in the same order);
   - host data in: `put_global` builds a global array from the host value every process holds;
-  - files: one process (`is_writer()`) writes each file; `barrier` / `write_once` make the
-    others wait until it is there. Paths go through `etils.epath`, so they may be gs://;
+  - files: one process (`is_writer()`) writes each file; `barrier` makes the others wait until
+    it is there (core/files.py: workdir paths, which may be gs://, `write_once`, `one_writer`);
   - decisions: a branch that depends on storage (a file's presence, a listing, a marker's
     contents), the clock or host state (device memory) is taken once, by the writer, and its
     outcome reaches every process (`@decided_on_writer`); a per-host fact every process must
@@ -26,7 +26,6 @@ the dead peer (or the lost coordinator) well before jax's own, multi-line, heart
 from __future__ import annotations
 
 import base64
-import contextlib
 import functools
 import itertools
 import logging
@@ -39,7 +38,6 @@ from typing import Any, Callable
 
 import jax
 import numpy as np
-from etils import epath
 
 from bstar_jax.core.errors import UserError
 
@@ -232,7 +230,7 @@ def put_global(tree, sharding):
     return jax.tree.map(one, tree, sharding)
 
 
-# ----------------------------------------------------------------------------- files
+# ----------------------------------------------------------------------------- waiting
 
 def barrier(name: str) -> None:
     """Waits until every process reaches `barrier(name)` (a no-op for one process)."""
@@ -240,58 +238,6 @@ def barrier(name: str) -> None:
         from jax.experimental import multihost_utils
 
         multihost_utils.sync_global_devices(name)
-
-
-def write_once(path, write: Callable[[epath.Path], Any], *, name: str | None = None):
-    """`write(path)` in the writer process only, then every process waits for it; returns
-    `write`'s result in the writer, None elsewhere. `path` must be on storage every host sees
-    (a shared file system or gs://). If the writer fails it raises; the others are ended by the
-    watchdog, not left waiting."""
-    path = epath.Path(path)
-    out = write(path) if is_writer() else None
-    barrier(name or f"write_once:{path}")
-    return out
-
-
-@contextlib.contextmanager
-def one_writer(name: str):
-    """`with one_writer("p0") as writing: if writing: ...`: the body's writes happen in the writer
-    only (`writing` is True there); every process leaves the block once the writer has."""
-    yield is_writer()
-    barrier(name)
-
-
-def path(p) -> epath.Path:
-    """An `epath.Path`: local paths and gs:// (or other fsspec) URLs alike."""
-    return epath.Path(p)
-
-
-def is_local(p) -> bool:
-    """True for a path of this machine's file system (not gs:// or another fsspec URL)."""
-    return "://" not in os.fspath(p)
-
-
-def copy_tree(src, dst) -> None:
-    """Copies the files of folder `src` (recursively) into `dst`; either may be gs://."""
-    src, dst = epath.Path(src), epath.Path(dst)
-    dst.mkdir(parents=True, exist_ok=True)
-    for f in src.iterdir():
-        if f.is_dir():
-            copy_tree(f, dst / f.name)
-        else:
-            f.copy(dst / f.name, overwrite=True)
-
-
-def local_folder(p) -> str:
-    """A local path holding folder `p`'s files, for libraries that read only local files
-    (transformers, safetensors): `p` itself when local, else a copy in a fresh temp folder."""
-    if is_local(p):
-        return os.fspath(p)
-    import tempfile
-
-    local = tempfile.mkdtemp(prefix="bstar_")
-    copy_tree(p, local)
-    return local
 
 
 # ----------------------------------------------------------------------------- decisions

@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 
-from bstar_jax.core import distributed
+from bstar_jax.core import distributed, files
 from bstar_jax.core.errors import UserError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -78,9 +78,9 @@ def test_one_process_helpers(tmp_path, mesh8):
     assert g.sharding == mesh_lib.batch_sharding(mesh8, 2)
     np.testing.assert_array_equal(distributed.to_host({"g": g, "n": [1, 2]})["g"], x)
     assert distributed.is_writer()
-    written = distributed.write_once(tmp_path / "a" / "f.txt", lambda p: (p.parent.mkdir(), p.write_text("hi")))
+    written = files.write_once(tmp_path / "a" / "f.txt", lambda p: (p.parent.mkdir(), p.write_text("hi")))
     assert written is not None and (tmp_path / "a" / "f.txt").read_text() == "hi"
-    with distributed.one_writer("test") as writing:
+    with files.one_writer("test") as writing:
         assert writing
 
 

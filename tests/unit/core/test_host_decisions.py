@@ -44,8 +44,8 @@ ORDERED = {"list", "tuple", "iter", "enumerate", "zip", "next", "sum", "join", "
 UNORDERED = {"sorted", "len", "min", "max", "any", "all", "set", "frozenset"}
 
 ALLOWED = {
-    ("core/distributed.py", "copy_tree"): "copies every file of a finished folder (the writer's exports, or a "
-                                          "local copy of P_0 in each process); it decides nothing",
+    ("core/files.py", "copy_tree"): "copies every file of a finished folder (the writer's exports, or a "
+                                    "local copy of P_0 in each process); it decides nothing",
     ("bstar/phases.py", "load"): "reads a phase file the writer listed (`finished`, decided): written whole, "
                                  "renamed into place and never rewritten, so every process reads the same bytes",
     ("data/gsm8k_tfds.py", "_split_generators"): "a tfds builder callback listing the JSONL files it converts; the "
