@@ -45,9 +45,8 @@ def save_results(workdir, run: str, iteration: int, per_problem: dict):
     path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     np.savez(buffer, **{k: np.asarray(v) for k, v in per_problem.items()})
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_bytes(buffer.getvalue())
-    tmp.replace(path)  # over an older file of a redone iteration
+    # over an older file of a redone iteration
+    files.write_then_rename(path, lambda tmp: tmp.write_bytes(buffer.getvalue()))
     return path
 
 

@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 from etils import epath
 
+from bstar_jax.core import files
+
 # Keys every metrics.jsonl row carries (docs/algorithm.md#evaluation).
 REQUIRED_KEYS = ("iteration", "variant", "temperature", "threshold", "balance_score", "pass_at_1",
                  "pass_at_k", "pass_at_k_s", "reward_at_k_s", "diversity", "n_selected",
@@ -52,9 +54,7 @@ class MetricsLog:
             return
         keep = [r for r in read_metrics(self.workdir)
                 if not (r["variant"] == variant and r["iteration"] > iteration)]
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in keep))
-        tmp.replace(self.path)
+        files.write_then_rename(self.path, lambda tmp: tmp.write_text("".join(json.dumps(r) + "\n" for r in keep)))
 
     def write(self, row: dict) -> None:
         missing = [k for k in REQUIRED_KEYS if k not in row]

@@ -3,11 +3,11 @@
 <workdir>/policies/<run>/final and, when config.export.every_iteration, .../iteration_<i>: config.json,
 model.safetensors and the tokenizer files, which `transformers.AutoModelForCausalLM.from_pretrained`
 and `AutoTokenizer.from_pretrained` load. Each folder is written by the writer process into
-<folder>.partial and renamed into place, so a reader never sees half a policy; a marker file
-(`bstar_export.json`) records which iteration a folder holds, so a resumed run skips folders that
-already hold what it would write. The writer alone reads the marker and every process follows
-its answer: a process reading it a moment later could see the folder the writer has just written
-and skip the barrier the writer waits at.
+<folder>.partial and renamed into place (`files.write_then_rename`), so a reader never sees half a
+policy; a marker file (`bstar_export.json`) records which iteration a folder holds, so a resumed
+run skips folders that already hold what it would write. The writer alone reads the marker and
+every process follows its answer: a process reading it a moment later could see the folder the
+writer has just written and skip the barrier the writer waits at.
 """
 from __future__ import annotations
 
@@ -49,20 +49,14 @@ def export_policy(cfg, params, tokenizer, folder, *, run: str, iteration: int) -
         return False
     host = distributed.to_host(params)  # a collective: every process gathers
     if distributed.is_writer():
-        folder = files.path(folder)
-        tmp, old = folder.with_name(folder.name + ".partial"), folder.with_name(folder.name + ".old")
-        for stale in (tmp, old):
-            if stale.exists():
-                stale.rmtree()
-        models.save_hf(cfg, host, tmp)
-        with tempfile.TemporaryDirectory() as local:  # save_pretrained writes local files only
-            tokenizer.save_pretrained(local)
-            files.copy_tree(local, tmp)
-        (tmp / MARKER).write_text(json.dumps({"run": run, "iteration": int(iteration)}))
-        if folder.exists():  # an older iteration's final: swap, then drop it
-            folder.rename(old)
-        tmp.rename(folder)
-        if old.exists():
-            old.rmtree()
+        def write_policy(tmp):
+            models.save_hf(cfg, host, tmp)
+            with tempfile.TemporaryDirectory() as local:  # save_pretrained writes local files only
+                tokenizer.save_pretrained(local)
+                files.copy_tree(local, tmp)
+            (tmp / MARKER).write_text(json.dumps({"run": run, "iteration": int(iteration)}))
+
+        # over an older iteration's final: kept (as <folder>.old) until the new one is in place
+        files.write_then_rename(folder, write_policy)
     distributed.barrier(f"export: {folder}")
     return True

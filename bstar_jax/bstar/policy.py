@@ -88,7 +88,6 @@ def _fine_tune_and_save(config, mesh, tokenizer, cfg, params, examples, folder, 
     leaves half a P_0. Every process trains (the step is one program over the global mesh);
     process 0 alone writes, the others wait until P_0 is in place."""
     preemption.at(description)
-    tmp = folder.with_name(folder.name + ".partial")
     fine_tune = plan.p0(config)
     sft_config = fine_tune.config
     sft_config.pad_id = int(tokenizer.pad_token_id or 0)
@@ -100,11 +99,13 @@ def _fine_tune_and_save(config, mesh, tokenizer, cfg, params, examples, folder, 
                  stats["tokens_per_s"])
     params = distributed.to_host(state.params)  # a collective: every process gathers
     if distributed.is_writer():
-        models.save_hf(cfg, params, tmp)
-        with tempfile.TemporaryDirectory() as local:  # save_pretrained writes local files only
-            tokenizer.save_pretrained(local)
-            files.copy_tree(local, tmp)
-        tmp.rename(folder)
+        def save_p0(tmp):
+            models.save_hf(cfg, params, tmp)
+            with tempfile.TemporaryDirectory() as local:  # save_pretrained writes local files only
+                tokenizer.save_pretrained(local)
+                files.copy_tree(local, tmp)
+
+        files.write_then_rename(folder, save_p0)
     distributed.barrier(f"p0 saved: {folder}")
 
 
@@ -130,8 +131,9 @@ def _warm_start_model(config, train: list[Example], folder):
     task's text (written into <folder>.partial) and a tiny Llama-family model of warm_start's shape."""
     w = config.warm_start
     logging.info("warm start: training a %d-token BPE and a tiny model to P_0 (cached in %s)", w.vocab_size, folder)
-    # Renamed into place when complete, so a kill never leaves half a P_0.
-    tmp = folder.with_name(folder.name + ".partial")
+    # P_0's staging folder: write_then_rename clears it, writes P_0 there (this tokenizer again
+    # included) and renames it into place when complete, so a kill never leaves half a P_0.
+    tmp = files.partial_path(folder)
     mixed = warm_start_examples(config.data.name, train, int(w.orders_per_problem), int(config.seed))
     texts = [format_prompt(e.question) + e.solution for e in mixed]
     # Process 0 trains and writes the tokenizer; every process (process 0 too) loads that very

@@ -18,7 +18,7 @@ import time
 
 from etils import epath
 
-from bstar_jax.core import distributed
+from bstar_jax.core import distributed, files
 from bstar_jax.core.errors import ConfigChangedError
 
 FILENAME = "run_config.json"
@@ -157,9 +157,7 @@ def differences(old: dict, new: dict) -> list[str]:
 
 
 def _write(path: epath.Path, record: dict) -> None:
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
-    tmp.replace(path)
+    files.write_then_rename(path, lambda tmp: tmp.write_text(json.dumps(record, indent=1, sort_keys=True)))
 
 
 @distributed.decided_on_writer

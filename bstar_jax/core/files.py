@@ -1,8 +1,10 @@
-"""Storage: workdir paths (local or gs://) and one writer per file.
+"""Storage: workdir paths (local or gs://), one writer per file, and writing whole or not at all.
 
 Every workdir file goes through `etils.epath`, so the workdir may be a local folder or a gs://
 (or other fsspec) URL. One process (`distributed.is_writer()`) writes each file; `write_once` and
-`one_writer` make the others wait until it is there.
+`one_writer` make the others wait until it is there. `write_then_rename` writes a file or a
+folder into a temporary sibling and renames it into place, so a reader (or a resumed run) sees
+the old content or the new, never half of one.
 """
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ from typing import Any, Callable
 from etils import epath
 
 from bstar_jax.core import distributed
+
+PARTIAL, OLD = ".partial", ".old"  # suffixes of write_then_rename's siblings
 
 
 def path(p) -> epath.Path:
@@ -43,6 +47,55 @@ def one_writer(name: str):
     only (`writing` is True there); every process leaves the block once the writer has."""
     yield distributed.is_writer()
     distributed.barrier(name)
+
+
+def partial_path(p) -> epath.Path:
+    """<p>.partial: where `write_then_rename(p, ...)` writes before renaming."""
+    p = epath.Path(p)
+    return p.with_name(p.name + PARTIAL)
+
+
+def _discard(p: epath.Path) -> None:
+    if p.is_dir():
+        p.rmtree()
+    elif p.exists():
+        p.unlink()
+
+
+def write_then_rename(p, write: Callable[[epath.Path], Any]):
+    """`write(tmp)` writes a file or a folder at `tmp` (<p>.partial), which is then renamed to `p`;
+    returns `write`'s result. `p` holds its old content or the new, never half of either.
+
+    A `.partial` left by a killed write is discarded first. If `write` raises, `tmp` is removed
+    and `p` is untouched. A file replaces `p` in one rename. A folder cannot be renamed over a
+    full one: the old folder is renamed to <p>.old, the new one into place, then <p>.old removed;
+    a <p>.old left by a kill between those renames (with `p` absent) is the last complete content
+    and stays until the new folder is in place. Writer-process code: call it from one process.
+    """
+    p = epath.Path(p)
+    tmp, old = partial_path(p), p.with_name(p.name + OLD)
+    _discard(tmp)
+    try:
+        result = write(tmp)
+        if not tmp.is_dir():
+            tmp.replace(p)
+            return result
+        moved = False
+        if p.exists():
+            _discard(old)  # `p` is complete, so an older <p>.old is not needed
+            p.rename(old)
+            moved = True
+        try:
+            tmp.rename(p)
+        except BaseException:
+            if moved:
+                old.rename(p)
+            raise
+    except BaseException:
+        _discard(tmp)
+        raise
+    _discard(old)
+    return result
 
 
 def copy_tree(src, dst) -> None:
