@@ -71,10 +71,7 @@ class IterationPhases:
         buffer = io.BytesIO()
         np.savez(buffer, **{k: np.asarray(v) for k, v in arrays.items()},
                  **{_META: np.asarray(json.dumps(meta or {}))})
-        path = self.folder / f"{name}.npz"
-        tmp = path.with_name(path.name + ".partial")
-        tmp.write_bytes(buffer.getvalue())
-        tmp.replace(path)
+        files.write_then_rename(self.folder / f"{name}.npz", lambda tmp: tmp.write_bytes(buffer.getvalue()))
 
     def load(self, name: str) -> tuple[dict, dict]:
         """(arrays, meta) of a phase `finished()` listed."""
