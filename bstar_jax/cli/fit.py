@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from bstar_jax.config import plan as call_plan, sizing as hbm
+from bstar_jax.config import chips, plan as call_plan, sizing as hbm
 from bstar_jax import models
 from bstar_jax.core.shapes import abstract, pow2_bucket, round_up, sharded
 from bstar_jax.generate import engine, grid, strategy
@@ -332,7 +332,7 @@ def fits(result: Result, hbm_bytes: int) -> bool:
     return result.error is None and result.total <= hbm_bytes
 
 
-def format_tables(results: list[Result], chip: hbm.Chip, hbm_bytes: int, title: str) -> str:
+def format_tables(results: list[Result], chip: chips.Chip, hbm_bytes: int, title: str) -> str:
     """The memory table (GB = 1e9 bytes, per device) and the cost table of the cost programs."""
     gb = lambda b: f"{b / 1e9:.2f}"
     lines = [title, "", "| program | shape | args GB | temps GB | outputs GB | aliased GB | resident GB | total GB "
@@ -366,7 +366,7 @@ def fit(config, topology: str, prompt_len: int | None = None, log: Callable[[str
     """(results, table text, names not fitting) of every program of `config` on `topology` (those
     whose name matches the regular expression `only`, when given)."""
     devices = topology_devices(topology)
-    chip = hbm.chip_of(devices[0])
+    chip = chips.chip_of(devices[0])
     m = config.mesh
     try:
         mesh = mesh_lib.make_mesh(int(m.data), int(m.fsdp), int(m.tensor), devices=devices)
@@ -375,7 +375,7 @@ def fit(config, topology: str, prompt_len: int | None = None, log: Callable[[str
     cfg = model_config(config)
     P = int(prompt_len or hbm.prompt_bucket(config))
     config = hbm.resolve_sizes(config, cfg, mesh, P)
-    hbm_bytes = hbm.device_memory_bytes(devices[0])
+    hbm_bytes = chips.device_memory_bytes(devices[0])
     programs = [p for p in plan(config, cfg, mesh, P) if not only or re.search(only, p.name)]
     results = compile_all(programs, log, hbm_bytes)
     title = (f"{topology} ({len(devices)} x {chip.name}, {hbm_bytes / 1e9:.1f} GB HBM each), mesh {dict(mesh.shape)}, "

@@ -4,7 +4,7 @@ import importlib.util
 
 import pytest
 
-from bstar_jax.config import sizing as hbm
+from bstar_jax.config import chips, sizing as hbm
 from bstar_jax.core import mesh as mesh_lib
 from configs import demo
 
@@ -30,7 +30,7 @@ def test_tiny_demo_fits_v5e(tiny_fit):
     for name in PROGRAMS:
         assert f"| {name} |" in text
     for r in results:
-        assert r.error is None and r.argument > 0 and r.total <= 16 * hbm.GiB
+        assert r.error is None and r.argument > 0 and r.total <= 16 * chips.GiB
     costs = {r.program.name: r.cost for r in results if r.cost}
     assert set(costs) == {"decode step", "SFT micro-step"}
     assert all(c["flops"] > 0 and c["bytes accessed"] > 0 for c in costs.values())
@@ -48,9 +48,9 @@ def test_absurd_rows_do_not_fit(tiny_fit):
     results, _, _ = tiny_fit
     rows = 4194304
     p = tpu_fit.engine_call("sample: iteration", results[0].program.key[1], _v5e_mesh(), rows, rows, None, 128, 96)
-    r = tpu_fit.compile_program(p, 16 * hbm.GiB)
-    assert r.error.startswith("arguments alone") and not tpu_fit.fits(r, 16 * hbm.GiB)
-    text = tpu_fit.format_tables([r], hbm.CHIPS["v5e"], 16 * hbm.GiB, "t")
+    r = tpu_fit.compile_program(p, 16 * chips.GiB)
+    assert r.error.startswith("arguments alone") and not tpu_fit.fits(r, 16 * chips.GiB)
+    text = tpu_fit.format_tables([r], chips.CHIPS["v5e"], 16 * chips.GiB, "t")
     assert "| sample: iteration | 4194304 slots" in text and text.rstrip().endswith("| no |")
 
 
@@ -64,7 +64,7 @@ def test_gsm8k_iteration_sampler_fits_v5e_2x4():
 
     results, _, bad = tpu_fit.fit(gsm8k.get_config(), "v5e:2x4", only="sample: iteration")
     assert [r.program.name for r in results] == ["sample: iteration"] and bad == [], results[0].error
-    assert results[0].total <= 0.9 * hbm.device_memory_bytes(tpu_fit.topology_devices("v5e:2x4")[0])
+    assert results[0].total <= 0.9 * chips.device_memory_bytes(tpu_fit.topology_devices("v5e:2x4")[0])
 
 
 def _v5e_mesh():
@@ -78,15 +78,15 @@ def test_rows_per_call_follows_memory(mesh8):
     from bstar_jax.cli import fit as tpu_fit
 
     cfg = tpu_fit.model_config(_config("smollm2-135m"))
-    small = hbm.rows_per_call(cfg, mesh8, 256, 320, 0.8, hbm_bytes=16 * hbm.GiB)
-    big = hbm.rows_per_call(cfg, mesh8, 256, 320, 0.8, hbm_bytes=32 * hbm.GiB)
+    small = hbm.rows_per_call(cfg, mesh8, 256, 320, 0.8, hbm_bytes=16 * chips.GiB)
+    big = hbm.rows_per_call(cfg, mesh8, 256, 320, 0.8, hbm_bytes=32 * chips.GiB)
     per_device = small // mesh_lib.batch_size_multiple(mesh8)
     assert per_device & (per_device - 1) == 0 and big == 2 * small
     weights = hbm.param_bytes(cfg, mesh8)
     used = weights + per_device * hbm.sampler_row_bytes(cfg, mesh8, 256, 320)
-    assert used <= 0.8 * 16 * hbm.GiB < weights + 2 * per_device * hbm.sampler_row_bytes(cfg, mesh8, 256, 320)
+    assert used <= 0.8 * 16 * chips.GiB < weights + 2 * per_device * hbm.sampler_row_bytes(cfg, mesh8, 256, 320)
     with pytest.raises(hbm.UserError):
-        hbm.rows_per_call(cfg, mesh8, 256, 320, 0.8, hbm_bytes=hbm.GiB // 4)
+        hbm.rows_per_call(cfg, mesh8, 256, 320, 0.8, hbm_bytes=chips.GiB // 4)
 
 
 def test_resolve_sizes_keeps_explicit_sizes_when_off(mesh8):
@@ -106,7 +106,7 @@ def test_resolve_sizes_keeps_explicit_sizes_when_off(mesh8):
 
 
 def test_chip_table_and_known_models():
-    assert {k: round(c.hbm_bytes / hbm.GiB) for k, c in hbm.CHIPS.items()} == {"v4": 32, "v5e": 16, "v5p": 95, "v6e": 32}
+    assert {k: round(c.hbm_bytes / chips.GiB) for k, c in chips.CHIPS.items()} == {"v4": 32, "v5e": 16, "v5p": 95, "v6e": 32}
     from bstar_jax.cli import fit as tpu_fit
 
     qwen = tpu_fit.model_config(_config("Qwen/Qwen2.5-1.5B-Instruct"))
