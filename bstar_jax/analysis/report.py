@@ -143,7 +143,12 @@ def write_report(workdir: str, *, title: str = "B-STaR run", command: str | None
         head = ["iter", "T", "τ", "BS", "Pass@1", "Pass@K"]
         head += [f"Pass@K-{s}" for s in s_values] + [f"Reward@K-{s}" for s in s_values]
         head += ["diversity", "selected", "precision", "SFT loss", "s"]
-        lines += [f"## {v}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += [f"## {v}", ""]
+        fitted = [r["fitted_threshold"] for r in rows if r["variant"] == v and r.get("fitted_threshold") is not None]
+        if fitted:  # a baseline with the PRM whose τ was fitted on the dev subset (baseline.prm_threshold)
+            lines += [f"τ = {fitted[0]:g} fitted at its first iteration on the dev subset (the balance score's best "
+                      f"τ at the baseline's T), held since.", ""]
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in (r for r in rows if r["variant"] == v):
             cells = [r["iteration"], r["temperature"], r["threshold"], r["balance_score"], r["pass_at_1"],
                      r["pass_at_k"]]
@@ -203,8 +208,10 @@ def summarize_seeds(workdirs: list[str], primary: str | None = None) -> str:
         last = [pick(rows, v, last=True) for rows in per_dir]
         lines.append(f"| {v}, iteration {last[0]['iteration']} | " + " | ".join(cell(last, g) for _, g in cols) + " |")
     lines.append("")
-    # The runs whose (T, τ) is not the baseline's: searched each iteration, or fixed from config.fixed.
-    for v in (v for v in variants if _base(v) in choices.SEARCHED or _base(v) == choices.FIXED):
+    # The runs whose (T, τ) is not the baseline's: searched each iteration, fixed from config.fixed,
+    # or a baseline's τ fitted at its first iteration.
+    fitted = {r["variant"] for rows in per_dir for r in rows if r.get("fitted_threshold") is not None}
+    for v in (v for v in variants if _base(v) in choices.SEARCHED or _base(v) == choices.FIXED or v in fitted):
         for w, rows in zip(workdirs, per_dir):
             chosen = [(r["temperature"], r["threshold"]) for r in rows if r["variant"] == v and r["iteration"] > 0]
             lines.append(f"- {v}, {w}: " + " ".join(f"({t:g}, {tau:g})" for t, tau in chosen))

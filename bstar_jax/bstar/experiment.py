@@ -22,6 +22,7 @@ import jax
 import numpy as np
 
 from bstar_jax.bstar import balance, checkpoint, code_reward, evaluation, export, metrics, rollout, variants
+from bstar_jax.bstar.held_threshold import HeldThreshold
 from bstar_jax.analysis import comparisons, report, runlog
 from bstar_jax.config import check as config_check, choices, plan, record as run_record
 from bstar_jax import data
@@ -117,6 +118,7 @@ class Run:
         # reads its source's here, and keeps the one it started with (`fixed`) on a resume.
         self.last_choices = {} if last_choices is None else last_choices
         self.fixed: tuple[float, float] | None = None
+        self.held = HeldThreshold(config, variant, prm_scorer is not None)  # a baseline's τ, fitted or given
         self.replicate = int(config.get("replicate", 0))
         self.name = run_name(variant, prm_scorer is not None, self.replicate)
         self.index = run_index(variant, prm_scorer is not None, self.replicate)
@@ -138,6 +140,7 @@ class Run:
             state, start = restored.state, restored.iteration
             logging.info("%s: resuming after iteration %d", self.name, start)
             IterationPhases(c.workdir, self.name, start, self.digest).clear()  # left by a stop after its save
+            self.held.restore(restored.meta)
             if restored.temperature is not None and restored.threshold is not None:
                 choice = (float(restored.temperature), float(restored.threshold))
                 self.last_choices[self.name] = choice
@@ -174,6 +177,7 @@ class Run:
         else:
             temperature, threshold, dev_balance_score = self._choose(policy, it)
             phases.save(SEARCH, {}, {"choice": [temperature, threshold, dev_balance_score]})
+        self.held.keep(threshold, dev_balance_score)  # a fitting baseline holds the τ its fit chose from here on
         queries = self._queries(it)
         call = plan.iteration(c, temperature)
         preemption.at(f"{here}: sampling")
@@ -220,14 +224,14 @@ class Run:
             sft_loss=train_stats["loss"], sft_tokens_per_s=train_stats["tokens_per_s"],
             train_accuracy=float(correct.mean()), train_valid=float(valid.mean()),
             selected_diversity=self._selected_diversity(pool.texts[0], selected[:, :K]),
-            n_star=self.n_star, search_balance_score=dev_balance_score)
+            n_star=self.n_star, search_balance_score=dev_balance_score, **self.held.row())
         if pool.test_pass_fraction is not None:  # code: the share of unit tests passed, mean over samples
             row["test_pass_fraction"] = float(pool.test_pass_fraction.mean())
         self._log_row(it, row, temperature=temperature, threshold=threshold, t0=t0)
         self.last_choices[self.name] = (temperature, threshold)
         preemption.at(f"{here}: checkpoint")
         self.ckpt.save(it, state, temperature=temperature, threshold=threshold,
-                       metrics={"iteration": it, "n_selected": int(selected.sum())})
+                       metrics={"iteration": it, "n_selected": int(selected.sum())}, extra=self.held.checkpoint_meta())
         phases.clear()
         if bool(c.export.every_iteration):
             self._export(state.params, it, final=False)
@@ -301,16 +305,19 @@ class Run:
 
     def _choose(self, policy, it):
         """(T, τ, dev balance score) for this iteration: the search for the searching variants
-        (over what each searches, the other knob at the baseline's), fixed otherwise."""
+        (over what each searches, the other knob at the baseline's), and for a baseline fitting its
+        τ (over τ at the baseline's T; held_threshold.py); fixed otherwise."""
         c = self.config
         base_t, base_tau = float(c.baseline.temperature), float(c.baseline.threshold)
         if self.variant == variants.FIXED:
             return (*self._fixed_choice(), None)
-        if self.variant not in variants.SEARCHED:
-            return base_t, base_tau, None
-        call = plan.search(c, self.variant)  # the grid's temperatures where it searches T, else the baseline's
+        if self.variant not in variants.SEARCHED and not self.held.needs_fit:
+            return base_t, self.held.value, None
+        # the grid's temperatures where it searches T, else the baseline's
+        call = plan.search(c, self.variant, self.prm_scorer is not None)
         temps = list(call.temperatures)
-        taus = list(c.search.thresholds) if variants.searches(self.variant, "threshold", c.task) else [base_tau]
+        taus = (list(c.search.thresholds) if self.held.needs_fit or variants.searches(self.variant, "threshold", c.task)
+                else [base_tau])
         dev = self.splits["dev"]
         pool = self._pool(policy, dev, temps, call.samples, self._key("search", it))
         # The dev target keeps the iteration's per-query ratio N / M (docs/algorithm.md#search).

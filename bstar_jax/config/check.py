@@ -81,6 +81,9 @@ def validate_fields(config, mesh) -> None:
     _primary(config, variants, tuple(config.use_prm))
     if any(v in choices.SEARCHED for v in variants) and config.data.num_dev < 1:
         _fail("data.num_dev", config.data.num_dev, "must be >= 1: a searching variant samples the dev subset")
+    if any(choices.fits_threshold(config, v, p) for v in variants for p in config.use_prm) and config.data.num_dev < 1:
+        _fail("data.num_dev", config.data.num_dev, "must be >= 1: a baseline with the PRM fits its τ on the dev "
+                                                   "subset (baseline.prm_threshold=\"fitted\"); or give a number")
     if config.data.name == "synthetic":
         from bstar_jax.data.synthetic import DIFFICULTY
 

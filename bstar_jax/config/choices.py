@@ -21,11 +21,24 @@ SEARCHED = {"bstar": ("temperature", "threshold"), "bstar_temperature_only": ("t
 # the temperature only there.
 TEMPERATURE_ONLY_TASKS = ("code", "arc")
 FIXED = "online_rft_fixed"  # the variant whose (T, τ) comes from config.fixed
+# The fixed-configuration baselines: baseline.temperature every iteration, and a held τ (with the
+# PRM, baseline.prm_threshold: fitted once, or a given number).
+BASELINES = ("online_rft", "iterative_rft", "rest_em")
+# config.baseline.prm_threshold's rule "fitted": at iteration 1 the τ of search.thresholds with the
+# best balance score on the dev subset at baseline.temperature, held from then on.
+FITTED = "fitted"
 _RUN_NAME = re.compile(r"^(?P<variant>.+?)(?:-r(?P<replicate>[1-9][0-9]*))?(?P<prm>\+prm)?$")
 
 # config.search.mode: "paper" searches (T, τ) on the dev subset (Algorithm 1); "official" searches
 # T on the dev subset and τ on the iteration's pool (docs/algorithm.md).
 SEARCH_MODES = ("paper", "official")
+
+
+def fits_threshold(config, variant: str, use_prm: bool) -> bool:
+    """Whether the run (variant, use_prm) fits its τ at iteration 1 (a baseline with the PRM
+    under baseline.prm_threshold = "fitted"); answer-only runs never do: there every τ in [0, 1)
+    selects the same responses."""
+    return bool(use_prm) and variant in BASELINES and config.baseline.prm_threshold == FITTED
 
 
 def run_name(variant: str, use_prm: bool, replicate: int = 0) -> str:

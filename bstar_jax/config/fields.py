@@ -48,6 +48,7 @@ class Field:
     lt: float | None = None
     nonempty: bool = False  # a str or tuple must not be empty
     when: When | None = None
+    or_number: bool = False  # a str that may also be a finite number written as text ("0.0")
 
 
 def Int(doc, default=_UNSET, **kw) -> Field:
@@ -68,6 +69,20 @@ def Bool(doc, default=_UNSET, **kw) -> Field:
 def Str(doc, default=_UNSET, **kw) -> Field:
     """A string field; `kw` are Field's bounds, choices, unit and condition."""
     return Field(str, doc, default, **kw)
+
+
+def ChoiceOrNumber(doc, default=_UNSET, **kw) -> Field:
+    """A string that is one of `choices` or a finite number written as text, e.g. "fitted" or
+    "0.0" (text because a config field keeps one type); the bounds apply to the number."""
+    return Field(str, doc, default, or_number=True, **kw)
+
+
+def _number_or_choice(value: str) -> float | str:
+    """The value of a ChoiceOrNumber field: its number as a float, or the choice's text."""
+    try:
+        return float(value)
+    except ValueError:
+        return value
 
 
 def Tuple(item: type, doc, default=_UNSET, **kw) -> Field:
@@ -159,7 +174,14 @@ def check_field(path: str, f: Field, v) -> None:
                 fail(path, v, f"every value must be {range_text(f)} ({x!r} is not)")
         return
     if not _is(f.kind, v):
-        fail(path, v, "must be " + _KIND_TEXT[f.kind])
+        fail(path, v, "must be " + _KIND_TEXT[f.kind] + (" (a number as text, e.g. \"0.0\")" if f.or_number else ""))
+    if f.or_number and v not in f.choices:
+        x = _number_or_choice(v)
+        if not _is(float, x):
+            fail(path, v, f"must be one of {_choice_text(f.choices)} or a finite number written as text, e.g. \"0.0\"")
+        if not _in_range(f, x):
+            fail(path, v, f"must be {range_text(f)}")
+        return
     if f.choices and v not in f.choices:
         fail(path, v, f"must be one of {_choice_text(f.choices)}")
     if f.nonempty and not v.strip():
@@ -187,7 +209,9 @@ def _value_text(x) -> str:
 def allowed_text(f: Field) -> str:
     """Choices and bounds as docs/config.md writes them."""
     parts = []
-    if f.choices:
+    if f.or_number:
+        parts.append(f"{_choice_text(f.choices)}, or a number as text")
+    elif f.choices:
         parts.append("one of " + _choice_text(f.choices))
     if range_text(f):
         parts.append(("each " if f.kind is tuple else "") + range_text(f))

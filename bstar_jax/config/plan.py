@@ -132,10 +132,13 @@ def prm(config) -> tuple:
     return (() if config.prm.path else prm_training(config)) + (prm_scoring(config),)
 
 
-def search(config, variant: str) -> Sample | None:
+def search(config, variant: str, use_prm: bool = False) -> Sample | None:
     """The dev rollout of a searching variant's (T, τ) search: every temperature of the grid where
-    it searches T, else the baseline's (None for a variant that does not search)."""
+    it searches T, else the baseline's; a baseline fitting its τ (choices.fits_threshold) samples at
+    the baseline's T (None for a run that neither searches nor fits)."""
     knobs = choices.SEARCHED.get(variant)
+    if choices.fits_threshold(config, variant, use_prm):
+        knobs = ("threshold",)
     if not knobs:
         return None
     c = config
@@ -178,7 +181,7 @@ def phases(config) -> list[Phase]:
         out.append(Phase("P_0", (first,)))
     if True in tuple(config.use_prm):
         out.append(Phase("PRM", prm(config)))
-    searches = [s for s in (search(config, v) for v in config.variants) if s is not None]
+    searches = [s for s in (search(config, v, p) for v in config.variants for p in config.use_prm) if s is not None]
     if searches:
         out.append(Phase("search", (max(searches, key=lambda s: s.rows_per_query),)))
     out.append(Phase("iteration", (iteration(config), sft(config))))

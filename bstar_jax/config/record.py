@@ -18,6 +18,7 @@ import time
 
 from etils import epath
 
+from bstar_jax.config import choices
 from bstar_jax.core import distributed, files
 from bstar_jax.core.errors import ConfigChangedError
 
@@ -42,6 +43,16 @@ def _as_sft(field: str):
 
 
 _ADAM = ("init_lr", "b1", "b2", "eps", "clip_norm")
+
+
+def _held_prm_threshold(old: dict):
+    """baseline.prm_threshold of a record without it: the baselines' runs with the PRM held
+    baseline.threshold; a record without such a run never read it."""
+    if True in (old.get("use_prm") or ()) and set(old.get("variants") or ()) & set(choices.BASELINES):
+        return str(float(old.get("baseline.threshold", 0.0)))
+    return ANY
+
+
 INTRODUCED = {
     "fixed.from_run": ANY, "fixed.temperature": ANY, "fixed.threshold": ANY, "primary": ANY,
     "data.test_name": "",
@@ -51,6 +62,7 @@ INTRODUCED = {
     "warm_start.weight_decay": 0.0, "warm_start.micro_batch_size": None,
     "prm.warmup_steps": None, "prm.decay_steps": None, "prm.init_lr": 0.0, "prm.weight_decay": 0.0,
     "prm.b1": 0.9, "prm.b2": 0.999, "prm.eps": 1e-8, "prm.clip_norm": 1.0,
+    "baseline.prm_threshold": _held_prm_threshold,
 }
 # Fields no longer in the config, with the value that behaves as the config does without them
 # (search.restrict gave way to the variants bstar_temperature_only and bstar_threshold_only).

@@ -22,8 +22,8 @@ import ml_collections
 from ml_collections import config_dict
 
 from bstar_jax.config import choices
-from bstar_jax.config.fields import (Bool, ConfigValueError, Derived, Field, Float, Int, Section, Str, Tuple, When,
-                                     allowed_text, cell, check_field, default_text, lookup, type_text)
+from bstar_jax.config.fields import (Bool, ChoiceOrNumber, ConfigValueError, Derived, Field, Float, Int, Section, Str,
+                                     Tuple, When, allowed_text, cell, check_field, default_text, lookup, type_text)
 from bstar_jax.core import names
 
 
@@ -130,7 +130,13 @@ SCHEMA = Section("the run, the task and the sizes of the loop", {
                   unit="samples"),
     "baseline": Section("the non-searching variants' (T, τ) (paper §2.3)", {
         "temperature": Float("sampling temperature T", 1.0, ge=0),
-        "threshold": Float("reward threshold τ", 0.0),
+        "threshold": Float("reward threshold τ of the baselines and of the T-only searches; the baselines' runs with "
+                           "the PRM take prm_threshold", 0.0),
+        "prm_threshold": ChoiceOrNumber(
+            "τ of online_rft, iterative_rft and rest_em with the PRM: fitted = the τ of search.thresholds with the "
+            "best balance score on the dev subset at baseline.temperature, chosen at iteration 1 and held; a number "
+            "= that τ (the paper: \"0\"; docs/algorithm.md#fitted-threshold)", choices.FITTED, choices=(choices.FITTED,),
+            when=USES_PRM),
     }),
     "fixed": Section("online_rft_fixed's one (T, τ) (Table 6)", {
         "from_run": Str("a searching variant listed earlier in variants: its last (T, τ), same reward; "

@@ -140,6 +140,19 @@ def test_fixed_configuration_is_checked(tmp_path, mesh1, variants, fixed, needle
     config_check.validate(c, mesh1)
 
 
+def test_a_fitted_baseline_threshold_needs_the_dev_subset(tmp_path, mesh1):
+    """online_rft with the PRM fits τ on the dev subset unless baseline.prm_threshold is a number."""
+    c = tiny(tmp_path)
+    c.variants, c.use_prm, c.data.num_dev = ("online_rft",), (False, True), 0
+    with pytest.raises(config_check.ConfigValueError) as e:
+        config_check.validate(c, mesh1)
+    assert "config.data.num_dev=0: must be >= 1: a baseline with the PRM fits its τ" in str(e.value)
+    c.baseline.prm_threshold = "0.0"
+    config_check.validate(c, mesh1)
+    c.baseline.prm_threshold, c.use_prm = "fitted", (False,)  # answer only: no fit
+    config_check.validate(c, mesh1)
+
+
 def test_batch_sizes_must_divide_the_data_axes(tmp_path, mesh8, mesh1):
     c = tiny(tmp_path)
     c.sft.batch_size = c.sft.micro_batch_size = 12
@@ -205,10 +218,13 @@ def test_record_is_written_then_enforced(tmp_path):
 
 
 def test_record_of_an_older_config_still_resumes(tmp_path):
-    """A record made before config.fixed and the optimizer blocks of p0_sft, warm_start and prm
-    existed, and while search.restrict did ("both", the behaviour of today's bstar), is no change
-    when the new fields do what the older code did; any other value, or search.restrict, is."""
+    """A record made before config.fixed, baseline.prm_threshold and the optimizer blocks of p0_sft,
+    warm_start and prm existed, and while search.restrict did ("both", the behaviour of today's
+    bstar), is no change when the new fields do what the older code did; any other value, or
+    search.restrict, is. The older code held baseline.threshold in online_rft+prm: a fitted τ is
+    a change there, and none in a workdir without a baseline's PRM run."""
     c = tiny(tmp_path / "w")
+    c.baseline.prm_threshold = "0.0"  # what the older code held: baseline.threshold
     os.makedirs(c.workdir)
     run_record.check_and_record(c)
     _results(c.workdir)
@@ -219,6 +235,14 @@ def test_record_of_an_older_config_still_resumes(tmp_path):
     record["config"]["search.restrict"] = "both"
     open(path, "w").write(json.dumps(record))
     run_record.check_and_record(c)
+    open(path, "w").write(json.dumps(record))
+    c.baseline.prm_threshold = "fitted"
+    with pytest.raises(run_record.ConfigChangedError, match=r"baseline.prm_threshold: '\(unset\)' -> 'fitted'"):
+        run_record.check_and_record(c)
+    c.use_prm, record["config"]["use_prm"] = (False,), [False]  # no PRM run: the older code never read it
+    open(path, "w").write(json.dumps(record))
+    run_record.check_and_record(c)
+    c.use_prm, record["config"]["use_prm"], c.baseline.prm_threshold = (False, True), [False, True], "0.0"
     # A new field at a value other than what the older code did is a change: the warm start ran Adam.
     open(path, "w").write(json.dumps(record))
     c.warm_start.weight_decay = 0.1

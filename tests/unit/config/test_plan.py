@@ -56,6 +56,12 @@ def test_every_phase_declares_its_calls_and_the_fit_tool_compiles_them(mesh8):
 def test_the_run_reads_the_declared_calls():
     c = demo.get_config("tiny")
     assert plan.search(c, "online_rft") is None
+    # a baseline with the PRM fits its τ on the dev subset at its own T; answer only it does not
+    assert plan.search(c, "online_rft", use_prm=True) == plan.Sample("sample: dev search (T x K)", 8, (1.0,), 4)
+    assert plan.search(c, "bstar", use_prm=True).temperatures == (0.7, 1.0)
+    c.baseline.prm_threshold = "0.0"
+    assert plan.search(c, "online_rft", use_prm=True) is None
+    c.baseline.prm_threshold = "fitted"
     assert plan.search(c, "bstar").temperatures == (0.7, 1.0)
     assert plan.search(c, "bstar_threshold_only").temperatures == (1.0,)  # the baseline's T
     assert plan.iteration(c, 0.7) == plan.Sample("sample: iteration", 16, (0.7,), 4)

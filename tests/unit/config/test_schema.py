@@ -106,6 +106,32 @@ def test_a_bad_value_is_one_line_naming_the_field(path, value, message):
     assert message in str(e.value) and "\n" not in str(e.value)
 
 
+@pytest.mark.parametrize("value, ok", [("fitted", True), ("0.0", True), ("-0.3", True), ("0", True),
+                                       ("fit", False), ("nan", False), ("inf", False), ("", False)])
+def test_prm_threshold_is_fitted_or_a_number_as_text(value, ok):
+    """baseline.prm_threshold: "fitted" or a finite number written as text (a config field keeps
+    one type); the command line gives it as text whatever it looks like."""
+    c = demo.get_config("tiny")
+    c.use_prm = (True,)
+    c.baseline.prm_threshold = value
+    if ok:
+        schema.check(c)
+        return
+    with pytest.raises(schema.ConfigValueError) as e:
+        schema.check(c)
+    assert f"config.baseline.prm_threshold={value!r}: must be one of fitted or a finite number" in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_prm_threshold_from_the_command_line_is_text():
+    argv = ["run.py", "--config=configs/demo.py:tiny", "--config.baseline.prm_threshold=-0.3"]
+    fv = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", None, "", flag_values=fv, sys_argv=argv)
+    fv(argv)
+    assert fv.config.baseline.prm_threshold == "-0.3"
+    schema.check(fv.config)
+
+
 def test_fields_of_a_phase_that_does_not_run_are_not_checked():
     c = demo.get_config("tiny")
     c.use_prm, c.p0_sft.steps, c.warm_start.enabled = (False,), 0, False
