@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bstar_jax.core import distributed, preemption
+from bstar_jax.core import distributed, preemption, progress
 from bstar_jax.generate import engine
 from bstar_jax.generate.strategy import request_keys
 from bstar_jax.text.tokenizer import encode_prompts
@@ -161,22 +161,32 @@ def sample(policy, tokenizer, questions: Sequence[str], *, temperatures: Sequenc
     rows_per_query = len(temperatures) * int(num_samples)
     shape = call_shape(len(questions), rows_per_query, sampling_config)
     parts = []
-    for first in range(0, shape.chunks, shape.per_call):
-        start = first * shape.per_chunk
-        call = list(questions[start:start + shape.questions])
-        real = len(call)
-        call += [call[0]] * (shape.questions - real)
-        keys = jnp.concatenate([common_keys(jax.random.fold_in(rng, c), shape.per_chunk, len(temperatures),
-                                            int(num_samples)) for c in range(first, first + shape.per_call)])
-        caps = np.full(shape.requests, int(sampling_config.max_new_tokens), np.int32)
-        caps[real * rows_per_query:] = 1  # padding rows: one step, then their slot is free
-        g = sample_grid(cfg, params, tokenizer, call, temperatures=temperatures, num_samples=int(num_samples),
-                        rng=keys, max_new_tokens=int(sampling_config.max_new_tokens),
-                        top_p=float(sampling_config.top_p), top_k=int(sampling_config.top_k), mesh=mesh,
-                        slots=shape.chunk_rows, row_max_new_tokens=caps)
-        parts.append(_slice_queries(g, real))
-        preemption.check()  # between sampler calls: a stop loses this phase's samples, nothing else
+    with progress.bar(len(questions) * rows_per_query, unit="rows") as shown:
+        for first in range(0, shape.chunks, shape.per_call):
+            parts.append(_one_call(cfg, params, tokenizer, questions, first, shape, temperatures, num_samples, rng,
+                                   sampling_config, mesh))
+            shown.update(parts[-1].texts.size)
+            preemption.check()  # between sampler calls: a stop loses this phase's samples, nothing else
     return _concat_queries(parts)
+
+
+def _one_call(cfg, params, tokenizer, questions, first, shape, temperatures, num_samples, rng, sampling_config,
+              mesh) -> GridSamples:
+    """The sampler call that starts at chunk `first`: its questions, padded to the call's shape."""
+    rows_per_query = len(temperatures) * int(num_samples)
+    start = first * shape.per_chunk
+    call = list(questions[start:start + shape.questions])
+    real = len(call)
+    call += [call[0]] * (shape.questions - real)
+    keys = jnp.concatenate([common_keys(jax.random.fold_in(rng, c), shape.per_chunk, len(temperatures),
+                                        int(num_samples)) for c in range(first, first + shape.per_call)])
+    caps = np.full(shape.requests, int(sampling_config.max_new_tokens), np.int32)
+    caps[real * rows_per_query:] = 1  # padding rows: one step, then their slot is free
+    g = sample_grid(cfg, params, tokenizer, call, temperatures=temperatures, num_samples=int(num_samples),
+                    rng=keys, max_new_tokens=int(sampling_config.max_new_tokens),
+                    top_p=float(sampling_config.top_p), top_k=int(sampling_config.top_k), mesh=mesh,
+                    slots=shape.chunk_rows, row_max_new_tokens=caps)
+    return _slice_queries(g, real)
 
 
 def common_keys(rng, n_questions: int, n_temperatures: int, num_samples: int) -> jax.Array:

@@ -26,7 +26,7 @@ from typing import NamedTuple, Sequence
 import jax
 import numpy as np
 
-from bstar_jax.core import distributed, preemption
+from bstar_jax.core import distributed, preemption, progress
 from bstar_jax import models
 from bstar_jax.generate import sampling
 from bstar_jax.rewards import prm as prm_lib
@@ -124,27 +124,29 @@ def label_steps(cfg: models.ModelConfig, params, tokenizer, questions: Sequence[
     if rows:
         P = max(len(prompt_ids[p]) for p in rows)
         chunk = len(rows) if not max_batch else int(max_batch)
-        for c, lo in enumerate(range(0, len(rows), chunk)):
-            chunk_rows = rows[lo:lo + chunk]
-            prompts = np.zeros((len(chunk_rows), P), np.int32)
-            lengths = np.zeros(len(chunk_rows), np.int32)
-            for b, p in enumerate(chunk_rows):
-                prompts[b, :len(prompt_ids[p])] = prompt_ids[p]
-                lengths[b] = len(prompt_ids[p])
-            out = sampling.generate(cfg, params, prompts, lengths, jax.random.fold_in(rng, c),
-                                    max_new_tokens=max_new_tokens, temperature=temperature,
-                                    top_p=top_p, top_k=top_k, eos_id=int(eos_id), mesh=mesh)
-            calls += 1
-            tokens, out_lengths = distributed.to_host((out.tokens, out.lengths))
-            fulls = []
-            preemption.check()  # between completion calls
-            for b, p in enumerate(chunk_rows):
-                ids = tokens[b, :out_lengths[b]]
-                if ids.size and ids[-1] == eos_id:
-                    ids = ids[:-1]
-                fulls.append(prefixes[p] + _decode(tokenizer, ids))
-            chunk_golds = [golds[kept[owners[p][0]]] for p in chunk_rows]
-            correct[lo:lo + len(chunk_rows)] = _are_correct(fulls, chunk_golds, task, grade_mode)
+        with progress.bar(len(rows), unit="completions") as shown:
+            for c, lo in enumerate(range(0, len(rows), chunk)):
+                chunk_rows = rows[lo:lo + chunk]
+                prompts = np.zeros((len(chunk_rows), P), np.int32)
+                lengths = np.zeros(len(chunk_rows), np.int32)
+                for b, p in enumerate(chunk_rows):
+                    prompts[b, :len(prompt_ids[p])] = prompt_ids[p]
+                    lengths[b] = len(prompt_ids[p])
+                out = sampling.generate(cfg, params, prompts, lengths, jax.random.fold_in(rng, c),
+                                        max_new_tokens=max_new_tokens, temperature=temperature,
+                                        top_p=top_p, top_k=top_k, eos_id=int(eos_id), mesh=mesh)
+                calls += 1
+                tokens, out_lengths = distributed.to_host((out.tokens, out.lengths))
+                fulls = []
+                preemption.check()  # between completion calls
+                for b, p in enumerate(chunk_rows):
+                    ids = tokens[b, :out_lengths[b]]
+                    if ids.size and ids[-1] == eos_id:
+                        ids = ids[:-1]
+                    fulls.append(prefixes[p] + _decode(tokenizer, ids))
+                chunk_golds = [golds[kept[owners[p][0]]] for p in chunk_rows]
+                correct[lo:lo + len(chunk_rows)] = _are_correct(fulls, chunk_golds, task, grade_mode)
+                shown.update(len(chunk_rows))
 
     per_prefix = correct.reshape(len(prefixes), n_completions) if rows else np.zeros((0, n_completions))
     scores = per_prefix.mean(axis=1) if soft else per_prefix.any(axis=1).astype(np.float64)

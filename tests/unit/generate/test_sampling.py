@@ -233,11 +233,15 @@ def test_grid_is_one_call_one_compile_and_regroups(n_devices):
     assert any("\ufffd" in text for text in b.texts[-1].ravel())
 
 
-def test_rollout_texts_do_not_depend_on_requests_per_slot():
+def test_rollout_texts_do_not_depend_on_requests_per_slot(capsys):
     """grid.sample: 5 questions x 2 temperatures x 2 samples, batch_rows 8 -> 3 chunks of 2
     queries (the last padded); 1 or 2 chunks per call through 8 slots give the same rows, and
-    those equal one sample_grid call per chunk keyed with grid.common_keys(fold_in(rng, chunk))."""
+    those equal one sample_grid call per chunk keyed with grid.common_keys(fold_in(rng, chunk)).
+    With progress shown, the phase's bar counts the 20 rows under the run's place name; without,
+    nothing is printed."""
     import ml_collections
+
+    from bstar_jax.core import preemption, progress
 
     tokenizer = _tokenizer()
     cfg = CFG.replace(vocab_size=len(tokenizer), max_position_embeddings=128)
@@ -248,8 +252,15 @@ def test_rollout_texts_do_not_depend_on_requests_per_slot():
     for per_call in (1, 2):
         sc = ml_collections.ConfigDict(dict(batch_rows=8, max_new_tokens=9, top_p=1.0, top_k=0,
                                             requests_per_slot=per_call))
-        runs.append(grid.sample((cfg, params), tokenizer, questions, temperatures=temps, num_samples=2, rng=rng,
-                                sampling_config=sc))
+        with progress.shown(per_call == 1):
+            preemption.at(f"test per_call {per_call}: sampling")
+            runs.append(grid.sample((cfg, params), tokenizer, questions, temperatures=temps, num_samples=2, rng=rng,
+                                    sampling_config=sc))
+        err = capsys.readouterr().err
+        if per_call == 1:
+            assert "test per_call 1: sampling" in err and "/20 [" in err and "rows/s" in err, err
+        else:
+            assert "sampling" not in err, err
     for c, start in enumerate((0, 2, 4)):
         chunk = (questions[start:start + 2] + questions[:1])[:2]
         ref = grid.sample_grid(cfg, params, tokenizer, chunk, temperatures=temps, num_samples=2,
