@@ -5,7 +5,7 @@ the model's one forward (`models.hidden_states` over a `models.KVCache`) and the
 `next_token` (strategy.py) for every slot. This module holds no model math and no strategy.
 `lower_generate_requests` lowers it for abstract shapes and a mesh (memory and fit checks without
 running anything), `compiled_generate_requests` caches its compile (one per bucket), and
-`generate_requests` validates, pads to power-of-two buckets, shards and runs it.
+`generate_requests` checks and pads the call (call_inputs.py: the host side), shards and runs it.
 
   * When every request has a slot from the start (R = A: `sampling.generate`, and a run's
     default `requests_per_slot` 1) no slot is ever refilled: the static case. If slots share
@@ -37,15 +37,15 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import struct
 from jax.experimental.layout import Format, Layout
 
 from bstar_jax import models
 from bstar_jax.core import distributed
 from bstar_jax.core import mesh as mesh_lib
-from bstar_jax.core.shapes import pow2_bucket, round_up
-from bstar_jax.generate.strategy import SampleOutput, next_token, request_keys
+from bstar_jax.core.shapes import round_up
+from bstar_jax.generate import call_inputs
+from bstar_jax.generate.strategy import SampleOutput, next_token
 
 
 # Prompt tokens per prefill chunk: the prefill's activations and attention scores scale with
@@ -173,7 +173,8 @@ def _write_prompts(cfg, cache: models.KVCache, prompts: models.KVCache, prompt_A
     zero = jnp.int32(0)
 
     def rows(store, axes, dtype, layer):  # layer `layer` of the store, one row per slot
-        return mesh_lib.constrain(jax.lax.dynamic_slice_in_dim(store, layer, 1, 0)[:, prompt_A].astype(dtype), axes, mesh)
+        layer_rows = jax.lax.dynamic_slice_in_dim(store, layer, 1, 0)[:, prompt_A]
+        return mesh_lib.constrain(layer_rows.astype(dtype), axes, mesh)
 
     def write_layer(layer, kv):
         k, v = kv
@@ -272,11 +273,12 @@ def lower_generate_requests(cfg: models.ModelConfig, mesh, requests: int, prompt
     fn = jax.jit(functools.partial(_generate_requests, cfg, int(max_new_tokens), int(top_k), cfg.pad_id, mesh),
                  in_shardings=(param_sh,) + (rep,) * 9 + (cache_sh,),
                  out_shardings=(out_sh, cache_sh), donate_argnums=(10,))
+    keys = jax.eval_shape(lambda: jax.random.split(jax.random.key(0), requests))
     spec = jax.ShapeDtypeStruct
     return fn.lower(models.param_shapes(cfg), spec((prompts, prompt_len), jnp.int32), spec((prompts,), jnp.int32),
-                    spec((requests,), jnp.int32), spec((requests,), jnp.int32), spec((), jnp.int32),
-                    jax.eval_shape(lambda: jax.random.split(jax.random.key(0), requests)), spec((requests,), jnp.float32),
-                    spec((requests,), jnp.float32), spec((), jnp.int32), models.cache_shapes(cfg, slots, max_len))
+                    spec((requests,), jnp.int32), spec((requests,), jnp.int32), spec((), jnp.int32), keys,
+                    spec((requests,), jnp.float32), spec((requests,), jnp.float32), spec((), jnp.int32),
+                    models.cache_shapes(cfg, slots, max_len))
 
 
 @functools.lru_cache(maxsize=16)
@@ -292,72 +294,6 @@ def cache_maker(cfg, batch, max_len, formats):
     """A jitted function that allocates an empty cache in the layout and sharding the compiled
     sampler takes."""
     return jax.jit(lambda: models.init_cache(cfg, batch, max_len), out_shardings=formats)
-
-
-def call_sizes(requests: int, prompts: int, slots: int | None, multiple: int = 1) -> tuple[int, int, int]:
-    """(R, J, A) the compiled call is built for: `requests` requests over `prompts` distinct
-    prompts through `slots` slots (None: one per request), each rounded up to a power of two
-    >= `multiple` (the mesh's batch-axes size) and A to a multiple of it."""
-    R, J = pow2_bucket(requests, minimum=multiple), pow2_bucket(prompts, minimum=multiple)
-    A = pow2_bucket(min(requests, int(slots)) if slots else requests, minimum=multiple)
-    return R, J, round_up(A, multiple)
-
-
-def dedupe_prompts(prompts, prompt_lengths):
-    """(distinct prompts [J, P], their lengths [J], row -> distinct index [B]) of right-padded
-    prompt rows; two rows are one prompt when their first `length` tokens agree."""
-    prompts, lengths = np.asarray(prompts), np.asarray(prompt_lengths)
-    live = np.where(np.arange(prompts.shape[1])[None, :] < lengths[:, None], prompts, -1)
-    keyed = np.concatenate([lengths[:, None], live], axis=1)
-    _, first, index = np.unique(keyed, axis=0, return_index=True, return_inverse=True)
-    return prompts[first], lengths[first], index.reshape(-1).astype(np.int32)
-
-
-def _per_row(name, value, B):
-    arr = np.asarray(value, np.float32)
-    if arr.ndim == 0:
-        arr = np.full((B,), arr, np.float32)
-    if arr.shape != (B,):
-        raise ValueError(f"{name} must be a float or an array of shape [{B}], got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} must be finite, got {arr}")
-    return arr
-
-
-def validate_inputs(cfg, prompts, prompt_lengths, max_new_tokens, temperature, top_p, top_k):
-    """Checks a sampler call's inputs (ValueError naming the argument); returns (prompts [B, P],
-    prompt_lengths [B], max_new_tokens, temperature float32 [B], top_p float32 [B])."""
-    prompts = np.asarray(prompts)
-    if prompts.ndim != 2 or prompts.shape[0] == 0 or prompts.shape[1] == 0:
-        raise ValueError(f"prompts must be a non-empty int array [B, P], got shape {prompts.shape}")
-    if not np.issubdtype(prompts.dtype, np.integer):
-        raise ValueError(f"prompts must hold integer token ids, got dtype {prompts.dtype}")
-    B, P = prompts.shape
-    lengths = np.asarray(prompt_lengths)
-    if lengths.shape != (B,) or not np.issubdtype(lengths.dtype, np.integer):
-        raise ValueError(f"prompt_lengths must be ints of shape [{B}], got {lengths.dtype} {lengths.shape}")
-    if lengths.min() < 1 or lengths.max() > P:
-        raise ValueError(f"prompt_lengths must be in [1, {P}] (the prompts' width), got "
-                         f"[{lengths.min()}, {lengths.max()}]")
-    if int(max_new_tokens) < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    N = int(max_new_tokens)
-    longest = int(lengths.max())
-    if longest + N > cfg.max_position_embeddings:
-        raise ValueError(f"prompt of {longest} tokens + max_new_tokens {N} = {longest + N} does not fit "
-                         f"the model's max_position_embeddings {cfg.max_position_embeddings}")
-    live = prompts[np.arange(P)[None, :] < lengths[:, None]]
-    if live.min() < 0 or live.max() >= cfg.vocab_size:
-        raise ValueError(f"prompt token ids must be in [0, {cfg.vocab_size}), got [{live.min()}, {live.max()}]")
-    temperature = _per_row("temperature", temperature, B)
-    if temperature.min() < 0:
-        raise ValueError(f"temperature must be >= 0 (0 = greedy), got min {temperature.min()}")
-    top_p = _per_row("top_p", top_p, B)
-    if top_p.min() <= 0 or top_p.max() > 1:
-        raise ValueError(f"top_p must be in (0, 1], got [{top_p.min()}, {top_p.max()}]")
-    if int(top_k) < 0:
-        raise ValueError(f"top_k must be >= 0 (0 = off), got {top_k}")
-    return prompts, lengths, N, temperature, top_p
 
 
 def generate_requests(cfg: models.ModelConfig, params, prompts, prompt_lengths, rng, *, max_new_tokens: int,
@@ -376,47 +312,18 @@ def generate_requests(cfg: models.ModelConfig, params, prompts, prompt_lengths, 
     settings only, not on A or on the other requests (`sampling.generate` is this call with one
     request per row and a slot each).
     """
-    if prompt_index is None:
-        prompts, prompt_lengths = np.asarray(prompts), np.asarray(prompt_lengths)
-        R = prompts.shape[0] if prompts.ndim == 2 else 0
-        validate_inputs(cfg, prompts, prompt_lengths, max_new_tokens, temperature, top_p, top_k)
-        prompts, prompt_lengths, index = dedupe_prompts(prompts, prompt_lengths)
-    else:
-        index = np.asarray(prompt_index)
-        R = index.shape[0] if index.ndim == 1 else 0
-        if R == 0 or not np.issubdtype(index.dtype, np.integer):
-            raise ValueError(f"prompt_index must be a non-empty int array [R], got {index.dtype} {index.shape}")
-    prompts, lengths, N, _, _ = validate_inputs(cfg, prompts, prompt_lengths, max_new_tokens, 1.0, 1.0, top_k)
-    J = prompts.shape[0]
-    if index.min() < 0 or index.max() >= J:
-        raise ValueError(f"prompt_index must be in [0, {J}) (the prompts' rows), got [{index.min()}, {index.max()}]")
-    _, _, _, temperature, top_p = validate_inputs(cfg, prompts[index], lengths[index], N, temperature, top_p,
-                                                  top_k)
-    caps = np.full((R,), N, np.int32) if request_max_new_tokens is None else np.asarray(request_max_new_tokens)
-    if caps.shape != (R,) or caps.min() < 1 or caps.max() > N:
-        raise ValueError(f"request_max_new_tokens must be [{R}] ints in [1, {N}], got {caps}")
-
+    req = call_inputs.check_requests(cfg, prompts, prompt_lengths, max_new_tokens=max_new_tokens,
+                                     prompt_index=prompt_index, request_max_new_tokens=request_max_new_tokens,
+                                     temperature=temperature, top_p=top_p, top_k=top_k)
     multiple = mesh_lib.batch_size_multiple(mesh) if mesh is not None else 1
-    Rb, Jb, Ab = call_sizes(R, J, slots, multiple)
-    Pb = pow2_bucket(int(lengths.max()), minimum=8)
-    pad_id = cfg.pad_id
-    prompts_b = np.full((Jb, Pb), pad_id, np.int32)
-    prompts_b[:J, :min(prompts.shape[1], Pb)] = prompts[:, :Pb]
-    lengths_b = np.concatenate([lengths, np.ones(Jb - J, lengths.dtype)]).astype(np.int32)
-    # Whatever sits past a row's length becomes pad: its K/V are written (never attended), and an
-    # out-of-vocabulary id there would embed as NaN, which 0-weight attention still propagates.
-    prompts_b[np.arange(Pb)[None, :] >= lengths_b[:, None]] = pad_id
-    pad = Rb - R
-    args = (prompts_b, lengths_b, np.concatenate([index, np.zeros(pad, np.int32)]).astype(np.int32),
-            np.concatenate([caps, np.ones(pad, np.int32)]).astype(np.int32), np.int32(R), request_keys(rng, R, Rb),
-            np.concatenate([temperature, np.zeros(pad, np.float32)]),
-            np.concatenate([top_p, np.ones(pad, np.float32)]), np.int32(eos_id))
+    (Rb, Jb, Ab, Pb), args = call_inputs.padded_args(cfg, req, rng, eos_id, slots, multiple)
     if mesh is not None:
         params = models.shard_params(cfg, params, mesh)
         # Host values go up through put_global (valid across processes); the key is already a jax array.
         args = tuple(a if isinstance(a, jax.Array) else distributed.put_global(a, mesh_lib.replicated(mesh))
                      for a in args)
+    N, R = req.max_new_tokens, req.index.shape[0]
     compiled = compiled_generate_requests(cfg, mesh, Rb, Jb, Ab, Pb, N, int(top_k))
     cache = cache_maker(cfg, Ab, Pb + N, compiled.input_formats[0][10])()
     out, _ = compiled(params, *args, cache)
-    return SampleOutput(*(x[:R] for x in out)) if pad else out
+    return SampleOutput(*(x[:R] for x in out)) if Rb > R else out
