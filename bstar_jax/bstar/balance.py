@@ -107,8 +107,8 @@ def _grid_fn(mesh):
         k = reward_QxK.shape[1]
         key_s, _, _, new_s, correct_s = _rank(correct_QxK, reward_QxK, valid_QxK, text_id_QxK)
         cap_U, _, n_UxQ, n_correct_UxQ = _prefix_counts(key_s, new_s, correct_s, thresholds_U, target, k)
-        s_UxB = jax.vmap(lambda n, nc: metrics.balance_numerators(n, nc, n_star, k + 1))(n_UxQ, n_correct_UxQ)
-        return (cap_U, lax.psum(s_UxB, axes), lax.psum(jnp.sum(n_UxQ > 0, axis=1, dtype=jnp.int32), axes),
+        s_UxY = jax.vmap(lambda n, nc: metrics.balance_numerators(n, nc, n_star, k + 1))(n_UxQ, n_correct_UxQ)
+        return (cap_U, lax.psum(s_UxY, axes), lax.psum(jnp.sum(n_UxQ > 0, axis=1, dtype=jnp.int32), axes),
                 lax.psum(jnp.sum(n_UxQ, axis=1, dtype=jnp.int32), axes))
 
     def kernel(correct, reward, valid, text_id, thresholds_U, target, n_star):
@@ -242,9 +242,9 @@ def search(correct, reward, valid, text_id, temperatures, thresholds, *, target_
     multiple = mesh_lib.axis_size(mesh, mesh_lib.BATCH_AXES)
     padded = [metrics.pad_queries(a[n], multiple, 1, _PAD[n]) for n in ("correct", "reward", "valid", "text_id")]
     tau_U = thresholds.astype(np.float32) + np.float32(0.0)
-    cap, s_TxUxB, n_active, n_selected = distributed.to_host(
+    cap, s_TxUxY, n_active, n_selected = distributed.to_host(
         _grid_fn(mesh)(*padded, tau_U, np.int32(target), np.int32(n_star)))
-    table = metrics.balance_from_numerators(s_TxUxB, n_star, q if mean_over == "all" else n_active)
+    table = metrics.balance_from_numerators(s_TxUxY, n_star, q if mean_over == "all" else n_active)
     t, u = _pick(table, temperatures, thresholds, mode)
     return SearchResult(temperature=float(temperatures[t]), threshold=float(thresholds[u]),
                         balance_score=float(table[t, u]), balance_score_TxU=table, cap_TxU=cap,

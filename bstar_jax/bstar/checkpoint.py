@@ -80,7 +80,7 @@ def _fingerprint_dict(tree) -> dict[str, int]:
 
 
 def _to_tree(state):
-    """A dataclass state (trainer.TrainState: params, opt_state, step) is saved as a dict of its fields."""
+    """A dataclass state (train_state.TrainState: params, opt_state, step) is saved as a dict of its fields."""
     if dataclasses.is_dataclass(state):
         return {f.name: getattr(state, f.name) for f in dataclasses.fields(state)}
     return state

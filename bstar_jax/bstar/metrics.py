@@ -147,21 +147,21 @@ def distinct_count(text_id_QxK: jax.Array, mask_QxK: jax.Array) -> jax.Array:
 
 def balance_numerators(n_selected_Q: jax.Array, n_correct_Q: jax.Array, n_star, num_bins: int) -> jax.Array:
     """Exact integer numerators of Eq. 3 grouped by n_i: S[b] = sum over {i: n_i = b} of
-    min(n'_i, n*) * n'_i, so that sum_i bs_i = sum_b S[b] / (n* b). int32 [num_bins]."""
+    min(n'_i, n*) * n'_i, so that sum_i bs_i = sum_b S[b] / (n* b). int32 [Y], Y = num_bins."""
     w_Q = jnp.minimum(n_correct_Q, n_star) * n_correct_Q
     return jax.ops.segment_sum(w_Q, n_selected_Q, num_segments=num_bins)
 
 
-def balance_from_numerators(s_xB: np.ndarray, n_star: int, denominator) -> np.ndarray:
+def balance_from_numerators(s_xY: np.ndarray, n_star: int, denominator) -> np.ndarray:
     """Mean balance score from `balance_numerators` (any leading shape), in float64.
 
     Summed bin by bin in a fixed order, so equal integer inputs give bit-equal scores whatever
     the sharding or the batch shape. A zero denominator gives 0.0.
     """
-    s_xB = np.asarray(s_xB, np.int64)
-    total = np.zeros(s_xB.shape[:-1], np.float64)
-    for b in range(1, s_xB.shape[-1]):
-        total = total + s_xB[..., b] / float(n_star * b)
+    s_xY = np.asarray(s_xY, np.int64)
+    total = np.zeros(s_xY.shape[:-1], np.float64)
+    for b in range(1, s_xY.shape[-1]):
+        total = total + s_xY[..., b] / float(n_star * b)
     denominator = np.asarray(denominator, np.float64)
     return np.where(denominator > 0, total / np.maximum(denominator, 1.0), 0.0)
 
@@ -301,8 +301,8 @@ def _balance_fn(mesh):
         k = correct_QxK.shape[1]
         n_Q = distinct_count(text_id_QxK, selected_QxK)
         n_correct_Q = distinct_count(text_id_QxK, selected_QxK & correct_QxK)
-        s_B = lax.psum(balance_numerators(n_Q, n_correct_Q, n_star, k + 1), axes)
-        return s_B, lax.psum(jnp.sum(n_Q > 0, dtype=jnp.int32), axes)
+        s_Y = lax.psum(balance_numerators(n_Q, n_correct_Q, n_star, k + 1), axes)
+        return s_Y, lax.psum(jnp.sum(n_Q > 0, dtype=jnp.int32), axes)
     rows = P(axes, None)
     return jax.jit(jax.shard_map(kernel, mesh=mesh, in_specs=(rows, rows, rows, P()),
                                  out_specs=(P(), P())))
@@ -322,6 +322,6 @@ def balance_score(correct, selected, text_id, n_star, *, mean_over: str = "all",
     q, k = a["correct"].shape
     n_star = check_n_star(n_star)
     check_sum_fits(q, k, n_star, "balance_score")
-    s_B, n_active = _row_call(_balance_fn, mesh, a, {"correct": False, "selected": False, "text_id": 0},
+    s_Y, n_active = _row_call(_balance_fn, mesh, a, {"correct": False, "selected": False, "text_id": 0},
                               (np.int32(n_star),))
-    return float(balance_from_numerators(s_B, n_star, q if mean_over == "all" else n_active))
+    return float(balance_from_numerators(s_Y, n_star, q if mean_over == "all" else n_active))

@@ -21,7 +21,7 @@ Run names (`<variant>[-r<k>][+prm]`) are config/choices.py's `run_name`.
 from __future__ import annotations
 
 from bstar_jax.train import sft
-from bstar_jax.train.trainer import TrainState
+from bstar_jax.train.train_state import TrainState
 
 from bstar_jax.config.choices import FIXED, SEARCHED, TEMPERATURE_ONLY_TASKS, VARIANTS  # noqa: F401  (re-exported)
 

@@ -1,22 +1,22 @@
-"""The sampler: R requests through S <= R cache slots in one compiled loop (docs/models.md).
+"""The sampler: R requests through A <= R cache slots in one compiled loop (docs/models.md).
 
 The one compiled sampling program of the package: prefill, then a `lax.while_loop` whose step is
 the model's one forward (`models.hidden_states` over a `models.KVCache`) and the strategy's
 `next_token` (strategy.py) for every slot. This module holds no model math and no strategy.
 `lower_generate_requests` lowers it for abstract shapes and a mesh (memory and fit checks without
 running anything), `compiled_generate_requests` caches its compile (one per bucket), and
-`generate_requests` validates, pads to power-of-two buckets, shards and runs it.
+`generate_requests` checks and pads the call (call_inputs.py: the host side), shards and runs it.
 
-  * When every request has a slot from the start (R = S: `sampling.generate`, and a run's
+  * When every request has a slot from the start (R = A: `sampling.generate`, and a run's
     default `requests_per_slot` 1) no slot is ever refilled: the static case. If slots share
     prompts (the T x K rows of a query), each distinct prompt is prefilled once, into a store
     split over the mesh like the cache, and its K/V gathered into all its slots one layer at a
     time; otherwise each slot's prompt is prefilled into the slot. Otherwise:
-  * Distinct prompts are prefilled ONCE, into a prompt store (K/V [layers, U, kv_head, P, D],
+  * Distinct prompts are prefilled ONCE, into a prompt store (K/V [layers, J, kv_head, P, D],
     positions, and the final hidden state after each prompt's last token). A request names its
     prompt by index (request r -> prompt_index[r]); `generate_requests` deduplicates identical
     prompt rows itself when no index is given.
-  * A `lax.while_loop` decodes S slots one token per step. When a slot's request ends (EOS or its
+  * A `lax.while_loop` decodes A slots one token per step. When a slot's request ends (EOS or its
     own max_new_tokens), the slot takes the next waiting request, in request order: the prompt's
     K/V are copied from the store into the slot's prompt columns, its decode columns are marked
     empty, and at the next step its first token is sampled from the store's hidden state (that
@@ -27,9 +27,9 @@ running anything), `compiled_generate_requests` caches its compile (one per buck
     overwritten while it runs; attention masks by position, not column.
   * Keys: token t of request r draws from fold_in(key_r, t) with key_r = fold_in(rng, r) (or the
     caller's own per-request key: `strategy.request_keys`); so a request's tokens do not depend
-    on its slot, on the step it started at, on S, or on which other requests share its call
+    on its slot, on the step it started at, on A, or on which other requests share its call
     (tests/unit/generate/test_sampling.py checks equality with a static prefill-then-decode
-    sampler, tests/oracles/static_sampler.py, for several S).
+    sampler, tests/oracles/static_sampler.py, for several A).
 """
 from __future__ import annotations
 
@@ -37,15 +37,15 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import struct
 from jax.experimental.layout import Format, Layout
 
 from bstar_jax import models
 from bstar_jax.core import distributed
 from bstar_jax.core import mesh as mesh_lib
-from bstar_jax.core.shapes import pow2_bucket, round_up
-from bstar_jax.generate.strategy import SampleOutput, next_token, request_keys
+from bstar_jax.core.shapes import round_up
+from bstar_jax.generate import call_inputs
+from bstar_jax.generate.strategy import SampleOutput, next_token
 
 
 # Prompt tokens per prefill chunk: the prefill's activations and attention scores scale with
@@ -58,23 +58,23 @@ def prefill_hidden(cfg, params, prompts_BxP, prompt_lengths_B, cache):
     0..P-1 (pad slots get position -1: never attended) and returns (the final hidden state after
     each row's last prompt token [B, E], cache)."""
     B, P = prompts_BxP.shape
-    C = min(P, PREFILL_CHUNK)  # P and C are powers of two: C divides P
+    L = min(P, PREFILL_CHUNK)  # P and L are powers of two: L divides P
     positions_BxP = jnp.where(jnp.arange(P)[None, :] < prompt_lengths_B[:, None], jnp.arange(P)[None, :], -1)
 
     def chunk(carry, c):
         cache, last_BxE = carry
-        start = c * C
-        tokens_BxC = jax.lax.dynamic_slice_in_dim(prompts_BxP, start, C, axis=1)
-        pos_BxC = jax.lax.dynamic_slice_in_dim(positions_BxP, start, C, axis=1)
-        hidden_BxCxE, cache = models.hidden_states(cfg, params, tokens_BxC, pos_BxC, cache, slot=start,
+        start = c * L
+        tokens_BxL = jax.lax.dynamic_slice_in_dim(prompts_BxP, start, L, axis=1)
+        pos_BxL = jax.lax.dynamic_slice_in_dim(positions_BxP, start, L, axis=1)
+        hidden_BxLxE, cache = models.hidden_states(cfg, params, tokens_BxL, pos_BxL, cache, slot=start,
                                                    attend=P)
-        here_B = (prompt_lengths_B - 1 >= start) & (prompt_lengths_B - 1 < start + C)
-        idx_B = jnp.clip(prompt_lengths_B - 1 - start, 0, C - 1)
-        h_BxE = jnp.take_along_axis(hidden_BxCxE, idx_B[:, None, None], axis=1)[:, 0]
+        here_B = (prompt_lengths_B - 1 >= start) & (prompt_lengths_B - 1 < start + L)
+        idx_B = jnp.clip(prompt_lengths_B - 1 - start, 0, L - 1)
+        h_BxE = jnp.take_along_axis(hidden_BxLxE, idx_B[:, None, None], axis=1)[:, 0]
         return (cache, jnp.where(here_B[:, None], h_BxE, last_BxE)), None
 
     last_BxE = jnp.zeros((B, cfg.hidden_size), cfg.jnp_dtype)
-    (cache, last_BxE), _ = jax.lax.scan(chunk, (cache, last_BxE), jnp.arange(P // C, dtype=jnp.int32))
+    (cache, last_BxE), _ = jax.lax.scan(chunk, (cache, last_BxE), jnp.arange(P // L, dtype=jnp.int32))
     return last_BxE, cache
 
 
@@ -82,57 +82,57 @@ def prefill_hidden(cfg, params, prompts_BxP, prompt_lengths_B, cache):
 class SlotState:
     step: jax.Array  # int32 []: loop step (selects the ring column written)
     next_request: jax.Array  # int32 []: the first request not yet given a slot
-    request_S: jax.Array  # int32 [S]: the request a slot runs (-1: idle)
-    count_S: jax.Array  # int32 [S]: tokens its request has generated
-    fresh_S: jax.Array  # bool [S]: taken this step: its next token comes from the prompt store
-    last_S: jax.Array  # int32 [S]: the token fed at this step
+    request_A: jax.Array  # int32 [A]: the request a slot runs (-1: idle)
+    count_A: jax.Array  # int32 [A]: tokens its request has generated
+    fresh_A: jax.Array  # bool [A]: taken this step: its next token comes from the prompt store
+    last_A: jax.Array  # int32 [A]: the token fed at this step
     tokens_RxN: jax.Array
     logprobs_RxN: jax.Array
     lengths_R: jax.Array
     cache: models.KVCache
 
 
-def _refill(state: SlotState, done_S, num_requests, prompt_index_R, store: models.KVCache | None):
-    """Gives each slot in `done_S` the next waiting request (slot order), copies that request's
+def _refill(state: SlotState, done_A, num_requests, prompt_index_R, store: models.KVCache | None):
+    """Gives each slot in `done_A` the next waiting request (slot order), copies that request's
     prompt K/V and positions from `store` into the slot's prompt columns and empties its decode
-    columns; slots left without a request go idle. store None: no request waits for a slot (R = S,
+    columns; slots left without a request go idle. store None: no request waits for a slot (R = A,
     every prompt was prefilled into its own slot), so nothing is copied."""
-    rank_S = jnp.cumsum(done_S.astype(jnp.int32)) - 1
-    new_S = state.next_request + rank_S
-    take_S = done_S & (new_S < num_requests)
-    request_S = jnp.where(take_S, new_S, jnp.where(done_S, -1, state.request_S))
+    rank_A = jnp.cumsum(done_A.astype(jnp.int32)) - 1
+    new_A = state.next_request + rank_A
+    take_A = done_A & (new_A < num_requests)
+    request_A = jnp.where(take_A, new_A, jnp.where(done_A, -1, state.request_A))
 
     def copy(cache):
         # One slot at a time, as the decode step writes the cache: dynamic_update_slice in place.
         P = store.pos.shape[1]
-        order_S = jnp.argsort(~take_S)  # taken slots first
-        u_S = prompt_index_R[jnp.clip(new_S, 0, prompt_index_R.shape[0] - 1)]
+        order_A = jnp.argsort(~take_A)  # taken slots first
+        prompt_A = prompt_index_R[jnp.clip(new_A, 0, prompt_index_R.shape[0] - 1)]
         zero = jnp.int32(0)
 
         def one(i, c):
-            b = order_S[i]
-            u = u_S[b]
+            b = order_A[i]
+            j = prompt_A[b]
             at = (zero, b, zero, zero, zero)
-            k = jax.lax.dynamic_slice_in_dim(store.k, u, 1, axis=1)
-            v = jax.lax.dynamic_slice_in_dim(store.v, u, 1, axis=1)
-            pos = jnp.concatenate([jax.lax.dynamic_slice_in_dim(store.pos, u, 1, axis=0),
+            k = jax.lax.dynamic_slice_in_dim(store.k, j, 1, axis=1)
+            v = jax.lax.dynamic_slice_in_dim(store.v, j, 1, axis=1)
+            pos = jnp.concatenate([jax.lax.dynamic_slice_in_dim(store.pos, j, 1, axis=0),
                                    jnp.full((1, c.pos.shape[1] - P), -1, jnp.int32)], axis=1)
             return models.KVCache(jax.lax.dynamic_update_slice(c.k, k, at), jax.lax.dynamic_update_slice(c.v, v, at),
                                   jax.lax.dynamic_update_slice(c.pos, pos, (b, zero)))
 
-        return jax.lax.fori_loop(0, jnp.sum(take_S.astype(jnp.int32)), one, cache)
+        return jax.lax.fori_loop(0, jnp.sum(take_A.astype(jnp.int32)), one, cache)
 
     return state.replace(
-        next_request=state.next_request + jnp.sum(take_S.astype(jnp.int32)),
-        request_S=request_S,
-        count_S=jnp.where(take_S, 0, state.count_S),
-        fresh_S=take_S,
+        next_request=state.next_request + jnp.sum(take_A.astype(jnp.int32)),
+        request_A=request_A,
+        count_A=jnp.where(take_A, 0, state.count_A),
+        fresh_A=take_A,
         cache=state.cache if store is None else copy(state.cache),
     )
 
 
 def _store_rows(prompts: int, mesh=None) -> int:
-    """Rows of the shared-prefill store: the U distinct prompts padded to a multiple of the
+    """Rows of the shared-prefill store: the J distinct prompts padded to a multiple of the
     devices on the batch axes, so that the store is split over them like the cache."""
     devices = mesh_lib.batch_size_multiple(mesh) if mesh is not None else 1
     return round_up(prompts, devices)
@@ -147,23 +147,23 @@ def shares_prefill(prompts: int, slots: int, mesh=None) -> bool:
     return 8 * _store_rows(prompts, mesh) <= int(slots)
 
 
-def _prefill_store(cfg, params, prompts_UxP, prompt_lengths_U, mesh):
-    """(hidden [U', E], store): the U distinct prompts, padded to U' = `_store_rows` rows by
-    repeating the first, prefilled into a cache of U' rows x P columns split over the batch axes
-    (each device prefills U' / devices prompts; a replicated store held every prompt's K/V on
+def _prefill_store(cfg, params, prompts_JxP, prompt_lengths_J, mesh):
+    """(hidden [J', E], store): the J distinct prompts, padded to J' = `_store_rows` rows by
+    repeating the first, prefilled into a cache of J' rows x P columns split over the batch axes
+    (each device prefills J' / devices prompts; a replicated store held every prompt's K/V on
     every device: 3 GB per chip for gsm8k.py's iteration on v5e:4x4)."""
-    U, P = prompts_UxP.shape
-    rows = _store_rows(U, mesh)
-    pad_U = jnp.where(jnp.arange(rows) < U, jnp.arange(rows), 0)
-    prompts = mesh_lib.constrain(prompts_UxP[pad_U], ("batch", None), mesh)
-    lengths = mesh_lib.constrain(prompt_lengths_U[pad_U], ("batch",), mesh)
+    J, P = prompts_JxP.shape
+    rows = _store_rows(J, mesh)
+    pad_J = jnp.where(jnp.arange(rows) < J, jnp.arange(rows), 0)
+    prompts = mesh_lib.constrain(prompts_JxP[pad_J], ("batch", None), mesh)
+    lengths = mesh_lib.constrain(prompt_lengths_J[pad_J], ("batch",), mesh)
     store = models.KVCache(*(mesh_lib.constrain(x, axes, mesh) for x, axes in
                              zip(models.init_cache(cfg, rows, P), (models.K_AXES, models.V_AXES, models.POS_AXES))))
     return prefill_hidden(cfg, params, prompts, lengths, store)
 
 
-def _write_prompts(cfg, cache: models.KVCache, prompts: models.KVCache, u_S, mesh) -> models.KVCache:
-    """The cache with slot s's first P columns (K/V and positions) taken from row u_S[s] of
+def _write_prompts(cfg, cache: models.KVCache, prompts: models.KVCache, prompt_A, mesh) -> models.KVCache:
+    """The cache with slot s's first P columns (K/V and positions) taken from row prompt_A[s] of
     `prompts`, the prefilled store of the distinct prompts' P columns. One layer at a time, in a
     loop over the donated cache: gathering all layers at once holds a second copy of the prompt
     columns of every slot (at gsm8k.py's shapes on v5e:2x4, 6 GB per device beside the 9.8 GB
@@ -173,7 +173,8 @@ def _write_prompts(cfg, cache: models.KVCache, prompts: models.KVCache, u_S, mes
     zero = jnp.int32(0)
 
     def rows(store, axes, dtype, layer):  # layer `layer` of the store, one row per slot
-        return mesh_lib.constrain(jax.lax.dynamic_slice_in_dim(store, layer, 1, 0)[:, u_S].astype(dtype), axes, mesh)
+        layer_rows = jax.lax.dynamic_slice_in_dim(store, layer, 1, 0)[:, prompt_A]
+        return mesh_lib.constrain(layer_rows.astype(dtype), axes, mesh)
 
     def write_layer(layer, kv):
         k, v = kv
@@ -182,71 +183,71 @@ def _write_prompts(cfg, cache: models.KVCache, prompts: models.KVCache, u_S, mes
         return jax.lax.dynamic_update_slice(k, rows_k, at), jax.lax.dynamic_update_slice(v, rows_v, at)
 
     k, v = jax.lax.fori_loop(0, cfg.num_layers, write_layer, (cache.k, cache.v))
-    pos = jax.lax.dynamic_update_slice(cache.pos, prompts.pos[u_S], (zero, zero))
+    pos = jax.lax.dynamic_update_slice(cache.pos, prompts.pos[prompt_A], (zero, zero))
     return models.KVCache(k, v, pos)
 
 
-def _generate_requests(cfg, max_new_tokens, top_k, pad_id, mesh, params, prompts_UxP, prompt_lengths_U,
+def _generate_requests(cfg, max_new_tokens, top_k, pad_id, mesh, params, prompts_JxP, prompt_lengths_J,
                        prompt_index_R, max_new_R, num_requests, keys_R, temperature_R, top_p_R, eos_id, cache):
-    """(SampleOutput over R requests, cache). cache: an empty `models.KVCache` of S slots x (P + N)
+    """(SampleOutput over R requests, cache). cache: an empty `models.KVCache` of A slots x (P + N)
     columns, donated. Requests >= num_requests are padding and never run."""
-    U, P = prompts_UxP.shape
-    R, N, S = prompt_index_R.shape[0], max_new_tokens, cache.pos.shape[0]
-    if R > S:
+    J, P = prompts_JxP.shape
+    R, N, A = prompt_index_R.shape[0], max_new_tokens, cache.pos.shape[0]
+    if R > A:
         # One prefill per distinct prompt; the store is read at every refill.
-        hidden_UxE, store = prefill_hidden(cfg, params, prompts_UxP, prompt_lengths_U,
-                                           models.init_cache(cfg, U, P))
-        first_hidden = lambda r_S: hidden_UxE[prompt_index_R[r_S]]
+        hidden_JxE, store = prefill_hidden(cfg, params, prompts_JxP, prompt_lengths_J,
+                                           models.init_cache(cfg, J, P))
+        first_hidden = lambda r_A: hidden_JxE[prompt_index_R[r_A]]
     else:
         # Every request has its slot from the start (request r in slot r; slots past R stay
         # idle) and no slot is ever refilled, so no store is kept for the loop: a per-slot copy
         # inside it makes the compiler keep the cache in a layout the decode step's attention
         # does not use, and copy the whole cache between the two (docs/models.md, sampler memory).
-        u_S = prompt_index_R[jnp.minimum(jnp.arange(S), R - 1)]
-        if shares_prefill(U, S, mesh):
+        prompt_A = prompt_index_R[jnp.minimum(jnp.arange(A), R - 1)]
+        if shares_prefill(J, A, mesh):
             # Slots share prompts (the samples of a query): one prefill per distinct prompt.
-            hidden_UxE, shared = _prefill_store(cfg, params, prompts_UxP, prompt_lengths_U, mesh)
-            cache = _write_prompts(cfg, cache, shared, u_S, mesh)
-            hidden_SxE = hidden_UxE[u_S]
+            hidden_JxE, shared = _prefill_store(cfg, params, prompts_JxP, prompt_lengths_J, mesh)
+            cache = _write_prompts(cfg, cache, shared, prompt_A, mesh)
+            hidden_AxE = hidden_JxE[prompt_A]
         else:
-            hidden_SxE, cache = prefill_hidden(cfg, params, prompts_UxP[u_S], prompt_lengths_U[u_S], cache)
-        first_hidden, store = (lambda r_S: hidden_SxE[r_S]), None
+            hidden_AxE, cache = prefill_hidden(cfg, params, prompts_JxP[prompt_A], prompt_lengths_J[prompt_A], cache)
+        first_hidden, store = (lambda r_A: hidden_AxE[r_A]), None
     state = SlotState(
         step=jnp.zeros((), jnp.int32), next_request=jnp.zeros((), jnp.int32),
-        request_S=jnp.full((S,), -1, jnp.int32), count_S=jnp.zeros((S,), jnp.int32),
-        fresh_S=jnp.zeros((S,), jnp.bool_), last_S=jnp.zeros((S,), jnp.int32),
+        request_A=jnp.full((A,), -1, jnp.int32), count_A=jnp.zeros((A,), jnp.int32),
+        fresh_A=jnp.zeros((A,), jnp.bool_), last_A=jnp.zeros((A,), jnp.int32),
         tokens_RxN=jnp.full((R, N), pad_id, jnp.int32), logprobs_RxN=jnp.zeros((R, N), jnp.float32),
         lengths_R=jnp.zeros((R,), jnp.int32), cache=cache)
     refill = functools.partial(_refill, num_requests=num_requests, prompt_index_R=prompt_index_R, store=store)
-    state = refill(state, jnp.ones((S,), jnp.bool_))
+    state = refill(state, jnp.ones((A,), jnp.bool_))
 
     def body(s: SlotState):
-        live_S = s.request_S >= 0
-        r_S = jnp.maximum(s.request_S, 0)
-        u_S = prompt_index_R[r_S]
+        live_A = s.request_A >= 0
+        r_A = jnp.maximum(s.request_A, 0)
+        prompt_A = prompt_index_R[r_A]
         # Token count - 1 sits at position prompt length + count - 1; fresh and idle slots feed a
         # position -1 dummy (its column is never attended; its output is replaced or dropped).
-        feed_S = live_S & ~s.fresh_S
-        pos_S = jnp.where(feed_S, prompt_lengths_U[u_S] + s.count_S - 1, -1)
-        hidden_Sx1xE, cache = models.hidden_states(cfg, params, s.last_S[:, None], pos_S[:, None], s.cache,
+        feed_A = live_A & ~s.fresh_A
+        pos_A = jnp.where(feed_A, prompt_lengths_J[prompt_A] + s.count_A - 1, -1)
+        hidden_Ax1xE, cache = models.hidden_states(cfg, params, s.last_A[:, None], pos_A[:, None], s.cache,
                                                    slot=P + s.step % N)
-        hidden_SxE = jnp.where(s.fresh_S[:, None], first_hidden(r_S), hidden_Sx1xE[:, 0])
-        logits_SxV = models.logits(cfg, params, hidden_SxE)
-        keys_S = jax.vmap(jax.random.fold_in)(keys_R[r_S], s.count_S)
-        tok_S, lp_S = next_token(logits_SxV, keys_S, temperature_R[r_S], top_p_R[r_S], top_k)
+        hidden_AxE = jnp.where(s.fresh_A[:, None], first_hidden(r_A), hidden_Ax1xE[:, 0])
+        logits_AxV = models.logits(cfg, params, hidden_AxE)
+        keys_A = jax.vmap(jax.random.fold_in)(keys_R[r_A], s.count_A)
+        tok_A, lp_A = next_token(logits_AxV, keys_A, temperature_R[r_A], top_p_R[r_A], top_k)
         # Idle slots write out of range: dropped.
-        row_S = jnp.where(live_S, s.request_S, R)
-        count_S = s.count_S + live_S.astype(jnp.int32)
-        done_S = ~live_S | (tok_S == eos_id) | (count_S >= max_new_R[r_S])
+        row_A = jnp.where(live_A, s.request_A, R)
+        count_A = s.count_A + live_A.astype(jnp.int32)
+        done_A = ~live_A | (tok_A == eos_id) | (count_A >= max_new_R[r_A])
         s = s.replace(
-            step=s.step + 1, last_S=tok_S, count_S=count_S, cache=cache,
-            tokens_RxN=s.tokens_RxN.at[row_S, s.count_S].set(tok_S, mode="drop"),
-            logprobs_RxN=s.logprobs_RxN.at[row_S, s.count_S].set(lp_S, mode="drop"),
-            lengths_R=s.lengths_R.at[row_S].set(count_S, mode="drop"),
+            step=s.step + 1, last_A=tok_A, count_A=count_A, cache=cache,
+            tokens_RxN=s.tokens_RxN.at[row_A, s.count_A].set(tok_A, mode="drop"),
+            logprobs_RxN=s.logprobs_RxN.at[row_A, s.count_A].set(lp_A, mode="drop"),
+            lengths_R=s.lengths_R.at[row_A].set(count_A, mode="drop"),
         )
-        return refill(s, done_S)
+        return refill(s, done_A)
 
-    state = jax.lax.while_loop(lambda s: jnp.any(s.request_S >= 0), body, state)
+    state = jax.lax.while_loop(lambda s: jnp.any(s.request_A >= 0), body, state)
     return SampleOutput(state.tokens_RxN, state.lengths_R, state.logprobs_RxN), state.cache
 
 
@@ -272,11 +273,12 @@ def lower_generate_requests(cfg: models.ModelConfig, mesh, requests: int, prompt
     fn = jax.jit(functools.partial(_generate_requests, cfg, int(max_new_tokens), int(top_k), cfg.pad_id, mesh),
                  in_shardings=(param_sh,) + (rep,) * 9 + (cache_sh,),
                  out_shardings=(out_sh, cache_sh), donate_argnums=(10,))
-    S = jax.ShapeDtypeStruct
-    return fn.lower(models.param_shapes(cfg), S((prompts, prompt_len), jnp.int32), S((prompts,), jnp.int32),
-                    S((requests,), jnp.int32), S((requests,), jnp.int32), S((), jnp.int32),
-                    jax.eval_shape(lambda: jax.random.split(jax.random.key(0), requests)), S((requests,), jnp.float32),
-                    S((requests,), jnp.float32), S((), jnp.int32), models.cache_shapes(cfg, slots, max_len))
+    keys = jax.eval_shape(lambda: jax.random.split(jax.random.key(0), requests))
+    spec = jax.ShapeDtypeStruct
+    return fn.lower(models.param_shapes(cfg), spec((prompts, prompt_len), jnp.int32), spec((prompts,), jnp.int32),
+                    spec((requests,), jnp.int32), spec((requests,), jnp.int32), spec((), jnp.int32), keys,
+                    spec((requests,), jnp.float32), spec((requests,), jnp.float32), spec((), jnp.int32),
+                    models.cache_shapes(cfg, slots, max_len))
 
 
 @functools.lru_cache(maxsize=16)
@@ -294,129 +296,34 @@ def cache_maker(cfg, batch, max_len, formats):
     return jax.jit(lambda: models.init_cache(cfg, batch, max_len), out_shardings=formats)
 
 
-def call_sizes(requests: int, prompts: int, slots: int | None, multiple: int = 1) -> tuple[int, int, int]:
-    """(R, U, S) the compiled call is built for: `requests` requests over `prompts` distinct
-    prompts through `slots` slots (None: one per request), each rounded up to a power of two
-    >= `multiple` (the mesh's batch-axes size) and S to a multiple of it."""
-    R, U = pow2_bucket(requests, minimum=multiple), pow2_bucket(prompts, minimum=multiple)
-    S = pow2_bucket(min(requests, int(slots)) if slots else requests, minimum=multiple)
-    return R, U, round_up(S, multiple)
-
-
-def dedupe_prompts(prompts, prompt_lengths):
-    """(distinct prompts [U, P], their lengths [U], row -> distinct index [B]) of right-padded
-    prompt rows; two rows are one prompt when their first `length` tokens agree."""
-    prompts, lengths = np.asarray(prompts), np.asarray(prompt_lengths)
-    live = np.where(np.arange(prompts.shape[1])[None, :] < lengths[:, None], prompts, -1)
-    keyed = np.concatenate([lengths[:, None], live], axis=1)
-    _, first, index = np.unique(keyed, axis=0, return_index=True, return_inverse=True)
-    return prompts[first], lengths[first], index.reshape(-1).astype(np.int32)
-
-
-def _per_row(name, value, B):
-    arr = np.asarray(value, np.float32)
-    if arr.ndim == 0:
-        arr = np.full((B,), arr, np.float32)
-    if arr.shape != (B,):
-        raise ValueError(f"{name} must be a float or an array of shape [{B}], got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} must be finite, got {arr}")
-    return arr
-
-
-def validate_inputs(cfg, prompts, prompt_lengths, max_new_tokens, temperature, top_p, top_k):
-    """Checks a sampler call's inputs (ValueError naming the argument); returns (prompts [B, P],
-    prompt_lengths [B], max_new_tokens, temperature float32 [B], top_p float32 [B])."""
-    prompts = np.asarray(prompts)
-    if prompts.ndim != 2 or prompts.shape[0] == 0 or prompts.shape[1] == 0:
-        raise ValueError(f"prompts must be a non-empty int array [B, P], got shape {prompts.shape}")
-    if not np.issubdtype(prompts.dtype, np.integer):
-        raise ValueError(f"prompts must hold integer token ids, got dtype {prompts.dtype}")
-    B, P = prompts.shape
-    lengths = np.asarray(prompt_lengths)
-    if lengths.shape != (B,) or not np.issubdtype(lengths.dtype, np.integer):
-        raise ValueError(f"prompt_lengths must be ints of shape [{B}], got {lengths.dtype} {lengths.shape}")
-    if lengths.min() < 1 or lengths.max() > P:
-        raise ValueError(f"prompt_lengths must be in [1, {P}] (the prompts' width), got "
-                         f"[{lengths.min()}, {lengths.max()}]")
-    if int(max_new_tokens) < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    N = int(max_new_tokens)
-    longest = int(lengths.max())
-    if longest + N > cfg.max_position_embeddings:
-        raise ValueError(f"prompt of {longest} tokens + max_new_tokens {N} = {longest + N} does not fit "
-                         f"the model's max_position_embeddings {cfg.max_position_embeddings}")
-    live = prompts[np.arange(P)[None, :] < lengths[:, None]]
-    if live.min() < 0 or live.max() >= cfg.vocab_size:
-        raise ValueError(f"prompt token ids must be in [0, {cfg.vocab_size}), got [{live.min()}, {live.max()}]")
-    temperature = _per_row("temperature", temperature, B)
-    if temperature.min() < 0:
-        raise ValueError(f"temperature must be >= 0 (0 = greedy), got min {temperature.min()}")
-    top_p = _per_row("top_p", top_p, B)
-    if top_p.min() <= 0 or top_p.max() > 1:
-        raise ValueError(f"top_p must be in (0, 1], got [{top_p.min()}, {top_p.max()}]")
-    if int(top_k) < 0:
-        raise ValueError(f"top_k must be >= 0 (0 = off), got {top_k}")
-    return prompts, lengths, N, temperature, top_p
-
-
 def generate_requests(cfg: models.ModelConfig, params, prompts, prompt_lengths, rng, *, max_new_tokens: int,
                       prompt_index=None, request_max_new_tokens=None, slots: int | None = None,
                       temperature=1.0, top_p=1.0, top_k: int = 0, eos_id: int, mesh=None) -> SampleOutput:
     """Samples R requests through `slots` cache slots with continuous batching, in one compiled call.
 
-    prompts: int [U, P] right-padded, prompt_lengths int [U]; prompt_index: int [R], request r
+    prompts: int [J, P] right-padded, prompt_lengths int [J]; prompt_index: int [R], request r
     continues prompts[prompt_index[r]] (None: one request per prompt row, identical rows
     prefilled once). request_max_new_tokens: None or int [R] in [1, max_new_tokens], a request's
-    own cap. slots: S (None: every request gets a slot; rounded up to a power of two and a
+    own cap. slots: A (None: every request gets a slot; rounded up to a power of two and a
     multiple of the mesh's batch axes). temperature, top_p: a float or float32 [R].
     rng: one key (request r's key is fold_in(rng, r)) or a key array [R], each request's own key
     (callers that split one logical batch over several calls keep its keys this way).
     Returns SampleOutput over the R requests; a request's tokens depend on its key, prompt and
-    settings only, not on S or on the other requests (`sampling.generate` is this call with one
+    settings only, not on A or on the other requests (`sampling.generate` is this call with one
     request per row and a slot each).
     """
-    if prompt_index is None:
-        prompts, prompt_lengths = np.asarray(prompts), np.asarray(prompt_lengths)
-        R = prompts.shape[0] if prompts.ndim == 2 else 0
-        validate_inputs(cfg, prompts, prompt_lengths, max_new_tokens, temperature, top_p, top_k)
-        prompts, prompt_lengths, index = dedupe_prompts(prompts, prompt_lengths)
-    else:
-        index = np.asarray(prompt_index)
-        R = index.shape[0] if index.ndim == 1 else 0
-        if R == 0 or not np.issubdtype(index.dtype, np.integer):
-            raise ValueError(f"prompt_index must be a non-empty int array [R], got {index.dtype} {index.shape}")
-    prompts, lengths, N, _, _ = validate_inputs(cfg, prompts, prompt_lengths, max_new_tokens, 1.0, 1.0, top_k)
-    U = prompts.shape[0]
-    if index.min() < 0 or index.max() >= U:
-        raise ValueError(f"prompt_index must be in [0, {U}) (the prompts' rows), got [{index.min()}, {index.max()}]")
-    _, _, _, temperature, top_p = validate_inputs(cfg, prompts[index], lengths[index], N, temperature, top_p,
-                                                  top_k)
-    caps = np.full((R,), N, np.int32) if request_max_new_tokens is None else np.asarray(request_max_new_tokens)
-    if caps.shape != (R,) or caps.min() < 1 or caps.max() > N:
-        raise ValueError(f"request_max_new_tokens must be [{R}] ints in [1, {N}], got {caps}")
-
+    req = call_inputs.check_requests(cfg, prompts, prompt_lengths, max_new_tokens=max_new_tokens,
+                                     prompt_index=prompt_index, request_max_new_tokens=request_max_new_tokens,
+                                     temperature=temperature, top_p=top_p, top_k=top_k)
     multiple = mesh_lib.batch_size_multiple(mesh) if mesh is not None else 1
-    Rb, Ub, Sb = call_sizes(R, U, slots, multiple)
-    Pb = pow2_bucket(int(lengths.max()), minimum=8)
-    pad_id = cfg.pad_id
-    prompts_b = np.full((Ub, Pb), pad_id, np.int32)
-    prompts_b[:U, :min(prompts.shape[1], Pb)] = prompts[:, :Pb]
-    lengths_b = np.concatenate([lengths, np.ones(Ub - U, lengths.dtype)]).astype(np.int32)
-    # Whatever sits past a row's length becomes pad: its K/V are written (never attended), and an
-    # out-of-vocabulary id there would embed as NaN, which 0-weight attention still propagates.
-    prompts_b[np.arange(Pb)[None, :] >= lengths_b[:, None]] = pad_id
-    pad = Rb - R
-    args = (prompts_b, lengths_b, np.concatenate([index, np.zeros(pad, np.int32)]).astype(np.int32),
-            np.concatenate([caps, np.ones(pad, np.int32)]).astype(np.int32), np.int32(R), request_keys(rng, R, Rb),
-            np.concatenate([temperature, np.zeros(pad, np.float32)]),
-            np.concatenate([top_p, np.ones(pad, np.float32)]), np.int32(eos_id))
+    (Rb, Jb, Ab, Pb), args = call_inputs.padded_args(cfg, req, rng, eos_id, slots, multiple)
     if mesh is not None:
         params = models.shard_params(cfg, params, mesh)
         # Host values go up through put_global (valid across processes); the key is already a jax array.
         args = tuple(a if isinstance(a, jax.Array) else distributed.put_global(a, mesh_lib.replicated(mesh))
                      for a in args)
-    compiled = compiled_generate_requests(cfg, mesh, Rb, Ub, Sb, Pb, N, int(top_k))
-    cache = cache_maker(cfg, Sb, Pb + N, compiled.input_formats[0][10])()
+    N, R = req.max_new_tokens, req.index.shape[0]
+    compiled = compiled_generate_requests(cfg, mesh, Rb, Jb, Ab, Pb, N, int(top_k))
+    cache = cache_maker(cfg, Ab, Pb + N, compiled.input_formats[0][10])()
     out, _ = compiled(params, *args, cache)
-    return SampleOutput(*(x[:R] for x in out)) if pad else out
+    return SampleOutput(*(x[:R] for x in out)) if Rb > R else out

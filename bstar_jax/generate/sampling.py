@@ -39,6 +39,6 @@ def generate(cfg: models.ModelConfig, params, prompts, prompt_lengths, rng, *, m
     same tokens for the same key whatever the batch it is in, bucket or mesh. Bad input raises
     one ValueError naming the argument.
     """
-    # The engine validates the inputs (engine.validate_inputs) before padding them to buckets.
+    # The engine checks the inputs (call_inputs.validate_inputs) before padding them to buckets.
     return engine.generate_requests(cfg, params, prompts, prompt_lengths, rng, max_new_tokens=max_new_tokens,
                                     temperature=temperature, top_p=top_p, top_k=top_k, eos_id=eos_id, mesh=mesh)

@@ -48,24 +48,25 @@ def draw(keys_B, scaled_BxV):
     took 10-27x as long on a CPU (benchmarks/decode_parts.py).
     """
     B, V = scaled_BxV.shape
-    nb = -(-V // DRAW_BLOCK)
+    Z = -(-V // DRAW_BLOCK)
     u_B = jax.vmap(jax.random.uniform)(keys_B)
     weight_BxV = jnp.exp(scaled_BxV - jnp.max(scaled_BxV, axis=-1, keepdims=True))
-    weight_BxNxW = jnp.pad(weight_BxV, ((0, 0), (0, nb * DRAW_BLOCK - V))).reshape(B, nb, DRAW_BLOCK)
+    weight_BxZxW = jnp.pad(weight_BxV, ((0, 0), (0, Z * DRAW_BLOCK - V))).reshape(B, Z, DRAW_BLOCK)
 
-    def first_above(weight_BxN, target_B):
-        """(index, mass before it) of the first entry whose cumulative weight exceeds target; an
-        entry of weight 0 is never the first (rounding past the end falls on the last nonzero)."""
-        cum_BxN = jnp.cumsum(weight_BxN, axis=-1)
-        last_B = weight_BxN.shape[1] - 1 - jnp.argmax(weight_BxN[:, ::-1] > 0, axis=-1)
-        index_B = jnp.minimum(jnp.sum(cum_BxN <= target_B[:, None], axis=-1), last_B)
-        before_B = jnp.take_along_axis(cum_BxN - weight_BxN, index_B[:, None], axis=-1)[:, 0]
+    def first_above(weight, target_B):
+        """(index, mass before it) of the first entry of `weight` [B, Z blocks or W entries] whose
+        cumulative weight exceeds target; an entry of weight 0 is never the first (rounding past
+        the end falls on the last nonzero)."""
+        cum = jnp.cumsum(weight, axis=-1)
+        last_B = weight.shape[1] - 1 - jnp.argmax(weight[:, ::-1] > 0, axis=-1)
+        index_B = jnp.minimum(jnp.sum(cum <= target_B[:, None], axis=-1), last_B)
+        before_B = jnp.take_along_axis(cum - weight, index_B[:, None], axis=-1)[:, 0]
         return index_B, before_B
 
-    mass_BxN = weight_BxNxW.sum(axis=-1)
-    target_B = u_B * jnp.sum(mass_BxN, axis=-1)
-    block_B, before_B = first_above(mass_BxN, target_B)
-    in_block_BxW = jnp.take_along_axis(weight_BxNxW, block_B[:, None, None], axis=1)[:, 0]
+    mass_BxZ = weight_BxZxW.sum(axis=-1)
+    target_B = u_B * jnp.sum(mass_BxZ, axis=-1)
+    block_B, before_B = first_above(mass_BxZ, target_B)
+    in_block_BxW = jnp.take_along_axis(weight_BxZxW, block_B[:, None, None], axis=1)[:, 0]
     entry_B, _ = first_above(in_block_BxW, target_B - before_B)
     return block_B * DRAW_BLOCK + entry_B
 

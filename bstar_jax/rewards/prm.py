@@ -105,15 +105,15 @@ def token_logits(cfg: models.ModelConfig, prm_params, tokens_BxL, positions_BxL=
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def step_scores(cfg: models.ModelConfig, prm_params, tokens_BxL, positions_BxS):
-    """(scores float32 [B, S], mask bool [B, S]): the raw logits at each row's score positions.
+def step_scores(cfg: models.ModelConfig, prm_params, tokens_BxL, positions_BxM):
+    """(scores float32 [B, M], mask bool [B, M]): the raw logits at each row's score positions.
 
-    positions_BxS: int32 token indices into tokens_BxL, -1 = padding (mask False, score 0).
+    positions_BxM: int32 token indices into tokens_BxL, -1 = padding (mask False, score 0).
     """
     logits_BxL = token_logits(cfg, prm_params, tokens_BxL)
-    mask_BxS = positions_BxS >= 0
-    picked = jnp.take_along_axis(logits_BxL, jnp.clip(positions_BxS, 0, tokens_BxL.shape[1] - 1), axis=1)
-    return jnp.where(mask_BxS, picked, 0.0), mask_BxS
+    mask_BxM = positions_BxM >= 0
+    picked = jnp.take_along_axis(logits_BxL, jnp.clip(positions_BxM, 0, tokens_BxL.shape[1] - 1), axis=1)
+    return jnp.where(mask_BxM, picked, 0.0), mask_BxM
 
 
 # ----------------------------------------------------------------------------- text -> positions
@@ -242,21 +242,21 @@ def step_positions(tokenizer, prompt: str, response: str, *, skip_last_step: boo
 def prm_reward(step_scores, truncated, mask=None) -> np.ndarray:
     """Min over each row's step scores (paper App. A.1); TRUNCATED_SCORE for truncated rows.
 
-    step_scores: an array [B, S] with `mask` bool [B, S] (default all valid), or a ragged list
+    step_scores: an array [B, M] with `mask` bool [B, M] (default all valid), or a ragged list
     of per-row sequences. truncated: bool [B] (or a scalar). A row with no valid score at all
     also gets TRUNCATED_SCORE. Returns float32 [B].
     """
     if mask is None and not isinstance(step_scores, (np.ndarray, jax.Array)):
         rows = [np.asarray(r, np.float32).reshape(-1) for r in step_scores]
-        scores_BxS = np.zeros((len(rows), max([r.size for r in rows] + [1])), np.float32)
-        mask_BxS = np.zeros(scores_BxS.shape, bool)
+        scores_BxM = np.zeros((len(rows), max([r.size for r in rows] + [1])), np.float32)
+        mask_BxM = np.zeros(scores_BxM.shape, bool)
         for b, r in enumerate(rows):
-            scores_BxS[b, :r.size], mask_BxS[b, :r.size] = r, True
+            scores_BxM[b, :r.size], mask_BxM[b, :r.size] = r, True
     else:
-        scores_BxS = np.asarray(step_scores, np.float32).reshape(len(step_scores), -1)
-        mask_BxS = np.ones(scores_BxS.shape, bool) if mask is None else np.asarray(mask, bool)
-    truncated_B = np.broadcast_to(np.asarray(truncated, bool), (scores_BxS.shape[0],))
-    mins_B = np.min(np.where(mask_BxS, scores_BxS, np.inf), axis=1, initial=np.inf)
+        scores_BxM = np.asarray(step_scores, np.float32).reshape(len(step_scores), -1)
+        mask_BxM = np.ones(scores_BxM.shape, bool) if mask is None else np.asarray(mask, bool)
+    truncated_B = np.broadcast_to(np.asarray(truncated, bool), (scores_BxM.shape[0],))
+    mins_B = np.min(np.where(mask_BxM, scores_BxM, np.inf), axis=1, initial=np.inf)
     bad_B = truncated_B | ~np.isfinite(mins_B)
     return np.where(bad_B, TRUNCATED_SCORE, mins_B).astype(np.float32)
 
@@ -309,10 +309,10 @@ def score_responses(cfg: models.ModelConfig, prm_params, tokenizer, prompts: Seq
     for lo in range(0, len(todo), bs):
         rows = todo[lo:lo + bs]
         L = batching.bucket_length(max(encoded[i][0].size for i in rows), max(max_len, 16))
-        S = pow2_bucket(max(encoded[i][1].size for i in rows), 4)
+        M = pow2_bucket(max(encoded[i][1].size for i in rows), 4)
         Bb = bs if len(todo) > bs else round_up(pow2_bucket(len(rows)), multiple)
         tokens = np.full((Bb, L), pad_id, np.int32)
-        positions = np.full((Bb, S), -1, np.int32)
+        positions = np.full((Bb, M), -1, np.int32)
         for r, i in enumerate(rows):
             ids, pos = encoded[i]
             tokens[r, :ids.size], positions[r, :pos.size] = ids, pos

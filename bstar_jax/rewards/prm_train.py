@@ -26,7 +26,7 @@ import optax
 from bstar_jax.train import batching
 from bstar_jax.core import mesh as mesh_lib
 from bstar_jax import models
-from bstar_jax.train import trainer
+from bstar_jax.train import train_state, trainer
 from bstar_jax.rewards import prm as prm_lib
 from bstar_jax.rewards.records import PRMRecord, as_record
 from bstar_jax.text.format import STEP_SEPARATOR, format_prompt
@@ -91,13 +91,14 @@ def trainable_mask(prm_params) -> dict:
 BATCH_NDIMS = {"tokens": 2, "targets": 2, "weights": 2, "positions": 2, "segment_ids": 2, "lengths": 1}
 
 
-def train_spec(prm_config) -> trainer.TrainSpec:
+def train_spec(prm_config) -> train_state.TrainSpec:
     """The trainer settings of a PRM config: its optimizer block, dtypes and stopping rules (the
     run's comes from bstar_jax/config/plan.py, train_config(config, "prm"))."""
-    return trainer.TrainSpec.from_config(prm_config)
+    return train_state.TrainSpec.from_config(prm_config)
 
 
-def make_step(cfg: models.ModelConfig, mask, spec: trainer.TrainSpec, state_shardings, mesh, *, remat: bool = False):
+def make_step(cfg: models.ModelConfig, mask, spec: train_state.TrainSpec, state_shardings, mesh, *,
+              remat: bool = False):
     """The jitted PRM step `(state, batch) -> (state, metrics)` (trainer.make_step on prm_loss);
     batch: tokens, targets, weights, positions, segment_ids [B, L] and lengths [B]."""
     loss_fn = functools.partial(prm_loss, cfg, remat=remat)
@@ -128,8 +129,8 @@ def train_prm(cfg: models.ModelConfig, prm_params, tokenizer, records: Sequence,
     recs = [as_record(r, i) for i, r in enumerate(records)]
     encoded = [encode_record(tokenizer, r, max_len=max_len, index=i) for i, r in enumerate(recs)]
     mask = trainable_mask(prm_params)
-    state = trainer.init_state(prm_params, mask, spec, prm_lib.prm_shardings(cfg, mesh), mesh)
-    step_fn = make_step(cfg, mask, spec, trainer.shardings_of(state), mesh, remat=c.remat == "full")
+    state = train_state.init_state(prm_params, mask, spec, prm_lib.prm_shardings(cfg, mesh), mesh)
+    step_fn = make_step(cfg, mask, spec, train_state.shardings_of(state), mesh, remat=c.remat == "full")
     pad_id = cfg.pad_id
     batches = batching.iterate_rows([prm_row(e) for e in encoded], spec.batch_size, jax.random.key(seed),
                                     max_len=max_len, pad_id=pad_id, mesh=mesh, pack=bool(c.pack),

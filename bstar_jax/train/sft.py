@@ -22,7 +22,7 @@ import optax
 from bstar_jax.train import batching
 from bstar_jax import models
 from bstar_jax.core import names
-from bstar_jax.train import trainer
+from bstar_jax.train import train_state, trainer
 
 _NORMS = ("attn_norm", "mlp_norm", "final_norm")
 _BATCH_NDIMS = {"tokens": 2, "loss_mask": 2, "positions": 2, "segment_ids": 2, "lengths": 1}
@@ -38,18 +38,18 @@ STEP_FIELDS = ("lr", "min_lr", "init_lr", "warmup_steps", "decay_steps", "weight
 _STEP_CACHE_SIZE = 16
 
 
-def train_spec(sft_config) -> trainer.TrainSpec:
+def train_spec(sft_config) -> train_state.TrainSpec:
     """The trainer settings of an SFT config (checked)."""
     c = sft_config
     if int(c.loss_groups) <= 0 or int(c.micro_batch_size) % int(c.loss_groups):
         raise ValueError(f"sft config: micro_batch_size={c.micro_batch_size} is not a multiple of "
                          f"loss_groups={c.loss_groups}")
-    return trainer.TrainSpec.from_config(c)
+    return train_state.TrainSpec.from_config(c)
 
 
 def make_schedule(sft_config) -> optax.Schedule:
     """Linear warmup init_lr -> lr over warmup_steps, cosine to min_lr at decay_steps, then flat."""
-    return trainer.make_schedule(train_spec(sft_config))
+    return train_state.make_schedule(train_spec(sft_config))
 
 
 def trainable_mask(params, sft_config) -> dict:
@@ -70,26 +70,26 @@ def trainable_mask(params, sft_config) -> dict:
         return {k: walk(v) if isinstance(v, dict) else k not in frozen for k, v in tree.items()}
 
     mask = walk(params)
-    trainer.check_mask(mask, "sft config")
+    train_state.check_mask(mask, "sft config")
     return mask
 
 
-def abstract_train_state(cfg, sft_config, mesh) -> trainer.TrainState:
+def abstract_train_state(cfg, sft_config, mesh) -> train_state.TrainState:
     """ShapeDtypeStructs with shardings: the restore target of a checkpoint on `mesh`."""
     shapes = models.param_shapes(cfg)
-    return trainer.abstract_state(shapes, trainable_mask(shapes, sft_config), train_spec(sft_config),
+    return train_state.abstract_state(shapes, trainable_mask(shapes, sft_config), train_spec(sft_config),
                                   models.param_shardings(cfg, mesh), mesh)
 
 
-def init_train_state(cfg, params, sft_config, mesh) -> trainer.TrainState:
+def init_train_state(cfg, params, sft_config, mesh) -> train_state.TrainState:
     """A fresh train state on `mesh`: a sharded copy of `params`, a new optimizer, step 0."""
-    return trainer.init_state(params, trainable_mask(params, sft_config), train_spec(sft_config),
+    return train_state.init_state(params, trainable_mask(params, sft_config), train_spec(sft_config),
                               models.param_shardings(cfg, mesh), mesh)
 
 
-def reset_optimizer(state: trainer.TrainState, sft_config, params=None) -> trainer.TrainState:
+def reset_optimizer(state: train_state.TrainState, sft_config, params=None) -> train_state.TrainState:
     """`state` with a fresh optimizer (schedule back at 0), on `params` (copied) when given."""
-    return trainer.reset_optimizer(state, trainable_mask(state.params, sft_config), train_spec(sft_config),
+    return train_state.reset_optimizer(state, trainable_mask(state.params, sft_config), train_spec(sft_config),
                                    params)
 
 
@@ -140,7 +140,7 @@ def _build_step(cfg, sft_config, mesh):
     loss_fn = functools.partial(sft_loss, cfg=cfg_c, groups=int(c.loss_groups), remat=check_remat(c.remat))
     shapes = models.param_shapes(cfg)
     mask = trainable_mask(shapes, c)
-    state_sh = trainer.shardings_of(abstract_train_state(cfg, c, mesh))
+    state_sh = train_state.shardings_of(abstract_train_state(cfg, c, mesh))
     return trainer.make_step(loss_fn, mask, spec, state_sh, _BATCH_NDIMS, mesh)
 
 
@@ -184,7 +184,7 @@ def _batch_stats(batch) -> dict:
     return {"target_tokens": int(batch["loss_mask"][:, 1:].sum()), "tokens": int(batch["lengths"].sum())}
 
 
-def run_sft(state: trainer.TrainState, examples, cfg, sft_config, mesh, key, *, num_steps: int | None = None,
+def run_sft(state: train_state.TrainState, examples, cfg, sft_config, mesh, key, *, num_steps: int | None = None,
             progress: bool = False, description: str = "sft", resume: trainer.Progress | None = None,
             save=None, save_every: int = 0):
     """Trains `num_steps` (default steps_per_iteration) steps on shuffled batches of `examples`

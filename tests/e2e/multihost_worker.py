@@ -98,7 +98,7 @@ def _sft_step(cfg, params, mesh, key) -> dict:
 
 def _prm_step(cfg, params, mesh) -> dict:
     from bstar_jax.core import distributed
-    from bstar_jax.train import trainer
+    from bstar_jax.train import train_state, trainer
     from bstar_jax.config import plan, schema
     from bstar_jax.rewards import prm, prm_train
 
@@ -107,8 +107,8 @@ def _prm_step(cfg, params, mesh) -> dict:
     config.prm.update(dict(steps=4, batch_size=8, micro_batch_size=8, lr=1e-2, min_lr=1e-3))
     spec = prm_train.train_spec(plan.train_config(config, "prm"))
     mask = prm_train.trainable_mask(prm_params)
-    state = trainer.init_state(prm_params, mask, spec, prm.prm_shardings(cfg, mesh), mesh)
-    step = prm_train.make_step(cfg, mask, spec, trainer.shardings_of(state), mesh)
+    state = train_state.init_state(prm_params, mask, spec, prm.prm_shardings(cfg, mesh), mesh)
+    step = prm_train.make_step(cfg, mask, spec, train_state.shardings_of(state), mesh)
     rng = np.random.default_rng(SEED + 3)
     batch = {"tokens": rng.integers(4, 64, (8, 16)).astype(np.int32),
              "targets": (rng.random((8, 16)) < 0.5).astype(np.float32),

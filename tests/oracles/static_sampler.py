@@ -21,7 +21,7 @@ from jax.experimental.layout import Format, Layout
 from bstar_jax import models
 from bstar_jax.core import mesh as mesh_lib
 from bstar_jax.core.shapes import pow2_bucket, round_up
-from bstar_jax.generate import engine
+from bstar_jax.generate import call_inputs, engine
 from bstar_jax.generate.strategy import SampleOutput, next_token, typed_key
 
 
@@ -129,8 +129,8 @@ def generate(cfg: models.ModelConfig, params, prompts, prompt_lengths, rng, *, m
     """`sampling.generate`'s contract, by the static program: rows padded to a power-of-two batch
     (a multiple of the mesh's batch axes) and prompt bucket, every row decoded until the longest
     ends."""
-    prompts, lengths, N, temperature, top_p = engine.validate_inputs(cfg, prompts, prompt_lengths, max_new_tokens,
-                                                                     temperature, top_p, top_k)
+    prompts, lengths, N, temperature, top_p = call_inputs.validate_inputs(cfg, prompts, prompt_lengths,
+                                                                          max_new_tokens, temperature, top_p, top_k)
     B, P = prompts.shape
     pad_id = cfg.pad_id
     multiple = mesh_lib.batch_size_multiple(mesh) if mesh is not None else 1

@@ -11,7 +11,7 @@ import pytest
 
 from bstar_jax.bstar import checkpoint
 from bstar_jax import models
-from bstar_jax.train import sft, trainer
+from bstar_jax.train import sft, train_state, trainer
 from bstar_jax.core import mesh as mesh_lib
 from tiny_sft import CFG, examples, tiny_config
 
@@ -63,7 +63,7 @@ def test_save_restore_is_bit_identical(tmp_path):
         r = ck.restore(target)
     assert r.iteration == 3 and r.temperature == 0.7 and r.threshold == -0.1
     assert r.metrics == {"sft_loss": 0.5, "pass_at_k": 0.25, "per_t": [0.1, 0.2]} and r.meta["variant"] == "bstar"
-    assert isinstance(r.state, trainer.TrainState) and r.meta["step"] == int(state.step)
+    assert isinstance(r.state, train_state.TrainState) and r.meta["step"] == int(state.step)
     assert_same(r.state, state)
     assert r.state.params["layers"]["q"].sharding == target.params["layers"]["q"].sharding
 

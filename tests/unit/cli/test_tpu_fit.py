@@ -44,10 +44,11 @@ def test_absurd_rows_do_not_fit(tiny_fit):
     """4M rows per sampler call cannot fit 16 GB: a verdict (no traceback), from the arguments alone
     before any compile; the table says no."""
     from bstar_jax.cli import fit as tpu_fit
+    from bstar_jax.cli import programs
 
     results, _, _ = tiny_fit
     rows = 4194304
-    p = tpu_fit.engine_call("sample: iteration", results[0].program.key[1], _v5e_mesh(), rows, rows, None, 128, 96)
+    p = programs.engine_call("sample: iteration", results[0].program.key[1], _v5e_mesh(), rows, rows, None, 128, 96)
     r = tpu_fit.compile_program(p, 16 * chips.GiB)
     assert r.error.startswith("arguments alone") and not tpu_fit.fits(r, 16 * chips.GiB)
     text = tpu_fit.format_tables([r], chips.CHIPS["v5e"], 16 * chips.GiB, "t")

@@ -3,24 +3,24 @@ fine-tune reaches the trainer the same way; the SFT step's cache key is an allow
 import jax
 import pytest
 
-from bstar_jax.cli import fit as tpu_fit
+from bstar_jax.cli import fit as tpu_fit, programs
 from bstar_jax.config import plan, schema, sizing
 from bstar_jax.core import mesh as mesh_lib
 from bstar_jax.rewards import prm_train
-from bstar_jax.train import sft, trainer
+from bstar_jax.train import sft, train_state
 from configs import demo, gsm8k
 
 
 def _programs(config, mesh):
     cfg = tpu_fit.model_config(config)
     config = sizing.resolve_sizes(config, cfg, mesh)
-    return config, cfg, {p.name: p for p in tpu_fit.plan(config, cfg, mesh, sizing.prompt_bucket(config))}
+    return config, cfg, {p.name: p for p in programs.plan(config, cfg, mesh, sizing.prompt_bucket(config))}
 
 
 def _decays(spec) -> bool:
     """Whether the optimizer of `spec` carries AdamW's weight-decay state (optax.adamw's masked
     add_decayed_weights), read from the optimizer state's structure."""
-    state = jax.eval_shape(trainer.make_optimizer(spec).init, {"w": jax.ShapeDtypeStruct((2, 2), "float32")})
+    state = jax.eval_shape(train_state.make_optimizer(spec).init, {"w": jax.ShapeDtypeStruct((2, 2), "float32")})
     return "MaskedState" in str(jax.tree_util.tree_structure(state))
 
 
@@ -76,7 +76,7 @@ def test_the_run_reads_the_declared_calls():
 def test_every_fine_tune_gets_its_own_block_the_same_way():
     c = gsm8k.get_config("cpu")
     c.sft.weight_decay, c.sft.b2 = 0.1, 0.95
-    specs = {name: trainer.TrainSpec.from_config(plan.train_config(c, name)) for name in schema.BLOCKS}
+    specs = {name: train_state.TrainSpec.from_config(plan.train_config(c, name)) for name in schema.BLOCKS}
     assert specs["sft"].weight_decay == 0.1 and specs["sft"].b2 == 0.95
     assert all(specs[n].weight_decay == 0.0 and specs[n].b2 == 0.999 for n in ("p0_sft", "warm_start", "prm"))
     p0 = specs["p0_sft"]  # gsm8k:cpu: 16 steps at 5e-5, batch 8: warmup a tenth (at least 1), cosine to a tenth

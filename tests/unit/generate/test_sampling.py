@@ -11,7 +11,7 @@ from scipy import stats
 import static_sampler
 from bstar_jax import models, sampling
 from bstar_jax.core import mesh as mesh_lib
-from bstar_jax.generate import engine, grid, strategy
+from bstar_jax.generate import call_inputs, engine, grid, strategy
 
 CFG = models.ModelConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4,
                          num_kv_heads=2, head_dim=8, max_position_embeddings=64)
@@ -403,7 +403,7 @@ def test_engine_shared_prefill_sharded_equals_static(params, n_devices):
 
 def test_shared_prompts_equal_unshared_and_request_caps_cut(params):
     prompts, lengths, kw = _requests(seed=23)
-    distinct, lens, index = engine.dedupe_prompts(prompts, lengths)
+    distinct, lens, index = call_inputs.dedupe_prompts(prompts, lengths)
     assert len(distinct) == 10 and len(set(index[::3].tolist())) == 10
     np.testing.assert_array_equal(index, np.repeat(index[::3], 3))
     np.testing.assert_array_equal(distinct[index][:, :8] * (np.arange(8) < lengths[:, None]),

@@ -7,7 +7,7 @@ import torch
 
 from bstar_jax.models.hf import params_from_torch_layout
 from bstar_jax.config import schema
-from bstar_jax.train import batching, sft, trainer
+from bstar_jax.train import batching, sft, train_state, trainer
 from bstar_jax import models
 from bstar_jax.bstar import variants
 from bstar_jax.core import mesh as mesh_lib
@@ -129,7 +129,7 @@ def test_steps_match_torch_adamw(freeze):
         np.testing.assert_allclose(a, b, atol=1e-5, rtol=0, err_msg=jax.tree_util.keystr(path))
         moved += not np.array_equal(a, _get(params0, path))
     assert moved == (len(jax.tree.leaves(ours)) - (5 if freeze else 0))  # embed, lm_head, 3 norms
-    assert int(state.step) == 3 and int(trainer.schedule_count(state.opt_state)) == 3
+    assert int(state.step) == 3 and int(train_state.schedule_count(state.opt_state)) == 3
 
 
 def _get(tree, path):
@@ -208,12 +208,12 @@ def test_carry_over_rules():
     for variant in ("bstar", "online_rft"):
         assert variants.carry_over(variant, state, p0, c) is state  # params, moments, schedule position kept
     fresh = variants.carry_over("iterative_rft", state, p0, c)
-    assert int(trainer.schedule_count(fresh.opt_state)) == 0 and int(fresh.step) == 2
+    assert int(train_state.schedule_count(fresh.opt_state)) == 0 and int(fresh.step) == 2
     assert all(np.all(x == 0) for x in jax.tree.leaves(mu(fresh)))
     jax.tree.map(np.testing.assert_array_equal, host(fresh.params), trained)
     restart = variants.carry_over("rest_em", state, p0, c)
     jax.tree.map(np.testing.assert_array_equal, host(restart.params), host(p0))
-    assert int(trainer.schedule_count(restart.opt_state)) == 0 and int(restart.step) == 2
+    assert int(train_state.schedule_count(restart.opt_state)) == 0 and int(restart.step) == 2
     # Training from the carried state must not delete P_0's buffers (the step donates its state).
     sft.run_sft(restart, examples(8), CFG, c, mesh, jax.random.key(1), num_steps=1)
     assert np.isfinite(np.asarray(p0["embed"])).all()
@@ -287,13 +287,13 @@ def test_tied_embeddings_need_consistent_freezing():
 
 def _toy_step(loss_fn, lr=0.1):
     mesh = single_mesh()
-    spec = trainer.TrainSpec.from_config(schema.section("sft"), lr=lr, min_lr=0.0, warmup_steps=0, decay_steps=10,
+    spec = train_state.TrainSpec.from_config(schema.section("sft"), lr=lr, min_lr=0.0, warmup_steps=0, decay_steps=10,
                                          batch_size=8, micro_batch_size=4)
     params = {"w": jnp.asarray([0.0, 1.0]), "frozen": jnp.asarray([2.0])}
     mask = {"w": True, "frozen": False}
     repl = mesh_lib.replicated(mesh)
-    state = trainer.init_state(params, mask, spec, {"w": repl, "frozen": repl}, mesh)
-    step = trainer.make_step(loss_fn, mask, spec, trainer.shardings_of(state), {"x": 2}, mesh)
+    state = train_state.init_state(params, mask, spec, {"w": repl, "frozen": repl}, mesh)
+    step = trainer.make_step(loss_fn, mask, spec, train_state.shardings_of(state), {"x": 2}, mesh)
     batches = iter(lambda: {"x": np.ones((8, 2), np.float32)}, None)
     return state, step, spec, mesh, batches
 
@@ -330,7 +330,7 @@ def test_divergence_rules():
         sft.run_sft(state, examples(8), CFG, c, mesh, jax.random.key(0))
     assert issubclass(trainer.DivergenceError, UserError) and issubclass(trainer.NonFiniteError, UserError)
     # The loss rule on its own: a spike to 5x the running median (and 1 nat above it) after warm-up.
-    monitor = trainer.Monitor(trainer.TrainSpec.from_config(c), 1.0, "sft", 30)
+    monitor = trainer.Monitor(train_state.TrainSpec.from_config(c), 1.0, "sft", 30)
     metrics = lambda loss: {"loss": loss, "grad_norm": 1.0, "weight_norm": 1.0}
     for i in range(20):
         monitor.check(i, metrics(2.0 - 0.05 * i))
