@@ -71,7 +71,8 @@ def run(config, mesh, *, command: str | None = None) -> str:
         check_prm_folder(config)  # a supplied PRM's form, and its architecture where files say P_0's
     is_writer = distributed.is_writer()
     run_record.check_and_record(config)  # a workdir remembers the config that made it
-    splits = data.load_splits(config.data, config.seed)
+    streams = Streams(config.seed)
+    splits = data.load_splits(config.data, streams)
     config_check.validate_examples(splits)
     config, tokenizer, p0 = load_policy(config, mesh, splits["train"])  # sizes resolved once, before P_0
     if True in config.use_prm:
@@ -84,7 +85,6 @@ def run(config, mesh, *, command: str | None = None) -> str:
         sink = WandbSink(config.workdir, project=str(config.wandb.project), mode=str(config.wandb.mode),
                          config=config.to_dict())
     log = runlog.MetricsLog(config.workdir, enabled=is_writer, sink=sink)
-    streams = Streams(config.seed)
     prm_scorer = None
     p0_rows: dict[bool, dict] = {}  # iteration-0 metrics per reward: every run starts from the same P_0
     last_choices: dict[str, tuple] = {}  # run name -> its last (T, τ), for online_rft_fixed
