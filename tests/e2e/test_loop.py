@@ -192,6 +192,21 @@ def test_other_variants(variant, tmp_path, p0_dir):
     assert [r["iteration"] for r in rows] == [0, 1] and rows[1]["variant"] == variant
 
 
+def test_runs_and_experiments_in_one_process_share_no_state(tmp_path, p0_dir):
+    """Two runs in one experiment, then two more experiments in the same process, each one of
+    those runs alone: every run's rows are the rows it has alone (the second run of the first
+    experiment reuses the first one's evaluation of P_0, which equals its own)."""
+    def rows(name, variants):
+        work = with_p0(tmp_path / name, p0_dir)
+        loop.run(tiny(work, variants=variants, use_prm=(False,), iterations=1), mesh_lib.make_mesh())
+        return [{k: v for k, v in r.items() if k not in ("seconds", "sft_tokens_per_s")} for r in rows_of(work)]
+
+    both = rows("both", ("online_rft", "rest_em"))
+    alone = rows("rest_em", ("rest_em",)) + rows("online_rft", ("online_rft",))
+    assert [(r["variant"], r["iteration"]) for r in both] == [(v, i) for v in ("online_rft", "rest_em") for i in (0, 1)]
+    assert sorted(both, key=lambda r: r["variant"]) == sorted(alone, key=lambda r: r["variant"])
+
+
 def test_eval_every_skips_the_test_pass_between_p0_and_the_last_iteration(tmp_path, p0_dir):
     work = with_p0(tmp_path, p0_dir)
     loop.run(tiny(work, variants=("online_rft",), use_prm=(False,), iterations=2, **{"eval.every": 5}),
