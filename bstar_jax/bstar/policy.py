@@ -46,7 +46,8 @@ def load_policy(config, mesh, train: list[Example]):
         tokenizer, cfg, mixed = _warm_start_model(config, train, folder, draws.seed("warm_start_data"))
         config = _sized(config, cfg, mesh)
         _fine_tune_and_save(config, mesh, tokenizer, cfg, models.init(cfg, draws.key("init")),
-                            sft_examples(tokenizer, mixed), folder, draws.key("warm_start"), description="warm start P_0")
+                            sft_examples(tokenizer, mixed), folder, draws.key("warm_start"),
+                            description="warm start P_0")
     else:
         tokenizer, (cfg, params) = _load_model(config, mesh, m.tokenizer or m.path, m.path)
         config = _sized(config, cfg, mesh)
