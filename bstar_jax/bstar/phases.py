@@ -1,13 +1,16 @@
 """The finished phases of the iteration in progress: a stopped run loses at most one phase.
 
-An iteration is search -> sampling -> selection -> SFT -> evaluation (bstar/experiment.py). Each
-phase's result is kept here when the phase finishes, and read back by a resumed run, which goes
-on from the first unfinished phase and so produces what an uninterrupted run produces:
+An iteration is search -> sampling -> selection -> SFT (bstar/iteration.py) -> evaluation
+(bstar/experiment.py). Each phase's result is kept here when the phase finishes (`search`,
+`pool`, `selection`, `evaluation`: the kept result if there is one, else the phase computed and
+kept), and read back by a resumed run, which goes on from the first unfinished phase and so
+produces what an uninterrupted run produces:
 
 <workdir>/phases/<run>/iteration_<i>/
   digest.json     which config made these files (a resume with a changed config ignores them)
   search.npz      the BS(T, τ) table and the chosen (T, τ) with its dev balance score
-  pool.npz        the sampled pool: texts, token ids, lengths, log-probs, grades, PRM scores, rewards
+  pool.npz        the sampled pool: texts, token ids, lengths, log-probs, grades, PRM scores, rewards,
+                  the share of unit tests passed (code)
   selection.npz   the threshold used, the selection and its precision and recall
   sft/            orbax checkpoints of the SFT phase: every sft.save_every steps, on a stop, at its end
   evaluation.npz  the test metrics and the per-problem results
@@ -22,10 +25,12 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from typing import Callable
 
 import numpy as np
 
 from bstar_jax.bstar import checkpoint
+from bstar_jax.bstar.iteration import Choice, SearchTable, Selection
 from bstar_jax.bstar.rollout import Pool
 from bstar_jax.config import record as run_record
 from bstar_jax.core import distributed, files
@@ -48,6 +53,59 @@ class IterationPhases:
         self.folder = files.path(workdir) / "phases" / run.replace("+", "_") / f"iteration_{int(iteration)}"
         self.digest = digest
         self._sft: checkpoint.Checkpointer | None = None
+        self._kept: list[str] | None = None  # `finished()` when first asked: what this iteration had kept
+
+    def kept(self) -> list[str]:
+        """The phases kept before this iteration (re)started: `finished()`, read once (every
+        process calls it, in the same order)."""
+        if self._kept is None:
+            self._kept = self.finished()
+        return self._kept
+
+    def _once(self, name: str, compute: Callable, encode: Callable, decode: Callable):
+        if name in self.kept():
+            return decode(*self.load(name))
+        value = compute()
+        self.save(name, *encode(value))
+        return value
+
+    def search(self, compute: Callable[[], Choice]) -> Choice:
+        """The iteration's (T, τ), with the BS(T, τ) table where it searched."""
+        def encode(c: Choice):
+            table = {} if c.table is None else dict(temperatures=np.asarray(c.table.temperatures, np.float64),
+                                                    thresholds=np.asarray(c.table.thresholds, np.float64),
+                                                    balance_score=c.table.balance_score)
+            return table, {"choice": [c.temperature, c.threshold, c.balance_score]}
+
+        def decode(arrays, meta):
+            table = None if "balance_score" not in arrays else SearchTable(
+                arrays["temperatures"].tolist(), arrays["thresholds"].tolist(), arrays["balance_score"])
+            return Choice(*meta["choice"], table=table)
+
+        return self._once(SEARCH, compute, encode, decode)
+
+    def pool(self, compute: Callable[[], Pool]) -> Pool:
+        """The iteration's sampled, graded and rewarded pool."""
+        if POOL in self.kept():
+            return self.load_pool()
+        pool = compute()
+        self.save_pool(pool)
+        return pool
+
+    def selection(self, compute: Callable[[], Selection]) -> Selection:
+        """The threshold used, the selection and its precision and recall."""
+        def decode(arrays, meta):
+            threshold, precision, recall = meta["selection"]
+            return Selection(threshold, arrays["selected"], precision, recall)
+
+        return self._once(SELECTION, compute,
+                          lambda s: ({"selected": s.selected}, {"selection": [s.threshold, s.precision, s.recall]}),
+                          decode)
+
+    def evaluation(self, compute: Callable[[], tuple[dict, dict]]) -> tuple[dict, dict]:
+        """(test metrics row, per-problem results) of the iteration's policy."""
+        return self._once(EVALUATION, compute, lambda result: (result[1], result[0]),
+                          lambda arrays, meta: (meta, arrays))
 
     @distributed.decided_on_writer
     def finished(self) -> list[str]:
@@ -95,8 +153,9 @@ class IterationPhases:
                       prompt_ids=np.asarray([i for p in s.prompt_ids for i in p], np.int64),
                       prompt_offsets=offsets, correct=pool.correct, valid=pool.valid, text_id=pool.text_id,
                       reward=pool.reward)
-        if pool.prm_min is not None:
-            arrays["prm_min"] = pool.prm_min
+        for name in ("prm_min", "test_pass_fraction"):
+            if getattr(pool, name) is not None:
+                arrays[name] = getattr(pool, name)
         self.save(POOL, arrays)
 
     def load_pool(self) -> Pool:
@@ -107,7 +166,7 @@ class IterationPhases:
                               lengths=a["lengths"], truncated=a["truncated"], logprobs=a["logprobs"],
                               prompt_ids=prompt_ids)
         return Pool(samples=samples, correct=a["correct"], valid=a["valid"], text_id=a["text_id"],
-                    prm_min=a.get("prm_min"), reward=a["reward"])
+                    prm_min=a.get("prm_min"), reward=a["reward"], test_pass_fraction=a.get("test_pass_fraction"))
 
     # ---------------------------------------------------------------- SFT
 

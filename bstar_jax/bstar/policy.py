@@ -41,18 +41,20 @@ def load_policy(config, mesh, train: list[Example]):
     if fine_tune is None:
         tokenizer, p0 = _load_model(config, mesh, m.tokenizer or m.path, m.path)
         return _sized(config, p0[0], mesh), tokenizer, p0
+    draws = streams.Streams(config.seed)  # P_0's draws take no run number: every run shares P_0
     if config.warm_start.enabled:
-        tokenizer, cfg, mixed = _warm_start_model(config, train, folder)
+        tokenizer, cfg, mixed = _warm_start_model(config, train, folder, draws.seed("warm_start_data"))
         config = _sized(config, cfg, mesh)
-        _fine_tune_and_save(config, mesh, tokenizer, cfg, models.init(cfg, int(config.seed)),
-                            sft_examples(tokenizer, mixed), folder, stream="warm_start", description="warm start P_0")
+        _fine_tune_and_save(config, mesh, tokenizer, cfg, models.init(cfg, draws.key("init")),
+                            sft_examples(tokenizer, mixed), folder, draws.key("warm_start"),
+                            description="warm start P_0")
     else:
         tokenizer, (cfg, params) = _load_model(config, mesh, m.tokenizer or m.path, m.path)
         config = _sized(config, cfg, mesh)
         logging.info("P_0: %d SFT steps of %s on reference solutions (cached in %s)", int(config.p0_sft.steps),
                      m.path, folder)
         _fine_tune_and_save(config, mesh, tokenizer, cfg, params, sft_examples(tokenizer, train), folder,
-                            stream="p0", description="SFT to P_0")
+                            draws.key("p0"), description="SFT to P_0")
     local = files.local_folder(folder)
     return (config, *_load_model(config, mesh, local, local))
 
@@ -81,18 +83,16 @@ def _load_model(config, mesh, tokenizer_path: str, model_path: str):
     return tokenizer, (cfg, params)
 
 
-def _fine_tune_and_save(config, mesh, tokenizer, cfg, params, examples, folder, *, stream: str,
-                        description: str) -> None:
-    """P_0's fine-tune as the plan declares it (plan.p0: its trainer config and steps), then the
-    model and tokenizer saved into <folder>.partial and renamed into place, so that a kill never
-    leaves half a P_0. Every process trains (the step is one program over the global mesh);
-    process 0 alone writes, the others wait until P_0 is in place."""
+def _fine_tune_and_save(config, mesh, tokenizer, cfg, params, examples, folder, key, *, description: str) -> None:
+    """P_0's fine-tune as the plan declares it (plan.p0: its trainer config and steps; `key`: its
+    SFT batch order), then the model and tokenizer saved into <folder>.partial and renamed into
+    place, so that a kill never leaves half a P_0. Every process trains (the step is one program
+    over the global mesh); process 0 alone writes, the others wait until P_0 is in place."""
     preemption.at(description)
     fine_tune = plan.p0(config)
     sft_config = fine_tune.config
     sft_config.pad_id = int(tokenizer.pad_token_id or 0)
     state = sft.init_train_state(cfg, params, sft_config, mesh)
-    key = streams.Streams(config.seed).key(stream)  # SFT batch order of this fine-tune
     state, stats = sft.run_sft(state, examples, cfg, sft_config, mesh, key, num_steps=fine_tune.steps,
                                progress=bool(config.progress), description=description)
     logging.info("%s: final SFT loss %.4f after %d steps (%.0f tok/s)", description, stats["loss"], stats["steps"],
@@ -126,15 +126,16 @@ def warm_start_examples(data_name: str, train: list[Example], n_per_problem: int
     return [e for e in train if e.solution]
 
 
-def _warm_start_model(config, train: list[Example], folder):
+def _warm_start_model(config, train: list[Example], folder, data_seed: int):
     """(tokenizer, model config, reference solutions) of the warm start: a BPE trained on the
-    task's text (written into <folder>.partial) and a tiny Llama-family model of warm_start's shape."""
+    task's text (written into <folder>.partial) and a tiny Llama-family model of warm_start's shape;
+    `data_seed` draws the alternative solutions."""
     w = config.warm_start
     logging.info("warm start: training a %d-token BPE and a tiny model to P_0 (cached in %s)", w.vocab_size, folder)
     # P_0's staging folder: write_then_rename clears it, writes P_0 there (this tokenizer again
     # included) and renames it into place when complete, so a kill never leaves half a P_0.
     tmp = files.partial_path(folder)
-    mixed = warm_start_examples(config.data.name, train, int(w.orders_per_problem), int(config.seed))
+    mixed = warm_start_examples(config.data.name, train, int(w.orders_per_problem), data_seed)
     texts = [format_prompt(e.question) + e.solution for e in mixed]
     # Process 0 trains and writes the tokenizer; every process (process 0 too) loads that very
     # file, so that loading takes the same decisions everywhere.

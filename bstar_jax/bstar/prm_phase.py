@@ -111,7 +111,8 @@ def check_prm_folder(config, model_cfg: models.ModelConfig | None = None) -> Non
 def _train(config, mesh, tokenizer, p0, init_params, train, key):
     cfg, p0_params = p0
     solutions, completions, training = plan.prm_training(config)  # the phase's calls
-    query_key, sample_key, label_key = streams.split(key, 3)
+    # The batch order is the fourth sub-key: split keeps the first three of a three-way split.
+    query_key, sample_key, label_key, order_key = streams.split(key, 4)
     order = np.asarray(jax.random.permutation(query_key, len(train)))
     queries = [train[i] for i in order[:solutions.queries]]
     samples = grid.sample(p0, tokenizer, [e.question for e in queries], temperatures=list(solutions.temperatures),
@@ -130,7 +131,7 @@ def _train(config, mesh, tokenizer, p0, init_params, train, key):
     logging.info("PRM: %d labelled solutions (%d generate calls), %.0f%% positive steps; training %d steps",
                  len(records), labelled.generate_calls, 100 * positives, training.steps)
     params, losses = train_prm(cfg, init_params, tokenizer, records, training.config, num_steps=training.steps,
-                               seed=int(config.seed), mesh=mesh)
+                               rng=order_key, mesh=mesh)
     logging.info("PRM: loss %.4f -> %.4f", float(np.mean(losses[:10])), float(np.mean(losses[-10:])))
     return params
 

@@ -1,6 +1,6 @@
 """The call plan: what each phase of a run compiles and at which shapes, declared once. The run
 takes its calls from here (P_0 in bstar/policy.py, the PRM in bstar/prm_phase.py, the search,
-the iteration and its SFT in bstar/experiment.py, the test pass in bstar/evaluation.py) and the fit
+the iteration and its SFT in bstar/iteration.py, the test pass in bstar/evaluation.py) and the fit
 tool (`python -m bstar_jax.tpu_fit`, cli/fit.py) compiles every call of `phases(config)`.
 
 A phase is a tuple of calls:

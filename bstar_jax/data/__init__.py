@@ -19,9 +19,11 @@ import os
 import pathlib
 from typing import Any, Mapping
 
+import jax
 import numpy as np
 
 from bstar_jax.core import names
+from bstar_jax.core.streams import Streams
 from bstar_jax.data.apps import load_apps_jsonl
 from bstar_jax.data.arc import load_arc_jsonl
 from bstar_jax.data import code_synthetic
@@ -82,17 +84,19 @@ def _pick(splits: dict[str, list[Example]], name: str, split: str) -> list[Examp
     return splits[split]
 
 
-def load_splits(data_config, seed: int) -> dict[str, list[Example]]:
+def load_splits(data_config, streams: Streams) -> dict[str, list[Example]]:
     """train / dev / test of `data_config` (the `config.data` block: name, train_path, test_path,
-    data_dir, num_train, num_dev, num_test, difficulty, and optionally test_name).
+    data_dir, num_train, num_dev, num_test, difficulty, and optionally test_name), drawn from the
+    run's stream "data" (`Streams(config.seed)`).
 
     Generated datasets (synthetic, gsm_symbolic, code_synthetic) make all three splits from
-    `seed`. File datasets read train and test (the first num_test), and the dev subset is
-    num_dev training queries drawn with `seed`: the paper's dev set comes from the training
-    queries, disjoint from the test set (docs/algorithm.md#search). `test_name` (e.g.
-    "humaneval") takes the test split from another dataset: train on apps_jsonl, test on HumanEval.
+    the seed `streams.seed("data")`. File datasets read train and test (the first num_test), and
+    the dev subset is num_dev training queries drawn with `streams.key("data")`: the paper's dev
+    set comes from the training queries, disjoint from the test set (docs/algorithm.md#search).
+    `test_name` (e.g. "humaneval") takes the test split from another dataset: train on
+    apps_jsonl, test on HumanEval.
     """
-    d, seed = data_config, int(seed)
+    d = data_config
     test_name = getattr(d, "test_name", "") or ""
     if d.name in TEST_ONLY:
         raise DataError(f"data.name={d.name} is a test set only; train on another dataset and set "
@@ -100,7 +104,7 @@ def load_splits(data_config, seed: int) -> dict[str, list[Example]]:
     if test_name and (test_name not in TEST_ONLY + tuple(_JSONL)):
         raise DataError(f"data.test_name={test_name!r} must be one of {TEST_ONLY + tuple(_JSONL)}")
     if d.name in _GENERATED:
-        kw = dict(seed=seed, n_train=int(d.num_train), n_dev=int(d.num_dev), n_test=int(d.num_test))
+        kw = dict(seed=streams.seed("data"), n_train=int(d.num_train), n_dev=int(d.num_dev), n_test=int(d.num_test))
         if d.name == "synthetic":
             kw["difficulty"] = int(d.difficulty)
         out = {split: load_split(d.name, split, **kw) for split in ("train", "dev", "test")}
@@ -114,7 +118,7 @@ def load_splits(data_config, seed: int) -> dict[str, list[Example]]:
     train = load_split(d.name, "train", **per_split["train"])
     test = _test_split(test_name, d) if test_name else \
         load_split(d.name, "test", **per_split["test"])[: int(d.num_test)]
-    order = np.random.default_rng(seed).permutation(len(train))
+    order = np.asarray(jax.random.permutation(streams.key("data"), len(train)))
     return {"train": train, "dev": [train[i] for i in order[: int(d.num_dev)]], "test": test}
 
 

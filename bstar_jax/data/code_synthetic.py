@@ -36,6 +36,7 @@ import string
 from typing import Any, Callable
 
 from bstar_jax.data.code_format import code_question, extract_program, format_code_response
+from bstar_jax.core import streams
 from bstar_jax.data.records import CodeTests, Example
 
 SPLITS = ("test", "dev", "train")  # generation order: test and dev stay fixed as n_train grows
@@ -274,7 +275,7 @@ def make_splits(seed: int = 0, n_train: int = 1000, n_dev: int = 64, n_test: int
     remaining = {fn: f.space() for fn, f in FAMILIES.items()}  # drawn without replacement
     out = {}
     for split in SPLITS:
-        rng = random.Random(f"bstar-code-synthetic:{seed}:{split}")
+        rng = streams.python_random("bstar-code-synthetic", seed, split)
         out[split] = [to_example(make_problem(rng, remaining), f"code-synthetic-{split}-{i}")
                       for i in range(sizes[split])]
     return out
@@ -297,7 +298,8 @@ def alternative_solutions(example: Example, n: int | None = None, seed: int = 0)
     solutions = [format_code_response(p) for p in problem_of(example).programs()]
     others = solutions[1:]
     if n is not None:
-        others = random.Random(seed).sample(others, min(max(n - 1, 0), len(others)))
+        rng = streams.python_random("bstar-code-synthetic-alternatives", seed)
+        others = rng.sample(others, min(max(n - 1, 0), len(others)))
     return solutions[:1] + others
 
 

@@ -22,6 +22,7 @@ import re
 from typing import Sequence
 
 from bstar_jax.text import format as fmt
+from bstar_jax.core import streams
 from bstar_jax.data.records import Example
 
 NAMES = ("Ann", "Ben", "Cal", "Dot", "Eve", "Max", "Sam", "Zoe")
@@ -134,7 +135,7 @@ def make_splits(seed: int = 0, n_train: int = 1000, n_dev: int = 64, n_test: int
     seen: set[str] = set()
     out = {}
     for split in SPLITS:
-        rng = random.Random(f"bstar-synthetic:{seed}:{split}:{difficulty}")
+        rng = streams.python_random("bstar-synthetic", seed, split, difficulty)
         examples, tries = [], 0
         while len(examples) < sizes[split]:
             tries += 1
@@ -162,7 +163,8 @@ def alternative_solutions(question: str | Example, n: int | None = None, seed: i
     canonical = problem.solution()
     others = [t for t in texts if t != canonical]
     if n is not None:
-        others = random.Random(seed).sample(others, min(max(n - 1, 0), len(others)))
+        rng = streams.python_random("bstar-synthetic-alternatives", seed)
+        others = rng.sample(others, min(max(n - 1, 0), len(others)))
     return [canonical] + others
 
 

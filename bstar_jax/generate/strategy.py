@@ -18,6 +18,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from bstar_jax.core import streams
+
 
 class SampleOutput(NamedTuple):
     tokens: jax.Array  # int32 [B, N]: sampled tokens, pad id after EOS
@@ -108,11 +110,9 @@ def next_token(logits_BxV, rng, temperature_B, top_p_B, top_k: int = 0):
 # ----------------------------------------------------------------------------- keys
 
 def typed_key(rng):
-    """`rng` as a typed key: an int seed, raw uint32 key data or a key array all become one."""
-    if isinstance(rng, int):
-        return jax.random.key(rng)
-    rng = jnp.asarray(rng) if not isinstance(rng, jax.Array) else rng
-    return rng if jnp.issubdtype(rng.dtype, jax.dtypes.prng_key) else jax.random.wrap_key_data(rng)
+    """`rng` as a typed key: an int seed, raw uint32 key data or a key array all become one
+    (`streams.as_key`, the one place a seed becomes a key)."""
+    return streams.as_key(rng)
 
 
 def row_keys(rng, batch: int):

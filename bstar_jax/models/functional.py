@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from bstar_jax.core import mesh as mesh_lib
+from bstar_jax.core import mesh as mesh_lib, streams
 from bstar_jax.models.config import ModelConfig
 from bstar_jax.models.decoder import Decoder
 
@@ -34,8 +34,7 @@ def module(cfg: ModelConfig, params) -> Decoder:
 
 def init(cfg: ModelConfig, rng) -> dict:
     """Random params (normal(0, 0.02) weights, unit norms, zero biases)."""
-    seed = int(jax.random.randint(rng, (), 0, 2**31 - 1)) if not isinstance(rng, int) else rng
-    return nnx.to_pure_dict(nnx.state(Decoder(cfg, nnx.Rngs(seed)), nnx.Param))
+    return nnx.to_pure_dict(nnx.state(Decoder(cfg, nnx.Rngs(streams.as_key(rng))), nnx.Param))
 
 
 def param_shapes(cfg: ModelConfig) -> dict:

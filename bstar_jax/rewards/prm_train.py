@@ -106,8 +106,9 @@ def make_step(cfg: models.ModelConfig, mask, spec: train_state.TrainSpec, state_
 
 
 def train_prm(cfg: models.ModelConfig, prm_params, tokenizer, records: Sequence, prm_config, *, num_steps: int,
-              seed: int = 0, mesh=None) -> tuple[dict, list[float]]:
-    """Runs `num_steps` PRM updates over shuffled `records`; returns (new params, loss per step).
+              rng, mesh=None) -> tuple[dict, list[float]]:
+    """Runs `num_steps` PRM updates over `records` shuffled with `rng` (a key: the batch order);
+    returns (new params, loss per step).
 
     records: PRMRecords, (question, steps, labels) tuples or prm-v4 dicts; every record is
     checked and tokenised before the first step, so a bad one fails with its index first.
@@ -132,7 +133,7 @@ def train_prm(cfg: models.ModelConfig, prm_params, tokenizer, records: Sequence,
     state = train_state.init_state(prm_params, mask, spec, prm_lib.prm_shardings(cfg, mesh), mesh)
     step_fn = make_step(cfg, mask, spec, train_state.shardings_of(state), mesh, remat=c.remat == "full")
     pad_id = cfg.pad_id
-    batches = batching.iterate_rows([prm_row(e) for e in encoded], spec.batch_size, jax.random.key(seed),
+    batches = batching.iterate_rows([prm_row(e) for e in encoded], spec.batch_size, rng,
                                     max_len=max_len, pad_id=pad_id, mesh=mesh, pack=bool(c.pack),
                                     pack_len=int(c.pack_len), accum=spec.batch_size // spec.micro_batch_size,
                                     key_cost=batching.attention_key_cost(cfg))

@@ -16,6 +16,7 @@ from bstar_jax.bstar import code_reward, experiment as loop
 from bstar_jax.core import mesh as mesh_lib
 from bstar_jax.data.code_format import format_code_response
 from bstar_jax.generate import grid
+from bstar_jax.core.streams import Streams
 from configs import code
 
 # Hostile programs for a call-based problem with entry point {fn}; none can pass every test.
@@ -83,7 +84,7 @@ def test_hostile_programs_score_zero_and_the_run_resumes(tmp_path, hostile_pool)
     decoy.write_text("keep me")
     paths += [str(decoy), str(workdir / "checkpoints"), str(workdir / "p0"), str(workdir / "metrics.jsonl")]
     c = _config(workdir, iterations=1)
-    splits = data.load_splits(c.data, c.seed)
+    splits = data.load_splits(c.data, Streams(c.seed))
     by_question.update({e.question: e for split in splits.values() for e in split})
 
     loop.run(c, mesh_lib.make_mesh())

@@ -13,6 +13,7 @@ from bstar_jax.analysis import comparisons, report, runlog
 from bstar_jax.config import check as config_check
 from bstar_jax.bstar import experiment as loop
 from bstar_jax.core import mesh as mesh_lib
+from bstar_jax.core.streams import Streams
 from configs import demo
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -69,7 +70,7 @@ def test_p0_sft_fine_tunes_a_loaded_model_once(tmp_path, p0_dir):
     c.model.path = str(p0_dir)
     c.p0_sft.steps, c.p0_sft.batch_size, c.p0_sft.micro_batch_size, c.p0_sft.lr = 3, 8, 8, 1e-3
     mesh = mesh_lib.make_mesh()
-    train = data.load_splits(c.data, c.seed)["train"]
+    train = data.load_splits(c.data, Streams(c.seed))["train"]
     _, tokenizer, (cfg, params) = warmstart.load_policy(c, mesh, train)
     saved = tmp_path / "work" / "p0"
     assert (saved / "config.json").exists() and (saved / "tokenizer.json").exists()
@@ -102,7 +103,7 @@ def test_sizes_are_resolved_once_before_p0(tmp_path, p0_dir, monkeypatch):
                         trained.append(int(sft_config.micro_batch_size)) or run_sft(state, examples, cfg, sft_config,
                                                                                      *a, **k))
     mesh = mesh_lib.make_mesh()
-    sized, _, _ = policy.load_policy(c, mesh, data.load_splits(c.data, c.seed)["train"])
+    sized, _, _ = policy.load_policy(c, mesh, data.load_splits(c.data, Streams(c.seed))["train"])
     assert calls == [1] and trained == [sized.p0_sft.micro_batch_size]
     assert sized.p0_sft.micro_batch_size < 16 and 16 % sized.p0_sft.micro_batch_size == 0
 
@@ -172,7 +173,7 @@ def check_exported_policy(folder, work):
     model = transformers.AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
     theirs_tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder))
     ours_tokenizer = tok.load_tokenizer(str(work / "p0"))
-    questions = [e.question for e in data.load_splits(tiny(work).data, 0)["test"][:3]]
+    questions = [e.question for e in data.load_splits(tiny(work).data, Streams(0))["test"][:3]]
     for q, ids in zip(questions, tok.encode_prompts(ours_tokenizer, questions)):
         prompt = fmt.format_prompt(q)
         assert theirs_tokenizer(prompt, add_special_tokens=False)["input_ids"] == \
@@ -189,6 +190,21 @@ def test_other_variants(variant, tmp_path, p0_dir):
     loop.run(tiny(work, variants=(variant,), use_prm=(False,), iterations=1), mesh_lib.make_mesh())
     rows = rows_of(work)
     assert [r["iteration"] for r in rows] == [0, 1] and rows[1]["variant"] == variant
+
+
+def test_runs_and_experiments_in_one_process_share_no_state(tmp_path, p0_dir):
+    """Two runs in one experiment, then two more experiments in the same process, each one of
+    those runs alone: every run's rows are the rows it has alone (the second run of the first
+    experiment reuses the first one's evaluation of P_0, which equals its own)."""
+    def rows(name, variants):
+        work = with_p0(tmp_path / name, p0_dir)
+        loop.run(tiny(work, variants=variants, use_prm=(False,), iterations=1), mesh_lib.make_mesh())
+        return [{k: v for k, v in r.items() if k not in ("seconds", "sft_tokens_per_s")} for r in rows_of(work)]
+
+    both = rows("both", ("online_rft", "rest_em"))
+    alone = rows("rest_em", ("rest_em",)) + rows("online_rft", ("online_rft",))
+    assert [(r["variant"], r["iteration"]) for r in both] == [(v, i) for v in ("online_rft", "rest_em") for i in (0, 1)]
+    assert sorted(both, key=lambda r: r["variant"]) == sorted(alone, key=lambda r: r["variant"])
 
 
 def test_eval_every_skips_the_test_pass_between_p0_and_the_last_iteration(tmp_path, p0_dir):

@@ -13,6 +13,7 @@ from bstar_jax.core import mesh as mesh_lib
 from bstar_jax.rewards import prm as prm_lib
 from bstar_jax.text import tokenizer as tok
 from bstar_jax.text import format as fmt
+from bstar_jax.core.streams import Streams
 from configs import demo
 
 
@@ -20,7 +21,7 @@ from configs import demo
 def test_a_supplied_prm_and_a_replicate_in_one_workdir(tmp_path, monkeypatch):
     from bstar_jax.bstar import prm_phase
 
-    train = data.load_splits(demo.get_config("tiny").data, 0)["train"]
+    train = data.load_splits(demo.get_config("tiny").data, Streams(0))["train"]
     tokenizer = tok.train_bpe([fmt.format_prompt(e.question) + e.solution for e in train], 300, tmp_path / "p0")
     cfg = models.ModelConfig(model_type="llama", vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
                              num_layers=1, num_heads=2, num_kv_heads=1, head_dim=16, max_position_embeddings=512,

@@ -102,7 +102,7 @@ def test_no_cycles():
 
 def test_the_graph_is_read():
     g = graph()
-    assert "bstar.rollout" in g["bstar.experiment"] and "core.mesh" in g["bstar.metrics"]
+    assert "bstar.rollout" in g["bstar.iteration"] and "core.mesh" in g["bstar.metrics"]
     assert folder_of("core.mesh") == "core" and folder_of("tpu_fit") == ENTRY
 
 

@@ -51,10 +51,9 @@ def test_replicates_draw_their_own_training_keys_and_share_the_rest():
 def test_a_replicate_run_is_named_and_numbered_by_config_replicate(tmp_path):
     c = demo.get_config("tiny")
     c.workdir, c.replicate = str(tmp_path), 2
-    r = loop.Run(c, None, None, (None, None), None, None, streams_lib.Streams(0), "online_rft", None)
+    r = loop.make_run(c, None, None, (None, None), None, streams_lib.Streams(0), "online_rft")
     assert r.name == "online_rft-r2" and r.index == loop.run_index("online_rft", False, 2)
-    assert r.ckpt.directory.endswith("checkpoints/online_rft-r2")
-    r.ckpt.close()
+    assert str(loop.checkpoint_dir(c, r.name)).endswith("checkpoints/online_rft-r2")
 
 
 def test_replicate_and_primary_are_validated():

@@ -15,6 +15,7 @@ import pytest
 from bstar_jax import data
 from bstar_jax.text import format as fmt
 from bstar_jax.data import CodeTests, DataError, Example, code_format, code_synthetic, humaneval
+from bstar_jax.core.streams import Streams
 
 RUNNER = r"""
 import copy, json, sys
@@ -267,17 +268,17 @@ def test_code_synthetic_every_program_passes_its_tests():
 def test_load_splits_dispatch_code(tmp_path):
     d = ml_collections.ConfigDict(dict(name="code_synthetic", train_path="", test_path="", data_dir="",
                                        num_train=20, num_dev=4, num_test=6, difficulty=2))
-    splits = data.load_splits(d, seed=1)
+    splits = data.load_splits(d, Streams(1))
     assert [len(splits[s]) for s in ("train", "dev", "test")] == [20, 4, 6]
     d.test_name = "humaneval"
-    assert [e.id for e in data.load_splits(d, seed=1)["test"]] == [f"HumanEval/{i}" for i in (0, 1, 3, 5, 6, 7)]
+    assert [e.id for e in data.load_splits(d, Streams(1))["test"]] == [f"HumanEval/{i}" for i in (0, 1, 3, 5, 6, 7)]
     apps = write_jsonl(tmp_path / "apps.jsonl", APPS)
     d.update(name="apps_jsonl", train_path=str(apps), test_path=str(apps), test_name="", num_dev=1)
-    splits = data.load_splits(d, seed=0)
+    splits = data.load_splits(d, Streams(0))
     assert len(splits["train"]) == 2 and len(splits["dev"]) == 1 and splits["test"] == splits["train"]
     d.name = "humaneval"
     with pytest.raises(DataError, match="a test set only.*data.test_name=humaneval"):
-        data.load_splits(d, seed=0)
+        data.load_splits(d, Streams(0))
     d.update(name="apps_jsonl", test_name="mbpp")
     with pytest.raises(DataError, match="data.test_name='mbpp' must be one of"):
-        data.load_splits(d, seed=0)
+        data.load_splits(d, Streams(0))

@@ -200,7 +200,8 @@ def test_score_responses_defined_on_bad_text(char_bpe):
 def test_record_errors(char_bpe):
     with pytest.raises(ValueError, match=r"PRM record 1 .*3 labels for 2 steps"):
         prm_train.train_prm(_tiny_cfg(len(char_bpe)), None, char_bpe,
-                            [("q", ["a.", "b."], [1, 0]), ("q2", ["a.", "b."], [1, 0, 1])], prm_config(1), num_steps=1)
+                            [("q", ["a.", "b."], [1, 0]), ("q2", ["a.", "b."], [1, 0, 1])], prm_config(1), num_steps=1,
+                            rng=jax.random.key(0))
     with pytest.raises(ValueError, match="blank line"):
         rewards.as_record(("q", ["a.\n\nb.", "c"], [1, 1]))
     with pytest.raises(ValueError, match="empty"):
@@ -272,7 +273,7 @@ def test_prm_training_learns_planted_error(tmp_path):
     mesh = mesh_lib.make_mesh(data=4, fsdp=2)
     new, losses = prm_train.train_prm(cfg, prm, tok, train, prm_config(120, batch_size=16, micro_batch_size=16,
                                                                        lr=3e-3, min_lr=3e-4, max_len=128),
-                                      num_steps=120, mesh=mesh)
+                                      num_steps=120, rng=jax.random.key(0), mesh=mesh)
     windows = np.asarray(losses).reshape(4, 30).mean(axis=1)
     assert np.all(np.diff(windows) < 0), windows  # smoothed loss falls monotonically
     # embeddings and norms are frozen; blocks and head moved
@@ -310,11 +311,13 @@ def test_sft_and_prm_share_the_one_step(monkeypatch, char_bpe):
     prm = rewards.init_prm(cfg, models.init(cfg, 0), init="zero")
     record = [("q", ["1 + 1 = 2.", "# Answer\n\n2"], [1, 1]), ("q", ["1 + 1 = 3.", "# Answer\n\n3"], [0, 0])]
     small = dict(batch_size=8, micro_batch_size=8, max_len=64)
-    _, losses = prm_train.train_prm(cfg, prm, char_bpe, record, prm_config(2, **small), num_steps=2)
+    _, losses = prm_train.train_prm(cfg, prm, char_bpe, record, prm_config(2, **small), num_steps=2,
+                                    rng=jax.random.key(0))
     assert len(losses) == 2 and np.all(np.isfinite(losses))
     # Accumulating over micro-batches (with recomputed layers) takes the same steps.
     _, micro = prm_train.train_prm(cfg, prm, char_bpe, record,
-                                   prm_config(2, **dict(small, micro_batch_size=4, remat="full")), num_steps=2)
+                                   prm_config(2, **dict(small, micro_batch_size=4, remat="full")), num_steps=2,
+                                   rng=jax.random.key(0))
     np.testing.assert_allclose(micro, losses, rtol=1e-4)
     assert [c.func.__name__ for c in calls] == ["sft_loss", "prm_loss", "prm_loss"]
     sft.clear_step_cache()

@@ -53,7 +53,7 @@ def model(tmp_path_factory):
     """P_0: a random one-layer model and a BPE of the synthetic task, as an HF folder; and a PRM
     folder for it."""
     base = tmp_path_factory.mktemp("prm_path")
-    train = data.load_splits(demo.get_config("tiny").data, 0)["train"]
+    train = data.load_splits(demo.get_config("tiny").data, streams.Streams(0))["train"]
     tokenizer = tok.train_bpe([fmt.format_prompt(e.question) + e.solution for e in train], 300, base / "p0")
     cfg = _tiny_model_cfg(tokenizer)
     params = models.init(cfg, 0)
@@ -71,7 +71,7 @@ def test_a_supplied_prm_scores_and_none_is_trained(tmp_path, model, monkeypatch)
         raise AssertionError("a PRM was trained although config.prm.path names one")
 
     monkeypatch.setattr(prm_phase, "_train", no_training)
-    splits = data.load_splits(c.data, c.seed)
+    splits = data.load_splits(c.data, streams.Streams(c.seed))
     _, tokenizer, p0 = policy.load_policy(c, mesh, splits["train"])
     score = prm_phase.prepare_prm(c, mesh, tokenizer, p0, splits, streams.Streams(0).key("prm"))
     texts = np.array([[["We add 3 and 4.\n\nSo x = 7.\n\n# Answer\n\n7", "We add 3 and"]]], dtype=object)
