@@ -32,7 +32,7 @@ from bstar_jax.bstar import checkpoint, code_reward, evaluation, export, metrics
 from bstar_jax.analysis import comparisons, report, runlog
 from bstar_jax.config import check as config_check, choices, plan, record as run_record
 from bstar_jax import data
-from bstar_jax.core import distributed, files
+from bstar_jax.core import distributed, files, progress
 from bstar_jax.train import sft
 from bstar_jax.bstar.held_threshold import HeldThreshold
 from bstar_jax.bstar.iteration import IterationResult, Run, iteration
@@ -67,7 +67,13 @@ class _QuietLibraries(logging.Filter):
 
 
 def run(config, mesh, *, command: str | None = None) -> str:
-    """Runs every (variant, reward) of the config into config.workdir; returns report.md's path."""
+    """Runs every (variant, reward) of the config into config.workdir; returns report.md's path.
+    Phases longer than one compiled call show progress bars when `config.progress` is on."""
+    with progress.shown(bool(config.get("progress", False))):
+        return _run_all(config, mesh, command=command)
+
+
+def _run_all(config, mesh, *, command: str | None) -> str:
     for handler in logging.getLogger().handlers + logging.getLogger("absl").handlers:
         if not any(isinstance(f, _QuietLibraries) for f in handler.filters):
             handler.addFilter(_QuietLibraries())
@@ -298,6 +304,7 @@ def log_row(log, run: Run, it: int, row: dict, *, temperature, threshold, t0: fl
     def fmt(x):  # None: an iteration without a test pass (eval.every)
         return "-" if x is None else f"{x:.3f}"
 
-    logging.info("%s it%d: T=%s τ=%s pass@1=%s pass@K=%s BS=%s selected=%s (%.0fs)", run.name, it,
-                 temperature, threshold, fmt(base["pass_at_1"]), fmt(base["pass_at_k"]), base["balance_score"],
-                 base["n_selected"], base["seconds"])
+    bs = base["balance_score"]
+    logging.info("%s iteration %d/%d: T=%s τ=%s | greedy Pass@1 %s | Pass@K %s | balance score %s | %s selected | %.0f s",
+                 run.name, it, int(run.config.iterations), temperature, threshold, fmt(base["pass_at_1"]),
+                 fmt(base["pass_at_k"]), "-" if bs is None else f"{bs:.3f}", base["n_selected"], base["seconds"])

@@ -228,7 +228,7 @@ def test_demo_two_processes_equal_one_process(tmp_path):
     assert sorted(os.listdir(two / "checkpoints" / "bstar")) == ["0", "1"]
     assert not [f for f in os.listdir(two) if ".partial" in f or ".tmp" in f or ".write-test" in f]
     text = [open(log).read() for log in logs]
-    assert "bstar it1:" in text[0] and "bstar it1:" not in text[1]  # INFO lines on the writer only
+    assert "bstar iteration 1/1:" in text[0] and "bstar iteration 1/1:" not in text[1]  # INFO lines on the writer only
     rows = {w: [json.loads(line) for line in open(w / "metrics.jsonl")] for w in (two, one)}
     assert [r["iteration"] for r in rows[two]] == [0, 1]
     assert rows[two][1]["sft_loss"] is not None and rows[two][1]["n_selected"] > 0
