@@ -71,14 +71,14 @@ def sampler_row_bytes(cfg: models.ModelConfig, mesh, prompt_len: int, max_new_to
     """
     it = np.dtype(cfg.jnp_dtype).itemsize
     P, N = int(prompt_len), int(max_new_tokens)
-    C = min(P, engine.PREFILL_CHUNK)
+    L = min(P, engine.PREFILL_CHUNK)  # one prefill chunk: one model call's tokens
     H, F, V = _local(cfg.num_heads, mesh, "tensor"), _local(cfg.intermediate_size, mesh, "tensor"), \
         _local(cfg.vocab_size, mesh, "tensor")
     E = cfg.hidden_size
     column = 2 * cfg.num_layers * _local(cfg.num_kv_heads, mesh, "tensor") * cfg.head_dim * it + 4
     store = int(requests_per_slot) * (column * P + E * it) if requests_per_slot > 1 else 0
     cache = column * (P + N) + store
-    prefill_layer = H * C * P * (4 + it) + C * (3 * F * it + 4 * E * 4)
+    prefill_layer = H * L * P * (4 + it) + L * (3 * F * it + 4 * E * 4)
     decode_step = 9 * V * 4
     loop_state = 8 * N + 64
     return cache + max(prefill_layer, decode_step) + loop_state
