@@ -108,6 +108,7 @@ def test_sizes_are_resolved_once_before_p0(tmp_path, p0_dir, monkeypatch):
     assert sized.p0_sft.micro_batch_size < 16 and 16 % sized.p0_sft.micro_batch_size == 0
 
 
+@pytest.mark.slow
 def test_bstar_and_online_rft_with_and_without_prm(tmp_path, p0_dir):
     work = with_p0(tmp_path, p0_dir)
     path = loop.run(tiny(work, **{"export.every_iteration": True}), mesh_lib.make_mesh())

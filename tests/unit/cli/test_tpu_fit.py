@@ -23,6 +23,7 @@ def tiny_fit():
     return tpu_fit.fit(demo.get_config("tiny"), "v5e:2x2")
 
 
+@pytest.mark.slow
 def test_tiny_demo_fits_v5e(tiny_fit):
     results, text, bad = tiny_fit
     assert bad == []
@@ -40,6 +41,7 @@ def test_tiny_demo_fits_v5e(tiny_fit):
     assert completions.key[0] == "requests" and completions.shape.endswith("128 requests, 64 prompts")
 
 
+@pytest.mark.slow
 def test_absurd_rows_do_not_fit(tiny_fit):
     """4M rows per sampler call cannot fit 16 GB: a verdict (no traceback), from the arguments alone
     before any compile; the table says no."""
@@ -55,6 +57,7 @@ def test_absurd_rows_do_not_fit(tiny_fit):
     assert "| sample: iteration | 4194304 slots" in text and text.rstrip().endswith("| no |")
 
 
+@pytest.mark.slow
 def test_gsm8k_iteration_sampler_fits_v5e_2x4():
     """The iteration's sampler call of gsm8k.py on v5e:2x4 (4,096 slots over 128 prompts, each
     prefilled once and gathered into its 32 slots): 12.8 of 17.2 GB per chip. Gathering every
