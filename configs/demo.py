@@ -1,21 +1,23 @@
 """The main job: B-STaR vs online RFT with the answer+PRM reward, offline, in minutes on a CPU.
 
 It answers one question on one seed: from the same P_0, with the answer+PRM reward (Eq. 2), does
-B-STaR's per-iteration (T, τ) search end above online RFT (T = 1.0, τ = 0.0)? run.py closes with
-both runs' greedy Pass@1 and their paired difference over the test problems (config.primary).
+B-STaR's per-iteration (T, τ) search end above online RFT (T = 1.0; with the PRM its τ is fitted
+once, baseline.prm_threshold)? run.py closes with both runs' greedy Pass@1 and their paired
+difference over the test problems (config.primary).
 
 The run makes the synthetic shopping task, a BPE and a tiny Llama-family model trained from
-scratch to P_0 (300 steps of 16 examples; greedy Pass@1 0.098 on seed 0), labels 48 x 4 of P_0's
+scratch to P_0 (300 steps of 16 examples; greedy Pass@1 0.090 on seed 0), labels 48 x 4 of P_0's
 solutions by completions (Math-Shepherd) and trains the PRM on them (150 steps of 16), then runs
-each method for 3 iterations: M = 32 queries x K = 16 samples, N = 128 (n* = 4), 6 SFT steps of
+each method for 3 iterations: M = 32 queries x K = 16 samples, N = 128 (n* = 4), 3 SFT steps of
 16. B-STaR searches T in {0.5, 0.7, 0.9, 1.1}, every second temperature of the paper's grid,
 and the paper's 21 thresholds, on 32 dev queries x 8 samples. The test split (256 problems,
 greedy and K = 4 samples at T = 1.0) is evaluated for P_0 and after the last iteration
 (eval.every = 3): what the closing comparison reads.
 
-Cost on a 2-core CPU: 11.2 CPU-minutes (user 577 s + sys 97 s; 10 min 31 s of wall time beside
-other jobs, load average 3.7-4.5). Alone the process keeps about 1.7 cores busy: about 7 minutes.
-Of the CPU time, the warm start takes 30 %, the PRM 26 %, B-STaR 25 %, online RFT 14 %.
+Cost on a 2-core CPU, measured on a quiet machine (load average 0.5 before the run): 7 min 18 s
+of wall time, 12.2 CPU-minutes (user 635 s + sys 99 s; the process keeps 1.6-1.8 cores busy).
+Of the wall time the warm start takes 29 %, the PRM 29 %, evaluating P_0 6 %, B-STaR 22 %,
+online RFT 13 %.
 
 configs/reproduce.py is the powered comparison on the same task: 512 test problems, 4 iterations,
 M = 192, the paper's full grid, every iteration evaluated, seven variants with both rewards.
@@ -40,8 +42,8 @@ def get_config(arg: str | None = None):
     c.primary = "bstar+prm - online_rft+prm"
     c.iterations = 3
     c.warm_start.enabled = True
-    # reproduce.py's 300 steps at half its batch: half the cost, P_0 as good (0.098 vs 0.090 greedy
-    # Pass@1 on seed 0; 150 steps of 32 gave 0.043)
+    # reproduce.py's 300 steps at half its batch: half the cost for as good a P_0 (seed 0: greedy
+    # Pass@1 0.098 against 0.090 at batch 32; 150 steps of 32 gave 0.043)
     c.warm_start.steps, c.warm_start.batch_size = 300, 16
     c.mesh.data, c.mesh.fsdp, c.mesh.tensor = -1, 1, 1
 
@@ -54,17 +56,18 @@ def get_config(arg: str | None = None):
     c.samples_per_query = 16  # K: exploration needs enough draws to reach the harder queries
     c.target_size = 128  # N: n* = ceil(128 / 32) = 4
     c.search.samples_per_query = 8
-    c.search.temperatures = (0.5, 0.7, 0.9, 1.1)  # every second T of the paper's grid, from its most chosen 0.5
+    c.search.temperatures = (0.5, 0.7, 0.9, 1.1)  # every second T of the paper's grid from 0.5 (results/: B-STaR's most chosen)
     c.search.thresholds = tuple(round(-1.0 + 0.1 * i, 2) for i in range(21))  # paper App. B.2 grid
     c.sampling.max_new_tokens = 96  # solutions are 60-70 tokens (digits spelled one per token)
     c.sampling.batch_rows = 512  # rows per sampler call: CPU throughput is flat above ~256
     c.eval.samples_per_query, c.eval.s_values = 4, (1, 2, 4)
     c.eval.every = 3  # P_0 and the last iteration: what the closing comparison reads
 
-    c.sft.steps_per_iteration = 6  # 96 rows an iteration for a selection of at most N = 128
+    # One to two epochs over each iteration's selection (20-45 responses), as in reproduce.py
+    c.sft.steps_per_iteration = 3
     c.sft.batch_size, c.sft.micro_batch_size = 16, 16
     c.sft.lr, c.sft.min_lr = 3e-4, 3e-5  # P_0's final LR: the self-improvement LR continues P_0's schedule
-    c.sft.warmup_steps, c.sft.decay_steps = 4, c.iterations * 6  # decays over the run, as in reproduce.py
+    c.sft.warmup_steps, c.sft.decay_steps = 1, c.iterations * 3  # warmup 0.3 epoch, decay over the run
     c.sft.max_len, c.sft.max_prompt_len, c.sft.max_target_len = 256, 128, 128
     c.sft.freeze_embeddings = c.sft.freeze_lm_head = c.sft.freeze_norms = False
 

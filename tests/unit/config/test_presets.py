@@ -11,7 +11,7 @@ SIZES = {"workdir", "variants", "use_prm", "primary", "fixed.from_run", "iterati
          "search.temperatures", "search.thresholds", "eval.samples_per_query", "eval.s_values", "eval.every",
          "warm_start.steps", "warm_start.batch_size", "prm.num_queries", "prm.samples_per_query",
          "prm.completions", "prm.steps", "prm.batch_size", "prm.micro_batch_size",
-         "sft.steps_per_iteration", "sft.batch_size", "sft.micro_batch_size", "sft.decay_steps",
+         "sft.steps_per_iteration", "sft.batch_size", "sft.micro_batch_size", "sft.warmup_steps", "sft.decay_steps",
          "sampling.batch_rows"}
 
 
