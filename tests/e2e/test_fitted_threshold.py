@@ -11,7 +11,7 @@ from bstar_jax.analysis import runlog
 from bstar_jax.bstar import balance
 from bstar_jax.bstar import experiment as loop
 from bstar_jax.core import mesh as mesh_lib
-from configs import demo
+from test_loop import tiny as demo_tiny  # the tiny demo config with dotted overrides
 
 # P_0's warm start, the PRM and two iterations with their compiles: about 2 CPU-minutes.
 pytestmark = pytest.mark.slow
@@ -20,16 +20,8 @@ pytestmark = pytest.mark.slow
 def tiny(workdir, **overrides):
     """configs/demo.py:tiny, online RFT with the PRM; 16 dev queries x 16 samples, so that P_0
     (a few % correct at T = 1) has correct dev responses for the fit to weigh."""
-    c = demo.get_config("tiny")
-    c.workdir, c.progress, c.variants, c.use_prm = str(workdir), False, ("online_rft",), (True,)
-    c.data.num_dev, c.search.samples_per_query = 16, 16
-    for k, v in overrides.items():
-        node = c
-        *path, last = k.split(".")
-        for p in path:
-            node = node[p]
-        node[last] = v
-    return c
+    return demo_tiny(workdir, variants=("online_rft",), use_prm=(True,),
+                     **{"data.num_dev": 16, "search.samples_per_query": 16, **overrides})
 
 
 @pytest.fixture(scope="module")
