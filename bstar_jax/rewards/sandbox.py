@@ -31,12 +31,12 @@ import time
 from dataclasses import dataclass, field
 
 from bstar_jax.core.errors import UserError
-from bstar_jax.rewards import sandbox_worker as _worker_lib
+from bstar_jax.rewards import sandbox_worker
 from bstar_jax.rewards.unit_tests import UnitTests, parse_tests, return_matches, stdout_matches
 
 log = logging.getLogger(__name__)
 
-_WORKER = os.path.abspath(_worker_lib.__file__)
+_WORKER = os.path.abspath(sandbox_worker.__file__)
 _START_S = 30.0  # a worker's start-up (interpreter, namespaces) on a loaded machine
 _SLACK_S = 5.0  # beyond a test's own deadline: fork, set-up, teardown of one test
 
@@ -98,7 +98,7 @@ class _Worker:
     def __init__(self, config: SandboxConfig):
         flags = ",".join(name for name, on in (("ns", config.namespaces), ("tmp", config.private_tmp),
                                                ("uid", config.drop_uid), ("seccomp", config.seccomp)) if on) or "none"
-        env = {"PATH": _worker_lib.SAFE_PATH, "PYTHONHASHSEED": "0", "PYTHONUTF8": "1"}  # same hashes in every worker
+        env = {"PATH": sandbox_worker.SAFE_PATH, "PYTHONHASHSEED": "0", "PYTHONUTF8": "1"}  # same hashes in every worker
         self.proc = subprocess.Popen([*config.launcher, sys.executable, "-s", _WORKER, str(config.uid),
                                       str(config.gid), str(config.tmpfs_bytes), flags], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, env=env, cwd="/", start_new_session=True)
@@ -116,7 +116,7 @@ class _Worker:
 
     def send(self, header):
         try:
-            _worker_lib.send(self.fd_out, header)
+            sandbox_worker.send(self.fd_out, header)
         except OSError as exc:
             raise _WorkerLost(f"send: {exc}", exited=True) from None
 
@@ -131,9 +131,9 @@ class _Worker:
             self.buf += chunk
 
     def recv(self, deadline):
-        size = _worker_lib.FRAME.size
+        size = sandbox_worker.FRAME.size
         self._fill(size, deadline)
-        head_len, body_len = _worker_lib.FRAME.unpack(self.buf[:size])
+        head_len, body_len = sandbox_worker.FRAME.unpack(self.buf[:size])
         self._fill(size + head_len + body_len, deadline)
         header = json.loads(bytes(self.buf[size:size + head_len]))
         body = bytes(self.buf[size + head_len:size + head_len + body_len])
