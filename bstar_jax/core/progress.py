@@ -37,7 +37,7 @@ class _Silent:
 
 
 @contextlib.contextmanager
-def bar(total: int, *, unit: str, desc: str | None = None):
+def bar(total: int, *, unit: str):
     """A bar over `total` `unit`s of the current phase; `.update(n)` after each call. A silent
     stand-in where bars are off, or when the phase is one call (nothing to estimate)."""
     if not enabled() or total <= 1:
@@ -45,7 +45,7 @@ def bar(total: int, *, unit: str, desc: str | None = None):
         return
     from tqdm.auto import tqdm
 
-    b = tqdm(total=int(total), desc=desc or preemption.place(), unit=unit, leave=False, dynamic_ncols=True,
+    b = tqdm(total=int(total), desc=preemption.place(), unit=unit, leave=False, dynamic_ncols=True,
              mininterval=1.0, smoothing=0.5)
     try:
         yield b
